@@ -1,0 +1,119 @@
+"""The recsys pipeline flow: prepare -> per model (train -> index -> recommend ->
+similar items -> evaluate) -> publish. Tasks pass paths and small dicts, never index
+objects (Annoy indices do not pickle)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
+from recsys import pipeline as stages
+from recsys import storage
+from recsys.config import ModelConfig, PipelineConfig, load_config
+from recsys.errors import ConfigError
+from recsys.storage import RunPaths
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+@task(name="prepare-data", cache_policy=NO_CACHE)
+def prepare_data(run: RunPaths, config: PipelineConfig, input_path: str) -> dict[str, Any]:
+    return stages.prepare_stage(run, config, input_path)
+
+
+@task(name="train", cache_policy=NO_CACHE, task_run_name="train-{model.name}")
+def train_model(run: RunPaths, config: PipelineConfig, model: ModelConfig) -> dict[str, Any]:
+    return stages.train_stage(run, config, model)
+
+
+@task(name="build-indices", cache_policy=NO_CACHE, task_run_name="index-{model}")
+def build_indices(run: RunPaths, config: PipelineConfig, model: str) -> dict[str, Any]:
+    return stages.index_stage(run, config, model)
+
+
+@task(name="recommend", cache_policy=NO_CACHE, task_run_name="recommend-{model}")
+def recommend(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
+    return stages.recommend_stage(run, config, model, indices)
+
+
+@task(name="similar-items", cache_policy=NO_CACHE, task_run_name="similar-{model}")
+def similar_items(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
+    return stages.similar_stage(run, config, model, indices)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-{model}")
+def evaluate(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
+    return stages.evaluate_stage(run, config, model, indices)
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish(run: RunPaths, manifest: dict[str, Any]) -> str:
+    return str(storage.publish_run(run, manifest).dir)
+
+
+def model_flow(run: RunPaths, config: PipelineConfig, model: ModelConfig) -> dict[str, Any]:
+    """All stages of one model; returns its manifest entry."""
+    trained = train_model(run, config, model)
+    indexed = build_indices(run, config, model.name)
+    indices = indexed["indices"]
+    return stages.merge_model_results(
+        trained,
+        indexed,
+        recommend(run, config, model.name, indices),
+        similar_items(run, config, model.name, indices),
+        evaluate(run, config, model.name, indices),
+    )
+
+
+def resolve_inputs(
+    config_path: str | None, interactions: str | None, output: str | None
+) -> tuple[PipelineConfig, str, str]:
+    config = load_config(config_path or DEFAULT_CONFIG)
+    input_path = interactions or config.input.path
+    if not input_path:
+        raise ConfigError("no interactions table: set input.path in the config or pass --interactions")
+    return config, input_path, output or config.output.root
+
+
+@flow(name="recsys-pipeline", log_prints=True)
+def pipeline_flow(
+    config_path: str | None = None,
+    interactions: str | None = None,
+    output: str | None = None,
+    run_id: str | None = None,
+    models: list[str] | None = None,
+) -> dict[str, Any]:
+    """Train, index, recommend, evaluate and publish one run.
+
+    models: names of the config's models to (re)train; the others are carried over
+    from the current run when it was made from the same input. Returns the manifest.
+    """
+    config, input_path, root = resolve_inputs(config_path, interactions, output)
+    selected = config.select_models(models) if models else list(config.models)
+    created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    with storage.root_lock(root):
+        storage.clean_stale_staging(root)
+        run = storage.start_run(root, run_id)
+        try:
+            prepared = prepare_data(run, config, input_path)
+            results = {model.name: model_flow(run, config, model) for model in selected}
+            results.update(stages.carry_over_models(run, config, prepared, set(results)))
+            timings = {
+                "prepare": prepared["seconds"],
+                "total_before_publish": round(time.perf_counter() - started, 3),
+            }
+            manifest = stages.build_manifest(run, config, prepared, results, created_at, timings)
+            run_dir = publish(run, manifest)
+        except BaseException:
+            shutil.rmtree(run.dir, ignore_errors=True)
+            raise
+    print(f"published run {run.run_id} to {run_dir}")
+    return storage.read_json(Path(run_dir) / "manifest.json")

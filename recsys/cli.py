@@ -1,0 +1,340 @@
+"""The ``recsys`` command line: the front door, and the only module of ``recsys`` that
+imports ``flows`` (and so Prefect), lazily, for the commands that orchestrate.
+
+Errors: one line on stderr (``recsys: error: ...``) and exit status 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys import __version__, storage
+from recsys.errors import ConfigError, QueryError, RecsysError
+
+DEFAULT_OUTPUT = "data/outputs"
+
+
+# ---------------------------------------------------------------- output helpers
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def run_summary(run_dir: str, manifest: dict[str, Any]) -> str:
+    """The table `recsys run` prints: one line per model with counts, timings and recall."""
+    inp = manifest["input"]
+    rows = []
+    for name, model in manifest["models"].items():
+        ann = model.get("evaluation", {}).get("ann", {})
+        rec, sim = ann.get("recommendations", {}), ann.get("similar_items", {})
+        timings = model.get("timings", {})
+        rows.append(
+            {
+                "model": name,
+                "type": model["type"],
+                "dim": model["dim"],
+                "fit_s": _fmt(timings.get("fit", 0.0), 2),
+                "index_s": _fmt(timings.get("index", 0.0), 2),
+                "recommend_s": _fmt(timings.get("recommend", 0.0), 2),
+                "similar_s": _fmt(timings.get("similar_items", 0.0), 2),
+                f"rec_recall@{rec.get('k', '')}": _fmt(rec.get("recall_at_k", float("nan"))),
+                "rec_qps": _fmt(rec.get("queries_per_second", 0.0), 0),
+                f"sim_recall@{sim.get('k', '')}": _fmt(sim.get("recall_at_k", float("nan"))),
+                "sim_qps": _fmt(sim.get("queries_per_second", 0.0), 0),
+                "note": f"carried over from {model['carried_over_from']}"
+                if "carried_over_from" in model
+                else "",
+            }
+        )
+    header = (
+        f"run {manifest['run_id']} published to {run_dir}\n"
+        f"input {inp['path']}: {inp['rows']} rows, {inp['users']} users, {inp['items']} items, "
+        f"{inp['interactions']} interactions\n"
+    )
+    return header + _table(rows, list(rows[0].keys()) if rows else ["model"])
+
+
+# ---------------------------------------------------------------- prefect plumbing
+
+
+class _DropErrors(logging.Filter):
+    """Keep error records (and their tracebacks) off the console: the CLI prints one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+def _import_flows(debug: bool) -> Any:
+    """Import the flows package (and Prefect) with console logs on stdout.
+
+    Progress goes to stdout; stderr is kept for the one-line error. With ``debug``
+    Prefect's error records and tracebacks are shown too.
+    """
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    import flows.pipeline as pipeline_module
+
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "recsys"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setStream(sys.stdout)
+                if not debug:
+                    handler.addFilter(_DropErrors())
+    return pipeline_module
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    pipeline = _import_flows(args.debug)
+    config, input_path, root = pipeline.resolve_inputs(args.config, args.interactions, args.output)
+    if not Path(input_path).exists():
+        hint = " (make the bundled sample with `recsys generate`)" if "sample" in input_path else ""
+        raise ConfigError(f"{input_path}: interactions file not found{hint}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    if models:
+        config.select_models(models)
+    if args.run_id:
+        storage.check_run_id(args.run_id)
+    manifest = pipeline.pipeline_flow(
+        config_path=args.config or pipeline.DEFAULT_CONFIG,
+        interactions=input_path,
+        output=root,
+        run_id=args.run_id,
+        models=models,
+    )
+    run_dir = storage.RunPaths(Path(root), manifest["run_id"], staging=False).dir
+    print(run_summary(str(run_dir), manifest))
+    return 0
+
+
+def _model_entry(manifest: dict[str, Any], model: str | None) -> tuple[str, dict[str, Any]]:
+    models = manifest["models"]
+    name = model or next(iter(models))
+    if name not in models:
+        raise QueryError(f"model {name!r} is not in run {manifest['run_id']} (has: {', '.join(models)})")
+    return name, models[name]
+
+
+def _lookup(args: argparse.Namespace, kind: str) -> int:
+    from recsys.pipeline import open_index
+    from recsys.recommend import search_batches
+
+    run, manifest = storage.open_run(args.output, args.run_id)
+    name, entry = _model_entry(manifest, args.model)
+    interactions = storage.read_interactions(run.dir / Path(manifest["data"]["users"]).parent)
+    item_factors = storage.read_array(run.dir / entry["factors"]["item"])
+    config = manifest["config"]
+    if kind == "recommend":
+        metric = config["recommend"]["metric"]
+        position = int(interactions.users.to_internal([interactions.users.parse(args.user)])[0])
+        user_factors = storage.read_array(run.dir / entry["factors"]["user"], mmap=True)
+        query = np.asarray(user_factors[position : position + 1], dtype=np.float32)
+        exclude = interactions.user_items[position : position + 1]
+        query_id, label = args.user, "user"
+    else:
+        metric = config["similar_items"]["metric"]
+        position = int(interactions.items.to_internal([interactions.items.parse(args.item)])[0])
+        query = item_factors[position : position + 1]
+        import scipy.sparse as sp
+
+        exclude = sp.csr_matrix(
+            (np.ones(1, dtype=np.float32), ([0], [position])), shape=(1, interactions.n_items)
+        )
+        query_id, label = args.item, "item"
+    index_entry = entry["indices"][metric]
+    index = open_index(run.dir, index_entry, item_factors)
+    n = args.n or config["recommend" if kind == "recommend" else "similar_items"]["top_n"]
+    available = interactions.n_items - exclude.nnz
+    if not 1 <= n <= index.n_items:
+        raise QueryError(f"-n must be between 1 and the {index.n_items} items, found {n}")
+    _, ids, scores = next(
+        search_batches(index, query, n, exclude, item_factors, int(index_entry.get("search_k", -1)))
+    )
+    valid = ids[0] >= 0
+    rows = [
+        {"rank": rank + 1, "item_id": item, "score": round(float(score), 6)}
+        for rank, (item, score) in enumerate(
+            zip(
+                interactions.items.to_external(ids[0][valid]).tolist(),
+                scores[0][valid],
+                strict=True,
+            )
+        )
+    ]
+    if args.json:
+        print(json.dumps({label: query_id, "model": name, "run_id": run.run_id, "results": rows}))
+    else:
+        print(
+            f"{'recommendations for user' if kind == 'recommend' else 'items similar to'} "
+            f"{query_id} (model {name}, {metric} index, run {run.run_id}"
+            f"{f', only {available} candidates' if available < n else ''})"
+        )
+        print(_table(rows, ["rank", "item_id", "score"]))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = storage.list_runs(args.output)
+    if not runs:
+        print(f"no runs under {args.output}")
+        return 0
+    rows = []
+    for entry in runs:
+        manifest = entry["manifest"] or {}
+        metrics = []
+        for name, model in manifest.get("models", {}).items():
+            rec = model.get("evaluation", {}).get("ann", {}).get("recommendations", {})
+            if rec:
+                metrics.append(f"{name} recall@{rec['k']}={rec['recall_at_k']:.3f}")
+        rows.append(
+            {
+                "run_id": entry["run_id"] + (" *" if entry["current"] else ""),
+                "status": entry["status"],
+                "created_at": manifest.get("created_at", ""),
+                "seconds": manifest.get("timings", {}).get("total_before_publish", ""),
+                "users": manifest.get("input", {}).get("users", ""),
+                "items": manifest.get("input", {}).get("items", ""),
+                "models": ", ".join(metrics),
+            }
+        )
+    print(_table(rows, list(rows[0])))
+    print("* = CURRENT")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from recsys.data import generate_interactions
+
+    frame = generate_interactions(
+        n_users=args.users,
+        n_items=args.items,
+        n_clusters=args.clusters,
+        string_ids=args.string_ids,
+        seed=args.seed,
+    )
+    path = storage.write_interactions_table(frame, args.output)
+    print(f"wrote {len(frame)} interactions ({args.users} users, {args.items} items) to {path}")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    import os
+
+    _import_flows(args.debug)
+    from flows.deploy import build_deployment, serve_deployment
+
+    config_path = str(Path(args.config).resolve())
+    deployment = build_deployment(config_path)
+    if not os.environ.get("PREFECT_API_URL"):
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            raise ConfigError(
+                "recsys deploy needs a Prefect server: start one with `prefect server start` "
+                "and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+            )
+    print(f"serving deployment {deployment.name!r} with cron {args_cron(deployment)}; Ctrl-C stops")
+    serve_deployment(deployment)
+    return 0
+
+
+def args_cron(deployment: Any) -> str:
+    return ", ".join(str(getattr(s.schedule, "cron", s.schedule)) for s in deployment.schedules or [])
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"recsys {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks on errors",
+        )
+        return command
+
+    run = add("run", "train, index, recommend, evaluate and publish one run")
+    run.add_argument("--config", default=None, help="pipeline YAML (default configs/default.yaml)")
+    run.add_argument("--interactions", help="interactions table, parquet or CSV (default: input.path)")
+    run.add_argument("--output", help="output root (default: output.root of the config)")
+    run.add_argument("--run-id", help="run id (default: UTC time + random suffix)")
+    run.add_argument("--models", help="comma-separated model names to (re)train; others carried over")
+    run.set_defaults(func=cmd_run)
+
+    for name, help_text, flag in (
+        ("recommend", "top-N unseen items for one user from the current run", "--user"),
+        ("similar", "items most similar to one item from the current run", "--item"),
+    ):
+        command = add(name, help_text)
+        command.add_argument(flag, required=True, help=f"external {flag[2:]} id")
+        command.add_argument("--model", help="model name (default: the run's first model)")
+        command.add_argument("-n", type=int, default=None, help="number of results (default: top_n)")
+        command.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")
+        command.add_argument("--run-id", default=None, help="run to answer from (default: CURRENT)")
+        command.add_argument("--json", action="store_true", help="print JSON")
+        command.set_defaults(func=lambda a, kind=name: _lookup(a, kind))
+
+    runs = add("runs", "list runs with status and headline metrics")
+    runs.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")
+    runs.set_defaults(func=cmd_runs)
+
+    deploy = add("deploy", "serve the pipeline as a Prefect deployment on the config's cron schedule")
+    deploy.add_argument("--config", default="configs/default.yaml", help="pipeline YAML")
+    deploy.set_defaults(func=cmd_deploy)
+
+    generate = add("generate", "write the deterministic synthetic sample")
+    generate.add_argument("--output", default="data/sample/interactions.parquet")
+    generate.add_argument("--users", type=int, default=3000)
+    generate.add_argument("--items", type=int, default=1500)
+    generate.add_argument("--clusters", type=int, default=12)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--string-ids", action="store_true", help="ids as strings")
+    generate.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.getLogger("recsys").setLevel(logging.INFO)
+    try:
+        return int(args.func(args))
+    except RecsysError as exc:
+        if args.debug:
+            raise
+        print(f"recsys: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("recsys: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Validated interactions: id maps for users and items and a users x items CSR matrix.
+
+implicit and Annoy only ever see dense internal ids ``0..n-1``; an :class:`IdMap`
+per entity carries the external ids beside the matrix. External ids are either all
+integers (kept as int64) or all strings, and keep that type in every output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys.errors import InputError, QueryError
+
+USER, ITEM, WEIGHT, TIMESTAMP = "user_id", "item_id", "weight", "timestamp"
+IdKind = Literal["int", "str"]
+
+
+@dataclass(frozen=True, eq=False)
+class IdMap:
+    """External ids of one entity, position = internal id.
+
+    ``ids`` is sorted and unique: int64 for integer ids, object (Python ``str``) for
+    string ids.
+    """
+
+    ids: np.ndarray
+    kind: IdKind
+    _lookup: pd.Index = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        lookup = pd.Index(self.ids, dtype=np.int64 if self.kind == "int" else object)
+        if not lookup.is_unique:
+            raise ValueError("IdMap ids must be unique")
+        object.__setattr__(self, "_lookup", lookup)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_ids(cls, ids: np.ndarray | list, kind: IdKind | None = None) -> IdMap:
+        """An IdMap over ids already unique (order kept)."""
+        array = np.asarray(ids)
+        if kind is None:
+            kind = "int" if np.issubdtype(array.dtype, np.integer) else "str"
+        array = array.astype(np.int64) if kind == "int" else np.asarray(ids, dtype=object)
+        return cls(array, kind)
+
+    def to_internal(self, external: np.ndarray | list, strict: bool = True) -> np.ndarray:
+        """Internal ids (int64) of external ids.
+
+        strict: unknown ids raise :class:`QueryError`; otherwise they map to -1.
+        """
+        external = np.asarray(external, dtype=np.int64 if self.kind == "int" else object)
+        internal = self._lookup.get_indexer(external).astype(np.int64)
+        if strict and (internal < 0).any():
+            missing = external[internal < 0]
+            raise QueryError(
+                f"{len(missing)} unknown id(s), e.g. {missing[0]!r} "
+                f"(the map holds {len(self)} {self.kind} ids)"
+            )
+        return internal
+
+    def to_external(self, internal: np.ndarray) -> np.ndarray:
+        """External ids at the given internal positions."""
+        return self.ids[np.asarray(internal, dtype=np.int64)]
+
+    def parse(self, text: str) -> int | str:
+        """An external id typed as this map's ids, from a command-line string."""
+        if self.kind == "str":
+            return text
+        try:
+            return int(text)
+        except ValueError:
+            raise QueryError(f"id {text!r} is not an integer; this run's ids are integers") from None
+
+
+@dataclass(frozen=True, eq=False)
+class Interactions:
+    """Validated interactions.
+
+    user_items: float32 CSR of shape (n_users, n_items); duplicates are summed.
+    stats: counts of what validation read, merged and dropped.
+    """
+
+    users: IdMap
+    items: IdMap
+    user_items: sp.csr_matrix
+    stats: dict[str, int]
+
+    def __post_init__(self) -> None:
+        shape = (len(self.users), len(self.items))
+        if self.user_items.shape != shape:
+            raise ValueError(f"user_items has shape {self.user_items.shape}, ids give {shape}")
+        if self.user_items.dtype != np.float32 or not isinstance(self.user_items, sp.csr_matrix):
+            raise ValueError("user_items must be a float32 scipy.sparse.csr_matrix")
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.user_items.nnz)
+
+    def seen_counts(self) -> np.ndarray:
+        """Distinct items per user, int64 of shape (n_users,)."""
+        return np.diff(self.user_items.indptr).astype(np.int64)
+
+
+def _id_column(frame: pd.DataFrame, column: str, source: str) -> tuple[np.ndarray, IdKind]:
+    values = frame[column]
+    missing = int(values.isna().sum())
+    if missing:
+        raise InputError(f"{source}: {missing} row(s) have a missing {column}")
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        raise InputError(f"{source}: column {column} must hold integers or strings, found booleans")
+    if pd.api.types.is_integer_dtype(dtype):
+        return values.to_numpy(dtype=np.int64), "int"
+    if pd.api.types.is_float_dtype(dtype):
+        raise InputError(
+            f"{source}: column {column} must hold integers or strings, found {dtype} "
+            "(floating-point ids are ambiguous)"
+        )
+    if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
+        array = values.to_numpy(dtype=object)
+        not_str = np.fromiter((not isinstance(v, str) for v in array), bool, len(array))
+        if not_str.any():
+            example = array[not_str][0]
+            raise InputError(
+                f"{source}: column {column} mixes types: {int(not_str.sum())} of {len(array)} "
+                f"values are not strings (e.g. {example!r})"
+            )
+        empty = int((values.str.len() == 0).sum())
+        if empty:
+            raise InputError(f"{source}: {empty} row(s) have an empty {column}")
+        return array, "str"
+    raise InputError(f"{source}: column {column} must hold integers or strings, found {dtype}")
+
+
+def _weights(frame: pd.DataFrame, source: str) -> np.ndarray:
+    if WEIGHT not in frame.columns:
+        return np.ones(len(frame), dtype=np.float64)
+    values = frame[WEIGHT]
+    if not (pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values)):
+        raise InputError(f"{source}: column weight must be numeric, found {values.dtype}")
+    weights = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = int(np.isnan(weights).sum())
+    if missing:
+        raise InputError(f"{source}: {missing} row(s) have a missing or NaN weight")
+    infinite = int(np.isinf(weights).sum())
+    if infinite:
+        raise InputError(f"{source}: {infinite} row(s) have an infinite weight")
+    negative = int((weights < 0).sum())
+    if negative:
+        raise InputError(f"{source}: {negative} row(s) have a negative weight (expected >= 0)")
+    return weights
+
+
+def build_interactions(frame: pd.DataFrame, source: str = "interactions") -> Interactions:
+    """Validate a raw interactions table and build id maps and the CSR matrix.
+
+    Raises :class:`InputError` naming the source, the column and the count for: an
+    empty table, a missing column, missing/empty/mistyped ids, missing, non-finite or
+    negative weights. Rows with weight 0 are dropped (counted in ``stats``); duplicate
+    (user, item) rows are summed (counted in ``stats``).
+    """
+    missing_columns = [c for c in (USER, ITEM) if c not in frame.columns]
+    if missing_columns:
+        found = ", ".join(map(str, frame.columns)) or "none"
+        raise InputError(f"{source}: missing column {', '.join(missing_columns)} (found columns: {found})")
+    if len(frame) == 0:
+        raise InputError(f"{source}: the table is empty (0 rows)")
+    user_values, user_kind = _id_column(frame, USER, source)
+    item_values, item_kind = _id_column(frame, ITEM, source)
+    weights = _weights(frame, source)
+
+    positive = weights > 0
+    zero_weight = int((~positive).sum())
+    if zero_weight == len(frame):
+        raise InputError(f"{source}: all {len(frame)} rows have weight 0; nothing to learn from")
+    if zero_weight:
+        user_values, item_values, weights = (
+            user_values[positive],
+            item_values[positive],
+            weights[positive],
+        )
+
+    user_codes, user_ids = pd.factorize(user_values, sort=True)
+    item_codes, item_ids = pd.factorize(item_values, sort=True)
+    users = IdMap.from_ids(np.asarray(user_ids), user_kind)
+    items = IdMap.from_ids(np.asarray(item_ids), item_kind)
+    coo = sp.coo_matrix(
+        (weights, (user_codes.astype(np.int64), item_codes.astype(np.int64))),
+        shape=(len(users), len(items)),
+    )
+    user_items = coo.tocsr()  # sums duplicates in float64
+    user_items.sort_indices()
+    if not np.isfinite(user_items.data).all() or (user_items.data > np.finfo(np.float32).max).any():
+        raise InputError(f"{source}: summed weights overflow float32")
+    user_items = sp.csr_matrix(user_items, dtype=np.float32)
+    stats = {
+        "rows": int(len(frame)),
+        "zero_weight_rows_dropped": zero_weight,
+        "duplicate_rows_merged": int(len(weights) - user_items.nnz),
+        "interactions": int(user_items.nnz),
+        "users": len(users),
+        "items": len(items),
+    }
+    return Interactions(users=users, items=items, user_items=user_items, stats=stats)

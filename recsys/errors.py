@@ -1,0 +1,35 @@
+"""Domain exceptions. Every message says what was expected and what was found."""
+
+
+class RecsysError(Exception):
+    """Base class: the CLI prints these as one line and exits non-zero."""
+
+    exit_code = 2
+
+
+class ConfigError(RecsysError):
+    """The pipeline config is invalid (unknown key, bad value, unreadable YAML)."""
+
+
+class InputError(RecsysError):
+    """The interactions table is unreadable or fails validation."""
+
+
+class ModelError(RecsysError):
+    """Training produced unusable factors, or a model name/type is unknown."""
+
+
+class AnnIndexError(RecsysError):
+    """An index file is missing, corrupt, or does not match its manifest."""
+
+
+class IndexFrozenError(AnnIndexError):
+    """Items were added to an Annoy index after it was built."""
+
+
+class QueryError(RecsysError):
+    """A lookup asked for an unknown id or an invalid number of results."""
+
+
+class RunError(RecsysError):
+    """A published run is missing, incomplete, or cannot be written."""

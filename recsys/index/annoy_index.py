@@ -1,0 +1,235 @@
+"""Annoy indices that travel with a manifest and refuse a mismatch on load.
+
+An Annoy file has no header: opened with another dimension or metric it may load
+and answer with plausible wrong neighbours, and a truncated file loads with a wrong
+item count. So every file gets a JSON manifest beside it (metric, dimension, items,
+trees, seed, size, sha256) that is checked before Annoy touches the file.
+
+Scores: for ``dot`` Annoy's distance is the inner product; for ``angular`` Annoy's
+distance d relates to the cosine similarity by ``cos = 1 - d**2 / 2``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import annoy  # not `from annoy import AnnoyIndex`: Dask pickles task modules
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.errors import AnnIndexError, IndexFrozenError
+from recsys.index.exact import check_query
+from recsys.storage import file_sha256, write_json
+
+MANIFEST_FORMAT = "recsys-annoy-index/1"
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    """What an index file must be; stored as ``<file>.json``."""
+
+    metric: str
+    dim: int
+    n_items: int
+    n_trees: int
+    seed: int
+    size_bytes: int
+    sha256: str
+    annoy_version: str
+    format: str = MANIFEST_FORMAT
+
+    @classmethod
+    def read(cls, path: Path) -> IndexManifest:
+        try:
+            raw = json.loads(path.read_text())
+            return cls(**raw)
+        except FileNotFoundError:
+            raise AnnIndexError(f"{path}: index manifest not found") from None
+        except (ValueError, TypeError) as exc:
+            raise AnnIndexError(f"{path}: unreadable index manifest ({exc})") from None
+
+
+def manifest_path(index_path: Path) -> Path:
+    return index_path.with_name(index_path.name + ".json")
+
+
+def check_vectors(vectors: np.ndarray, what: str = "item vectors") -> np.ndarray:
+    """float32 C-contiguous copy of vectors that are finite and have non-zero norm.
+
+    NaN or inf vectors are accepted by Annoy and destroy recall for every item; zero
+    vectors have no direction. Both are refused with the count.
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
+        raise AnnIndexError(f"{what} must be a non-empty 2-d array, found shape {vectors.shape}")
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise AnnIndexError(f"{int(bad.sum())} of {len(vectors)} {what} are not finite (NaN or inf)")
+    zero = np.linalg.norm(vectors, axis=1) == 0
+    if zero.any():
+        raise AnnIndexError(f"{int(zero.sum())} of {len(vectors)} {what} have zero norm")
+    return vectors
+
+
+class AnnoyBuilder:
+    """Adds vectors with dense ids, builds once, writes the file atomically.
+
+    Annoy cannot grow after ``build``: an item added afterwards is never found and is
+    gone after save. The builder refuses it; new items mean a new index.
+    """
+
+    def __init__(self, dim: int, metric: str, n_trees: int, seed: int):
+        if metric not in ("dot", "angular"):
+            raise AnnIndexError(f"metric must be dot or angular, found {metric!r}")
+        self.dim, self.metric, self.n_trees, self.seed = dim, metric, n_trees, seed
+        self._index = annoy.AnnoyIndex(dim, metric)
+        self._index.set_seed(seed)
+        self._n_items = 0
+        self._built = False
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append vectors (n, dim); they get ids n_items .. n_items + n - 1."""
+        if self._built:
+            raise IndexFrozenError(
+                "cannot add items to an Annoy index after build: Annoy indices cannot grow; "
+                "build a new index with all items"
+            )
+        vectors = check_vectors(vectors)
+        if vectors.shape[1] != self.dim:
+            raise AnnIndexError(f"vectors have dimension {vectors.shape[1]}, index has {self.dim}")
+        for offset, vector in enumerate(vectors):
+            self._index.add_item(self._n_items + offset, vector)
+        self._n_items += len(vectors)
+
+    def save(self, path: str | Path) -> IndexManifest:
+        """Build (single-threaded, seeded: the same input gives the same bytes) and publish
+        ``path`` and its manifest by temp file + fsync + ``os.replace``."""
+        if self._n_items == 0:
+            raise AnnIndexError("cannot build an index with no items")
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self._index.build(self.n_trees, n_jobs=1)
+        self._built = True
+        self._index.save(str(tmp))
+        self._index.unload()
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        manifest = IndexManifest(
+            metric=self.metric,
+            dim=self.dim,
+            n_items=self._n_items,
+            n_trees=self.n_trees,
+            seed=self.seed,
+            size_bytes=tmp.stat().st_size,
+            sha256=file_sha256(tmp),
+            annoy_version=version("annoy"),
+        )
+        os.replace(tmp, path)
+        write_json(manifest_path(path), asdict(manifest))
+        return manifest
+
+
+def build_annoy_index(
+    vectors: np.ndarray, metric: str, path: str | Path, n_trees: int, seed: int
+) -> IndexManifest:
+    """Build and publish one Annoy index over vectors (n_items, dim) with ids 0..n-1."""
+    vectors = check_vectors(vectors)
+    builder = AnnoyBuilder(vectors.shape[1], metric, n_trees, seed)
+    builder.add(vectors)
+    return builder.save(path)
+
+
+class AnnoyIndex:
+    """A memory-mapped Annoy index, opened only after its manifest checks out.
+
+    Share one per process: queries on a loaded index are thread-safe. Never pickled:
+    pass the path and open it where it is used.
+    """
+
+    backend = "annoy"
+
+    def __init__(
+        self,
+        path: str | Path,
+        metric: str | None = None,
+        dim: int | None = None,
+        verify_checksum: bool = True,
+    ):
+        self.path = Path(path)
+        self.manifest = IndexManifest.read(manifest_path(self.path))
+        m = self.manifest
+        if m.format != MANIFEST_FORMAT:
+            raise AnnIndexError(f"{self.path}: unknown index format {m.format!r}")
+        if metric is not None and metric != m.metric:
+            raise AnnIndexError(f"{self.path}: index built with metric {m.metric!r}, opened as {metric!r}")
+        if dim is not None and dim != m.dim:
+            raise AnnIndexError(f"{self.path}: index built with dimension {m.dim}, opened with {dim}")
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            raise AnnIndexError(f"{self.path}: index file not found") from None
+        if size != m.size_bytes:
+            raise AnnIndexError(
+                f"{self.path}: index file has {size} bytes, its manifest says {m.size_bytes} "
+                "(truncated or replaced)"
+            )
+        if verify_checksum and file_sha256(self.path) != m.sha256:
+            raise AnnIndexError(f"{self.path}: index file checksum does not match its manifest")
+        self._index = annoy.AnnoyIndex(m.dim, m.metric)
+        try:
+            self._index.load(str(self.path), prefault=False)
+        except OSError as exc:
+            raise AnnIndexError(f"{self.path}: Annoy could not load the index: {exc}") from None
+        if self._index.get_n_items() != m.n_items:
+            raise AnnIndexError(
+                f"{self.path}: index holds {self._index.get_n_items()} items, its manifest says {m.n_items}"
+            )
+        self.metric, self.dim, self.n_items, self.n_trees = m.metric, m.dim, m.n_items, m.n_trees
+
+    def _to_score(self, distances: list[float]) -> np.ndarray:
+        d = np.asarray(distances, dtype=np.float32)
+        return d if self.metric == "dot" else (1.0 - d * d / 2.0).astype(np.float32)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        search_k: int = -1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items per query, best first, never an excluded item.
+
+        Each query asks Annoy for k plus its excluded count, with at least Annoy's own
+        default search_k (n_trees x results asked). Returns ids int64 (q, k), -1 where
+        Annoy found fewer, and scores float32 (q, k), -inf there.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        check_query(queries, k, self.n_items, self.dim)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        index = self._index
+        for row, query in enumerate(queries):
+            skip = (
+                exclude.indices[exclude.indptr[row] : exclude.indptr[row + 1]] if exclude is not None else ()
+            )
+            wanted = min(k + len(skip), self.n_items)
+            found, distances = index.get_nns_by_vector(
+                query, wanted, max(search_k, self.n_trees * wanted), True
+            )
+            found = np.asarray(found, dtype=np.int64)
+            row_scores = self._to_score(distances)
+            if len(skip):
+                keep = ~np.isin(found, skip, assume_unique=True)
+                found, row_scores = found[keep], row_scores[keep]
+            count = min(k, len(found))
+            ids[row, :count] = found[:count]
+            scores[row, :count] = row_scores[:count]
+        return ids, scores
+
+    def item_vector(self, item: int) -> np.ndarray:
+        return np.asarray(self._index.get_item_vector(int(item)), dtype=np.float32)

@@ -1,0 +1,106 @@
+"""Exact top-k search: blocked matrix products and ``argpartition``.
+
+Scores are the inner product for ``dot`` and the cosine similarity for ``angular``
+(vectors and queries normalised to unit length).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.errors import QueryError
+
+# Queries per block: a block of scores is block x n_items float32.
+DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32). Zero rows stay zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0).astype(np.float32)
+
+
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k columns per row of a score block, best first.
+
+    scores: float32 (rows, n); entries of -inf are never returned (id -1, score -inf).
+    Returns ids int64 (rows, k) and scores float32 (rows, k).
+    """
+    rows, n = scores.shape
+    k_eff = min(k, n)
+    if k_eff < n:
+        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    else:
+        part = np.broadcast_to(np.arange(n), (rows, n)).copy()
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    top = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
+    ids[~np.isfinite(top)] = -1
+    if k_eff < k:
+        ids = np.pad(ids, ((0, 0), (0, k - k_eff)), constant_values=-1)
+        top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
+    return ids, top
+
+
+class ExactIndex:
+    """Brute-force search over item vectors with the same interface as the Annoy index."""
+
+    backend = "exact"
+
+    def __init__(self, vectors: np.ndarray, metric: str, block_bytes: int = DEFAULT_BLOCK_BYTES):
+        if metric not in ("dot", "angular"):
+            raise ValueError(f"metric must be dot or angular, found {metric!r}")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.metric = metric
+        self.vectors = normalize_rows(vectors) if metric == "angular" else vectors
+        self.block_bytes = block_bytes
+
+    @property
+    def n_items(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        search_k: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items per query, best first, never an excluded item.
+
+        queries: float32 (q, dim). exclude: optional CSR (q, n_items) of items to skip per
+        query. Returns ids int64 (q, k), -1 where fewer than k items remain, and scores
+        float32 (q, k), -inf there. search_k is ignored (the search is exhaustive).
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        check_query(queries, k, self.n_items, self.dim)
+        if self.metric == "angular":
+            queries = normalize_rows(queries)
+        block = max(1, self.block_bytes // (4 * max(1, self.n_items)))
+        ids = np.empty((len(queries), k), dtype=np.int64)
+        scores = np.empty((len(queries), k), dtype=np.float32)
+        for start in range(0, len(queries), block):
+            stop = min(start + block, len(queries))
+            block_scores = queries[start:stop] @ self.vectors.T
+            if exclude is not None:
+                sub = exclude[start:stop].tocoo()
+                block_scores[sub.row, sub.col] = -np.inf
+            ids[start:stop], scores[start:stop] = top_k_rows(block_scores, k)
+        return ids, scores
+
+
+def check_query(queries: np.ndarray, k: int, n_items: int, dim: int) -> None:
+    """Validate a batch of queries against an index (PITFALLS: n=-1 returns everything)."""
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise QueryError(f"queries must have shape (q, {dim}), found {queries.shape}")
+    if not 1 <= k <= n_items:
+        raise QueryError(f"k must be between 1 and the {n_items} indexed items, found {k}")
+    if not np.isfinite(queries).all():
+        raise QueryError(f"{int((~np.isfinite(queries)).any(axis=1).sum())} query vector(s) are not finite")

@@ -1,0 +1,374 @@
+"""The pipeline's stages as plain functions: Prefect-free, path-in and small-dict-out.
+
+Each stage reads only what the previous stage wrote into the run folder, so any stage
+can be re-run alone, and returns a small JSON-able dict that goes into the manifest.
+``flows/`` wraps each stage in a Prefect task.
+
+Run folder (paths relative to it, as the manifest records them)::
+
+    data/users.parquet, data/items.parquet    external ids, position = internal id
+    data/user_items.npz                       CSR (users x items) of seen items
+    models/<name>/user_factors.npy            float32 (users, dim)
+    models/<name>/item_factors.npy            float32 (items, dim)
+    models/<name>/<metric>.ann (+ .ann.json)  Annoy index and its manifest
+    models/<name>/recommendations.parquet
+    models/<name>/similar_items.parquet
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys import __version__, storage
+from recsys.config import ModelConfig, PipelineConfig
+from recsys.data.interactions import Interactions, build_interactions
+from recsys.errors import ConfigError, RunError
+from recsys.evaluate import ann_recall, sample_rows
+from recsys.index import AnnoyIndex, ExactIndex, build_annoy_index
+from recsys.models import train
+from recsys.recommend import SearchIndex, recommend_all, similar_all
+from recsys.storage import RunPaths
+
+log = logging.getLogger("recsys.pipeline")
+
+
+def _progress(label: str) -> Callable[[int, int], None]:
+    """A callback that logs progress at most every ~10% of the work."""
+    state = {"next": 0.0}
+
+    def report(done: int, total: int) -> None:
+        if done >= total or done / total >= state["next"]:
+            log.info("%s: %d/%d (%.0f%%)", label, done, total, 100.0 * done / total)
+            state["next"] = done / total + 0.1
+
+    return report
+
+
+# ---------------------------------------------------------------- prepare
+
+
+def prepare_stage(run: RunPaths, config: PipelineConfig, input_path: str | Path) -> dict[str, Any]:
+    """Read and validate the interactions table; write id maps and the CSR matrix."""
+    started = time.perf_counter()
+    frame, fingerprint = storage.read_interactions_table(input_path)
+    interactions = build_interactions(frame, source=str(input_path))
+    del frame
+    for section, top_n, limit in (
+        ("recommend", config.recommend.top_n, interactions.n_items),
+        ("similar_items", config.similar_items.top_n, interactions.n_items - 1),
+    ):
+        if top_n > limit:
+            raise ConfigError(
+                f"{section}.top_n is {top_n} but {input_path} has only {interactions.n_items} "
+                f"items (at most {limit} possible)"
+            )
+    files = storage.write_interactions(run.data_dir, interactions)
+    log.info(
+        "read %s: %d rows -> %d users x %d items, %d interactions (%d duplicate rows merged)",
+        input_path,
+        interactions.stats["rows"],
+        interactions.n_users,
+        interactions.n_items,
+        interactions.nnz,
+        interactions.stats["duplicate_rows_merged"],
+    )
+    return {
+        "input": {
+            **fingerprint,
+            **interactions.stats,
+            "user_id_type": interactions.users.kind,
+            "item_id_type": interactions.items.kind,
+        },
+        "data": {key: run.relative(run.data_dir / name) for key, name in files.items()},
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+# ---------------------------------------------------------------- train
+
+
+def train_stage(run: RunPaths, config: PipelineConfig, model: ModelConfig) -> dict[str, Any]:
+    """Fit one implicit model; write its user and item factors."""
+    interactions = storage.read_interactions(run.data_dir)
+    log.info("%s: training %s on %d interactions", model.name, model.type, interactions.nnz)
+    started = time.perf_counter()
+    embeddings = train(model.type, model.params, interactions.user_items, config.seed, model.name)
+    fit_seconds = time.perf_counter() - started
+    directory = run.model_dir(model.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    storage.write_array(directory / "user_factors.npy", embeddings.user_factors)
+    storage.write_array(directory / "item_factors.npy", embeddings.item_factors)
+    log.info("%s: trained in %.1fs, %d factors", model.name, fit_seconds, embeddings.dim)
+    return {
+        "type": model.type,
+        "params": {"random_state": config.seed, **model.params},
+        "dim": embeddings.dim,
+        "factors": {
+            "user": run.relative(directory / "user_factors.npy"),
+            "item": run.relative(directory / "item_factors.npy"),
+        },
+        "timings": {"fit": round(fit_seconds, 3)},
+    }
+
+
+def _metrics(config: PipelineConfig) -> list[str]:
+    return sorted({config.recommend.metric, config.similar_items.metric})
+
+
+def _index_path(run: RunPaths, model: str, metric: str) -> Path:
+    return run.model_dir(model) / f"{metric}.ann"
+
+
+def _item_factors(run: RunPaths, model: str) -> np.ndarray:
+    return storage.read_array(run.model_dir(model) / "item_factors.npy")
+
+
+# ---------------------------------------------------------------- index
+
+
+def index_stage(run: RunPaths, config: PipelineConfig, model: str) -> dict[str, Any]:
+    """Build the model's indices: one per metric used (``dot`` and ``angular`` by default)."""
+    item_factors = _item_factors(run, model)
+    seed = config.index.seed if config.index.seed is not None else config.seed
+    started = time.perf_counter()
+    indices: dict[str, Any] = {}
+    for metric in _metrics(config):
+        entry: dict[str, Any] = {"backend": config.index.backend, "metric": metric}
+        if config.index.backend == "annoy":
+            path = _index_path(run, model, metric)
+            built = time.perf_counter()
+            manifest = build_annoy_index(item_factors, metric, path, config.index.n_trees, seed)
+            entry.update(
+                path=run.relative(path),
+                manifest=run.relative(path.with_name(path.name + ".json")),
+                n_trees=manifest.n_trees,
+                search_k=config.index.search_k_for(metric),  # type: ignore[arg-type]
+                seed=manifest.seed,
+                n_items=manifest.n_items,
+                dim=manifest.dim,
+                size_bytes=manifest.size_bytes,
+                sha256=manifest.sha256,
+                build_seconds=round(time.perf_counter() - built, 3),
+            )
+            log.info(
+                "%s: built %s index (%d trees, %.1f MB)",
+                model,
+                metric,
+                manifest.n_trees,
+                manifest.size_bytes / 1e6,
+            )
+        indices[metric] = entry
+    return {"indices": indices, "timings": {"index": round(time.perf_counter() - started, 3)}}
+
+
+def open_index(run_dir: Path, index_entry: dict[str, Any], item_factors: np.ndarray) -> SearchIndex:
+    """Open a model's index as its manifest entry describes (checks before loading)."""
+    if index_entry["backend"] == "exact":
+        return ExactIndex(item_factors, index_entry["metric"])
+    return AnnoyIndex(run_dir / index_entry["path"], metric=index_entry["metric"], dim=item_factors.shape[1])
+
+
+def _search_k(index_entry: dict[str, Any]) -> int:
+    return int(index_entry.get("search_k", -1))
+
+
+# ---------------------------------------------------------------- recommend / similar
+
+
+def recommend_stage(
+    run: RunPaths, config: PipelineConfig, model: str, indices: dict[str, Any]
+) -> dict[str, Any]:
+    """Top-N unseen items for every user, written as parquet."""
+    interactions = storage.read_interactions(run.data_dir)
+    directory = run.model_dir(model)
+    item_factors = _item_factors(run, model)
+    user_factors = storage.read_array(directory / "user_factors.npy")
+    entry = indices[config.recommend.metric]
+    index = open_index(run.dir, entry, item_factors)
+    started = time.perf_counter()
+    ids, scores = recommend_all(
+        index,
+        user_factors,
+        interactions.user_items,
+        item_factors,
+        config.recommend.top_n,
+        search_k=_search_k(entry),
+        progress=_progress(f"{model}: recommend"),
+    )
+    path = directory / "recommendations.parquet"
+    rows = storage.write_recommendations(
+        path, interactions.users, interactions.items, ids, scores, model, run.run_id
+    )
+    return {
+        "outputs": {"recommendations": run.relative(path)},
+        "rows": {"recommendations": rows},
+        "timings": {"recommend": round(time.perf_counter() - started, 3)},
+    }
+
+
+def similar_stage(
+    run: RunPaths, config: PipelineConfig, model: str, indices: dict[str, Any]
+) -> dict[str, Any]:
+    """Top-N similar items for every item (never itself), written as parquet."""
+    items = storage.read_interactions(run.data_dir).items
+    item_factors = _item_factors(run, model)
+    entry = indices[config.similar_items.metric]
+    index = open_index(run.dir, entry, item_factors)
+    started = time.perf_counter()
+    ids, scores = similar_all(
+        index,
+        item_factors,
+        config.similar_items.top_n,
+        search_k=_search_k(entry),
+        progress=_progress(f"{model}: similar items"),
+    )
+    path = run.model_dir(model) / "similar_items.parquet"
+    rows = storage.write_similar_items(path, items, ids, scores, model, run.run_id)
+    return {
+        "outputs": {"similar_items": run.relative(path)},
+        "rows": {"similar_items": rows},
+        "timings": {"similar_items": round(time.perf_counter() - started, 3)},
+    }
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def evaluate_stage(
+    run: RunPaths, config: PipelineConfig, model: str, indices: dict[str, Any]
+) -> dict[str, Any]:
+    """Recall@k of the served lists against exact search with the same metric, on samples
+    of users (recommendations, seen items excluded) and items (similar items, the item
+    itself excluded), with queries per second."""
+    interactions: Interactions = storage.read_interactions(run.data_dir)
+    item_factors = _item_factors(run, model)
+    user_factors = storage.read_array(run.model_dir(model) / "user_factors.npy")
+    started = time.perf_counter()
+    users = sample_rows(interactions.n_users, config.evaluate.sample_users, config.seed)
+    k_rec = min(config.evaluate.k, config.recommend.top_n)
+    rec_entry = indices[config.recommend.metric]
+    recommendations = ann_recall(
+        open_index(run.dir, rec_entry, item_factors),
+        item_factors,
+        user_factors[users],
+        k_rec,
+        exclude=interactions.user_items[users],
+        search_k=_search_k(rec_entry),
+    )
+    items = sample_rows(interactions.n_items, config.evaluate.sample_items, config.seed + 1)
+    k_sim = min(config.evaluate.k, config.similar_items.top_n)
+    sim_entry = indices[config.similar_items.metric]
+    itself = sp.csr_matrix(
+        (np.ones(len(items), dtype=np.float32), (np.arange(len(items)), items)),
+        shape=(len(items), interactions.n_items),
+    )
+    similar = ann_recall(
+        open_index(run.dir, sim_entry, item_factors),
+        item_factors,
+        item_factors[items],
+        k_sim,
+        exclude=itself,
+        search_k=_search_k(sim_entry),
+    )
+    for label, figures in (("recommendations", recommendations), ("similar items", similar)):
+        log.info(
+            "%s: %s recall@%d vs exact %s = %.3f (%.0f queries/s)",
+            model,
+            label,
+            figures["k"],
+            figures["metric"],
+            figures["recall_at_k"],
+            figures["queries_per_second"],
+        )
+    return {
+        "evaluation": {"ann": {"recommendations": recommendations, "similar_items": similar}},
+        "timings": {"evaluate": round(time.perf_counter() - started, 3)},
+    }
+
+
+# ---------------------------------------------------------------- publish
+
+
+def merge_model_results(*parts: dict[str, Any]) -> dict[str, Any]:
+    """Merge stage results of one model: dict values merge one level deep."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return merged
+
+
+def carry_over_models(
+    run: RunPaths, config: PipelineConfig, prepared: dict[str, Any], trained: set[str]
+) -> dict[str, Any]:
+    """Models of the config not trained in this run, carried from the current run.
+
+    A run with ``--models als`` retrains als only; the other models' published files are
+    hard-linked from the current run when it was made from the same input file, so the
+    new run stays complete for downstream readers.
+    """
+    wanted = [m.name for m in config.models if m.name not in trained]
+    if not wanted:
+        return {}
+    try:
+        previous, manifest = storage.open_run(run.root)
+    except RunError:
+        log.warning("no current run to carry %s over from", ", ".join(wanted))
+        return {}
+    if manifest["input"]["sha256"] != prepared["input"]["sha256"]:
+        log.warning(
+            "not carrying %s over from run %s: its input differs",
+            ", ".join(wanted),
+            previous.run_id,
+        )
+        return {}
+    carried = {}
+    for name in wanted:
+        entry = manifest["models"].get(name)
+        if entry is None:
+            continue
+        source, target = previous.model_dir(name), run.model_dir(name)
+        for path in source.rglob("*"):
+            if path.is_file():
+                storage.link_or_copy(path, target / path.relative_to(source))
+        carried[name] = {
+            **entry,
+            "carried_over_from": entry.get("carried_over_from", previous.run_id),
+        }
+        log.info("%s: carried over from run %s", name, previous.run_id)
+    return carried
+
+
+def build_manifest(
+    run: RunPaths,
+    config: PipelineConfig,
+    prepared: dict[str, Any],
+    models: dict[str, Any],
+    created_at: str,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The run manifest (paths relative to the run folder)."""
+    return {
+        "format": storage.RUN_FORMAT,
+        "run_id": run.run_id,
+        "created_at": created_at,
+        "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "recsys_version": __version__,
+        "config": config.to_dict(),
+        "config_sha256": config.sha256(),
+        "input": prepared["input"],
+        "data": prepared["data"],
+        "timings": timings,
+        "models": models,
+    }

@@ -1,0 +1,148 @@
+"""Batch top-N recommendations and similar items from any index backend.
+
+Recommendations never contain an item the user has already seen, and similar items
+never contain the item itself. Where the approximate index returns fewer than N
+results after filtering, the missing places are filled from exact search over the
+remaining items: lists are never padded with seen items or sentinel scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.errors import QueryError
+from recsys.index.exact import ExactIndex
+
+DEFAULT_BATCH = 2048
+
+
+class SearchIndex(Protocol):
+    metric: str
+    n_items: int
+
+    def search(
+        self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None = None, search_k: int = -1
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _top_up(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    queries: np.ndarray,
+    exclude: sp.csr_matrix | None,
+    exact: ExactIndex,
+) -> None:
+    """Fill the -1 places of rows in place with the best items not yet in the row."""
+    short = np.flatnonzero((ids < 0).any(axis=1))
+    if len(short) == 0:
+        return
+    k = ids.shape[1]
+    n_items = exact.n_items
+    taken_rows, taken_cols = [], []
+    for position, row in enumerate(short):
+        present = ids[row][ids[row] >= 0]
+        taken_cols.append(present)
+        taken_rows.append(np.full(len(present), position))
+    skip = sp.csr_matrix(
+        (
+            np.ones(sum(map(len, taken_cols)), dtype=np.float32),
+            (np.concatenate(taken_rows), np.concatenate(taken_cols)),
+        ),
+        shape=(len(short), n_items),
+    )
+    if exclude is not None:
+        skip = skip + exclude[short]
+    extra_ids, extra_scores = exact.search(queries[short], k, exclude=skip)
+    for position, row in enumerate(short):
+        keep = ids[row] >= 0
+        merged_ids = np.concatenate([ids[row][keep], extra_ids[position]])
+        merged_scores = np.concatenate([scores[row][keep], extra_scores[position]])
+        order = np.argsort(-merged_scores, kind="stable")[:k]
+        ids[row], scores[row] = merged_ids[order], merged_scores[order]
+
+
+def search_batches(
+    index: SearchIndex,
+    queries: np.ndarray,
+    n: int,
+    exclude: sp.csr_matrix | None,
+    exact_vectors: np.ndarray,
+    search_k: int = -1,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (first_row, ids, scores) blocks of the top-n per query.
+
+    exclude: CSR (len(queries), n_items) of items never to return for each query.
+    exact_vectors: the indexed vectors, used to fill places the index left empty.
+    Rows come back with fewer than n valid ids (-1 after them) only where fewer than n
+    items are not excluded.
+    """
+    if not 1 <= n <= index.n_items:
+        raise QueryError(f"n must be between 1 and the {index.n_items} items, found {n}")
+    exact = index if isinstance(index, ExactIndex) else ExactIndex(exact_vectors, index.metric)
+    total = len(queries)
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        block_exclude = exclude[start:stop] if exclude is not None else None
+        ids, scores = index.search(queries[start:stop], n, exclude=block_exclude, search_k=search_k)
+        _top_up(ids, scores, queries[start:stop], block_exclude, exact)
+        if progress is not None:
+            progress(stop, total)
+        yield start, ids, scores
+
+
+def recommend_all(
+    index: SearchIndex,
+    user_factors: np.ndarray,
+    user_items: sp.csr_matrix,
+    item_factors: np.ndarray,
+    n: int,
+    search_k: int = -1,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n unseen items for every user.
+
+    user_factors: float32 (n_users, dim); user_items: CSR (n_users, n_items) of seen
+    items. Returns ids int64 (n_users, n) and scores float32 (n_users, n), best first;
+    -1 / -inf only where a user has fewer than n unseen items.
+    """
+    ids = np.empty((len(user_factors), n), dtype=np.int64)
+    scores = np.empty((len(user_factors), n), dtype=np.float32)
+    for start, block_ids, block_scores in search_batches(
+        index, user_factors, n, user_items, item_factors, search_k, batch_size, progress
+    ):
+        ids[start : start + len(block_ids)] = block_ids
+        scores[start : start + len(block_ids)] = block_scores
+    return ids, scores
+
+
+def similar_all(
+    index: SearchIndex,
+    item_factors: np.ndarray,
+    n: int,
+    search_k: int = -1,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n most similar items for every item, never the item itself.
+
+    Returns ids int64 (n_items, n) and scores float32 (n_items, n), best first.
+    """
+    n_items = len(item_factors)
+    if n >= n_items:
+        raise QueryError(f"similar items top_n must be below the {n_items} items, found {n}")
+    itself = sp.identity(n_items, dtype=np.float32, format="csr")
+    ids = np.empty((n_items, n), dtype=np.int64)
+    scores = np.empty((n_items, n), dtype=np.float32)
+    for start, block_ids, block_scores in search_batches(
+        index, item_factors, n, itself, item_factors, search_k, batch_size, progress
+    ):
+        ids[start : start + len(block_ids)] = block_ids
+        scores[start : start + len(block_ids)] = block_scores
+    return ids, scores

@@ -1,0 +1,430 @@
+"""Everything that touches paths: input tables, run folders, parquet outputs, CURRENT.
+
+Publishing protocol (nothing is ever half-written where a reader can see it):
+
+1. A run is written into ``<root>/runs/.staging-<run_id>`` (a hidden folder: readers
+   and dataset scanners skip names starting with ``.``).
+2. Every file is written to a temp name in its folder, fsynced, then ``os.replace``d.
+3. ``manifest.json`` then ``_SUCCESS`` are written last into the staging folder, which
+   is then renamed to ``<root>/runs/<run_id>`` in one step.
+4. ``<root>/CURRENT`` (the id of the newest complete run) is replaced atomically.
+
+A failed run never reaches step 3: the previous run and ``CURRENT`` are untouched.
+One run at a time publishes to a root (an exclusive lock on ``<root>/.lock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from recsys.data.interactions import IdKind, IdMap, Interactions
+from recsys.errors import InputError, RunError
+
+RUN_FORMAT = "recsys-run/1"
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+INPUT_COLUMNS = ("user_id", "item_id", "weight", "timestamp")
+
+
+# ---------------------------------------------------------------- input tables
+
+
+def read_interactions_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read a parquet or CSV interactions table and fingerprint the file.
+
+    Only the columns of the input contract are read. Returns the frame and
+    ``{"path", "size_bytes", "sha256"}``. Raises :class:`InputError` naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a parquet or CSV file")
+    name = path.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            schema = pq.read_schema(path)
+            columns = [c for c in INPUT_COLUMNS if c in schema.names] or None
+            frame = pq.read_table(path, columns=columns).to_pandas()
+            if columns is None:
+                frame = pd.DataFrame(columns=schema.names)
+        elif name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
+            sep = "\t" if ".tsv" in name else ","
+            frame = pd.read_csv(path, sep=sep, usecols=lambda c: c in INPUT_COLUMNS, low_memory=False)
+            if frame.columns.empty:
+                header = pd.read_csv(path, sep=sep, nrows=0).columns
+                frame = pd.DataFrame(columns=header)
+        else:
+            raise InputError(
+                f"{path}: unsupported file type {path.suffix or '(none)'!r}: expected .parquet or .csv"
+            )
+    except InputError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
+    fingerprint = {
+        "path": str(path.resolve()),
+        "size_bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
+    }
+    return frame, fingerprint
+
+
+def file_sha256(path: Path, chunk: int = 8 * 1024 * 1024) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_interactions_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a raw interactions table (the bundled sample) as parquet or CSV, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_path(path) as tmp:
+        if path.suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    return path
+
+
+# ---------------------------------------------------------------- atomic files
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a hidden temp path beside ``path``; on success fsync it and replace ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_json(path: Path, payload: Any) -> None:
+    with _atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_text(path: Path, text: str) -> None:
+    with _atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_array(path: Path, array: np.ndarray) -> None:
+    with _atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def read_array(path: Path, mmap: bool = False) -> np.ndarray:
+    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- parquet schemas
+
+
+def _id_type(kind: IdKind) -> pa.DataType:
+    return pa.int64() if kind == "int" else pa.string()
+
+
+def recommendations_schema(user_kind: IdKind, item_kind: IdKind) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("user_id", _id_type(user_kind), nullable=False),
+            pa.field("item_id", _id_type(item_kind), nullable=False),
+            pa.field("rank", pa.int32(), nullable=False),
+            pa.field("score", pa.float32(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("run_id", pa.string(), nullable=False),
+        ]
+    )
+
+
+def similar_items_schema(item_kind: IdKind) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("item_id", _id_type(item_kind), nullable=False),
+            pa.field("similar_item_id", _id_type(item_kind), nullable=False),
+            pa.field("rank", pa.int32(), nullable=False),
+            pa.field("score", pa.float32(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("run_id", pa.string(), nullable=False),
+        ]
+    )
+
+
+def _ranked_table(
+    schema: pa.Schema,
+    query_ids: IdMap,
+    result_ids: IdMap,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    model: str,
+    run_id: str,
+) -> pa.Table:
+    """Long table of (query, result, rank, score) from (q, n) arrays; -1 places dropped."""
+    valid = ids >= 0
+    rows, cols = np.nonzero(valid)
+    columns = [
+        pa.array(query_ids.to_external(rows), type=schema.field(0).type),
+        pa.array(result_ids.to_external(ids[rows, cols]), type=schema.field(1).type),
+        pa.array((cols + 1).astype(np.int32), type=pa.int32()),
+        pa.array(scores[rows, cols].astype(np.float32), type=pa.float32()),
+        pa.array(np.full(len(rows), model, dtype=object), type=pa.string()),
+        pa.array(np.full(len(rows), run_id, dtype=object), type=pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_recommendations(
+    path: Path,
+    users: IdMap,
+    items: IdMap,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    model: str,
+    run_id: str,
+) -> int:
+    """Write recommendations parquet (schema :func:`recommendations_schema`); returns rows."""
+    table = _ranked_table(
+        recommendations_schema(users.kind, items.kind), users, items, ids, scores, model, run_id
+    )
+    _write_parquet(path, table)
+    return table.num_rows
+
+
+def write_similar_items(
+    path: Path, items: IdMap, ids: np.ndarray, scores: np.ndarray, model: str, run_id: str
+) -> int:
+    """Write similar-items parquet (schema :func:`similar_items_schema`); returns rows."""
+    table = _ranked_table(similar_items_schema(items.kind), items, items, ids, scores, model, run_id)
+    _write_parquet(path, table)
+    return table.num_rows
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=1_000_000, compression="zstd")
+
+
+# ---------------------------------------------------------------- interactions artefacts
+
+
+def write_interactions(directory: Path, interactions: Interactions) -> dict[str, str]:
+    """Write id maps (parquet) and the CSR matrix (npz) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, id_map in (("users", interactions.users), ("items", interactions.items)):
+        table = pa.table({"id": pa.array(id_map.ids, type=_id_type(id_map.kind))})
+        _write_parquet(directory / f"{name}.parquet", table)
+    with _atomic_path(directory / "user_items.npz") as tmp, open(tmp, "wb") as handle:
+        sp.save_npz(handle, interactions.user_items, compressed=False)
+    write_json(directory / "stats.json", interactions.stats)
+    return {
+        "users": "users.parquet",
+        "items": "items.parquet",
+        "user_items": "user_items.npz",
+        "stats": "stats.json",
+    }
+
+
+def _read_id_map(path: Path) -> IdMap:
+    column = pq.read_table(path).column("id")
+    kind: IdKind = "int" if pa.types.is_integer(column.type) else "str"
+    values = column.to_numpy() if kind == "int" else np.asarray(column.to_pylist(), dtype=object)
+    return IdMap.from_ids(values, kind)
+
+
+def read_interactions(directory: Path) -> Interactions:
+    """Read what :func:`write_interactions` wrote."""
+    users = _read_id_map(directory / "users.parquet")
+    items = _read_id_map(directory / "items.parquet")
+    user_items = sp.csr_matrix(sp.load_npz(directory / "user_items.npz"), dtype=np.float32)
+    stats = read_json(directory / "stats.json")
+    return Interactions(users=users, items=items, user_items=user_items, stats=stats)
+
+
+# ---------------------------------------------------------------- runs
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus random hex."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{secrets.token_hex(3)}"
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+        raise RunError(
+            f"invalid run id {run_id!r}: use 1-128 letters, digits, '_', '-', '.', "
+            "starting with a letter or digit, no '..'"
+        )
+    return run_id
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Paths of one run being written (staging) or published (final)."""
+
+    root: Path
+    run_id: str
+    staging: bool = True
+
+    @property
+    def dir(self) -> Path:
+        runs = self.root / "runs"
+        return runs / (f".staging-{self.run_id}" if self.staging else self.run_id)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    def model_dir(self, model: str) -> Path:
+        return self.dir / "models" / model
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.dir).as_posix()
+
+
+def start_run(root: str | Path, run_id: str | None = None) -> RunPaths:
+    """Create a fresh staging folder for a run; stale staging folders of the same id go."""
+    run = RunPaths(Path(root), check_run_id(run_id or new_run_id()))
+    if run.dir.exists():
+        shutil.rmtree(run.dir)
+    run.dir.mkdir(parents=True)
+    return run
+
+
+@contextlib.contextmanager
+def root_lock(root: str | Path) -> Iterator[None]:
+    """Exclusive lock on an output root: one run publishes at a time."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{root}: another recsys run is writing to this output root") from None
+        yield
+
+
+def clean_stale_staging(root: str | Path) -> list[str]:
+    """Remove staging folders left by killed runs (call with the root lock held)."""
+    runs = Path(root) / "runs"
+    removed = []
+    if runs.is_dir():
+        for entry in runs.iterdir():
+            if entry.is_dir() and entry.name.startswith((".staging-", ".replaced-")):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    return removed
+
+
+def publish_run(run: RunPaths, manifest: dict[str, Any]) -> RunPaths:
+    """Write manifest and _SUCCESS, move the run into place, then point CURRENT at it."""
+    write_json(run.dir / "manifest.json", manifest)
+    write_text(run.dir / "_SUCCESS", run.run_id + "\n")
+    _fsync_dir(run.dir)
+    final = RunPaths(run.root, run.run_id, staging=False)
+    replaced = None
+    if final.dir.exists():  # a re-run with the same --run-id replaces that run whole
+        replaced = final.dir.with_name(f".replaced-{run.run_id}-{secrets.token_hex(3)}")
+        os.replace(final.dir, replaced)
+    os.replace(run.dir, final.dir)
+    _fsync_dir(final.dir.parent)
+    write_text(run.root / "CURRENT", run.run_id + "\n")
+    _fsync_dir(run.root)
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+    return final
+
+
+def current_run_id(root: str | Path) -> str | None:
+    path = Path(root) / "CURRENT"
+    if not path.exists():
+        return None
+    return path.read_text().strip() or None
+
+
+def open_run(root: str | Path, run_id: str | None = None) -> tuple[RunPaths, dict[str, Any]]:
+    """A complete published run (CURRENT by default) and its manifest."""
+    root = Path(root)
+    run_id = run_id or current_run_id(root)
+    if run_id is None:
+        raise RunError(f"{root}: no published run (CURRENT is missing); run `recsys run` first")
+    run = RunPaths(root, check_run_id(run_id), staging=False)
+    if not (run.dir / "_SUCCESS").exists():
+        raise RunError(f"{run.dir}: run is missing or incomplete (no _SUCCESS)")
+    return run, read_json(run.dir / "manifest.json")
+
+
+def list_runs(root: str | Path) -> list[dict[str, Any]]:
+    """Every run folder with its status (complete/incomplete) and manifest, newest first."""
+    runs_dir = Path(root) / "runs"
+    current = current_run_id(root)
+    listed = []
+    if not runs_dir.is_dir():
+        return listed
+    for entry in sorted(runs_dir.iterdir(), reverse=True):
+        if not entry.is_dir() or entry.name.startswith((".", "_")):
+            continue
+        complete = (entry / "_SUCCESS").exists()
+        manifest = read_json(entry / "manifest.json") if complete else None
+        listed.append(
+            {
+                "run_id": entry.name,
+                "status": "complete" if complete else "incomplete",
+                "current": entry.name == current,
+                "manifest": manifest,
+            }
+        )
+    return listed
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link a published (never rewritten) file into a new run, copying if needed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -67,9 +67,10 @@ class IndexConfig(_Strict):
     """Annoy trees per index: more trees, larger file, better recall."""
     search_k: int | dict[Metric, int] | None = None
     """Nodes Annoy inspects per query: one int for both indices, a mapping
-    ``{dot: ..., angular: ...}``, or null for the default (``dot``: 400 x n_trees;
-    ``angular``: 40 x n_trees). ``dot`` needs far more than ``angular`` for the same
-    recall; the manifest reports what was reached."""
+    ``{dot: ..., angular: ...}``, or null for the default (``dot``: 100 x n_trees;
+    ``angular``: -1, Annoy's own default). Each query inspects at least n_trees x the
+    results it asks for. ``dot`` needs far more than ``angular`` for the same recall;
+    the manifest reports the recall reached."""
     seed: int | None = None
     """Annoy's ``set_seed``; defaults to the config's ``seed``."""
 
@@ -79,7 +80,7 @@ class IndexConfig(_Strict):
             return self.search_k
         if isinstance(self.search_k, dict) and metric in self.search_k:
             return self.search_k[metric]
-        return self.n_trees * (400 if metric == "dot" else 40)
+        return 100 * self.n_trees if metric == "dot" else -1
 
 
 class RecommendConfig(_Strict):

@@ -1,0 +1,41 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SAMPLE := data/sample/interactions.parquet
+
+export OPENBLAS_NUM_THREADS ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+
+.PHONY: setup demo sample test lint format clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+$(SAMPLE): | setup
+	$(BIN)/recsys generate --output $(SAMPLE)
+
+sample: $(SAMPLE)
+
+demo: setup $(SAMPLE)
+	$(BIN)/recsys run --config configs/default.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check recsys flows tests benchmarks
+	$(BIN)/ruff format --check recsys flows tests benchmarks
+
+format: setup
+	$(BIN)/ruff format recsys flows tests benchmarks
+	$(BIN)/ruff check --fix recsys flows tests benchmarks
+
+clean:
+	rm -rf data/outputs data/sample .pytest_cache

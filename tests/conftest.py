@@ -1,0 +1,28 @@
+"""Shared fixtures: small deterministic data, and one Prefect test harness per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import flows.settings  # noqa: E402,F401  (offline-safe Prefect defaults before prefect loads)
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from recsys.data import generate_interactions  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def small_frame() -> pd.DataFrame:
+    """400 users x 200 items in 8 taste clusters, integer ids."""
+    return generate_interactions(n_users=400, n_items=200, n_clusters=8, seed=3)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's test harness (a temporary API on SQLite), started once: it takes ~12 s."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -113,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     if models:
         config.select_models(models)
-    if args.run_id:
+    if args.run_id is not None:
         storage.check_run_id(args.run_id)
     manifest = pipeline.pipeline_flow(
         config_path=args.config or pipeline.DEFAULT_CONFIG,

@@ -328,7 +328,7 @@ class RunPaths:
 
 def start_run(root: str | Path, run_id: str | None = None) -> RunPaths:
     """Create a fresh staging folder for a run; stale staging folders of the same id go."""
-    run = RunPaths(Path(root), check_run_id(run_id or new_run_id()))
+    run = RunPaths(Path(root), check_run_id(new_run_id() if run_id is None else run_id))
     if run.dir.exists():
         shutil.rmtree(run.dir)
     run.dir.mkdir(parents=True)

@@ -1,0 +1,110 @@
+"""Run folders: staging, atomic publish, CURRENT, the root lock, listing, id checks."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from recsys import storage
+from recsys.errors import RunError
+
+
+def _publish(root, run_id, payload="x"):
+    run = storage.start_run(root, run_id)
+    storage.write_text(run.dir / "file.txt", payload)
+    return storage.publish_run(run, {"run_id": run_id, "models": {}})
+
+
+def test_staging_is_hidden_until_published(tmp_path):
+    run = storage.start_run(tmp_path, "r1")
+    assert run.dir.name == ".staging-r1"
+    storage.write_text(run.dir / "file.txt", "x")
+    assert storage.list_runs(tmp_path) == []
+    assert storage.current_run_id(tmp_path) is None
+    with pytest.raises(RunError, match="no published run"):
+        storage.open_run(tmp_path)
+
+
+def test_publish_moves_run_writes_success_then_current(tmp_path):
+    final = _publish(tmp_path, "r1")
+    assert final.dir == tmp_path / "runs" / "r1"
+    assert (final.dir / "_SUCCESS").read_text().strip() == "r1"
+    assert not (tmp_path / "runs" / ".staging-r1").exists()
+    assert storage.current_run_id(tmp_path) == "r1"
+    run, manifest = storage.open_run(tmp_path)
+    assert run.run_id == "r1" and manifest["run_id"] == "r1"
+    mode = stat.S_IMODE(os.stat(final.dir / "manifest.json").st_mode)
+    assert mode & stat.S_IRGRP and mode & stat.S_IROTH
+
+
+def test_second_run_moves_current_and_keeps_first(tmp_path):
+    _publish(tmp_path, "r1", "first")
+    _publish(tmp_path, "r2", "second")
+    assert storage.current_run_id(tmp_path) == "r2"
+    assert (tmp_path / "runs" / "r1" / "file.txt").read_text() == "first"
+    listed = storage.list_runs(tmp_path)
+    assert [r["run_id"] for r in listed] == ["r2", "r1"]
+    assert [r["current"] for r in listed] == [True, False]
+    assert all(r["status"] == "complete" for r in listed)
+
+
+def test_same_run_id_replaces_whole_folder(tmp_path):
+    _publish(tmp_path, "r1", "old")
+    run = storage.start_run(tmp_path, "r1")
+    storage.write_text(run.dir / "other.txt", "new")
+    storage.publish_run(run, {"run_id": "r1"})
+    folder = tmp_path / "runs" / "r1"
+    assert not (folder / "file.txt").exists()
+    assert (folder / "other.txt").read_text() == "new"
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")] == []
+
+
+def test_incomplete_run_listed_as_incomplete_and_refused(tmp_path):
+    _publish(tmp_path, "r1")
+    broken = tmp_path / "runs" / "r0"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")
+    statuses = {r["run_id"]: r["status"] for r in storage.list_runs(tmp_path)}
+    assert statuses == {"r1": "complete", "r0": "incomplete"}
+    with pytest.raises(RunError, match="incomplete"):
+        storage.open_run(tmp_path, "r0")
+
+
+def test_clean_stale_staging(tmp_path):
+    storage.start_run(tmp_path, "dead")
+    assert storage.clean_stale_staging(tmp_path) == [".staging-dead"]
+    assert not any((tmp_path / "runs").iterdir())
+
+
+def test_root_lock_refuses_a_second_writer(tmp_path):
+    with storage.root_lock(tmp_path):
+        with pytest.raises(RunError, match="another recsys run"):
+            with storage.root_lock(tmp_path):
+                pass
+    with storage.root_lock(tmp_path):  # released after the first holder leaves
+        pass
+
+
+@pytest.mark.parametrize("bad", ["../x", "/abs", "a/b", "", ".hidden", "a..b", "x" * 200])
+def test_run_ids_cannot_escape_the_root(tmp_path, bad):
+    with pytest.raises(RunError, match="invalid run id"):
+        storage.start_run(tmp_path, bad)
+
+
+def test_new_run_ids_are_valid_and_distinct():
+    ids = {storage.new_run_id() for _ in range(20)}
+    assert len(ids) == 20
+    assert all(storage.check_run_id(i) == i for i in ids)
+
+
+def test_arrays_round_trip_without_pickle(tmp_path):
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    storage.write_array(tmp_path / "a.npy", array)
+    np.testing.assert_array_equal(storage.read_array(tmp_path / "a.npy"), array)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError):
+        storage.read_array(tmp_path / "obj.npy")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

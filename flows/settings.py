@@ -15,5 +15,11 @@ DEFAULTS = {
     "PREFECT_UI_ENABLED": "false",
 }
 
-for key, value in DEFAULTS.items():
-    os.environ.setdefault(key, value)
+
+def apply_defaults() -> None:
+    """Set each default that the environment does not set already."""
+    for key, value in DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+apply_defaults()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,10 +89,18 @@ def _import_flows(debug: bool) -> Any:
     Progress goes to stdout; stderr is kept for the one-line error. With ``debug``
     Prefect's error records and tracebacks are shown too.
     """
+    from flows.settings import apply_defaults
+
+    apply_defaults()  # before Prefect loads its settings
+    # Prefect re-reads its logging config when the temporary API starts: say it there too.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM", "ext://sys.stdout")
+
+    from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.handlers import PrefectConsoleHandler
 
     import flows.pipeline as pipeline_module
 
+    ensure_logging_setup()  # create Prefect's handlers now; later set-ups only adjust levels
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "recsys"):
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, PrefectConsoleHandler):
@@ -238,8 +247,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    import os
-
     _import_flows(args.debug)
     from flows.deploy import build_deployment, serve_deployment
 

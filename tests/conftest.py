@@ -6,10 +6,10 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import flows.settings  # noqa: E402,F401  (offline-safe Prefect defaults before prefect loads)
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+import flows.settings  # noqa: E402,F401  (offline-safe Prefect defaults before prefect loads)
 from recsys.data import generate_interactions  # noqa: E402
 
 

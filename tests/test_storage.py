@@ -80,10 +80,9 @@ def test_clean_stale_staging(tmp_path):
 
 
 def test_root_lock_refuses_a_second_writer(tmp_path):
-    with storage.root_lock(tmp_path):
-        with pytest.raises(RunError, match="another recsys run"):
-            with storage.root_lock(tmp_path):
-                pass
+    with storage.root_lock(tmp_path), pytest.raises(RunError, match="another recsys run"):
+        with storage.root_lock(tmp_path):
+            pass
     with storage.root_lock(tmp_path):  # released after the first holder leaves
         pass
 

@@ -76,38 +76,38 @@ def run_summary(run_dir: str, manifest: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- prefect plumbing
 
 
-class _DropErrors(logging.Filter):
-    """Keep error records (and their tracebacks) off the console: the CLI prints one line."""
+def _import_flows(debug: bool = False) -> Any:
+    """Import the flows package (and Prefect) with Prefect's console log on stdout.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.ERROR
-
-
-def _import_flows(debug: bool) -> Any:
-    """Import the flows package (and Prefect) with console logs on stdout.
-
-    Progress goes to stdout; stderr is kept for the one-line error. With ``debug``
-    Prefect's error records and tracebacks are shown too.
+    Progress goes to stdout; stderr is kept for the one-line error. Prefect re-reads
+    its logging config when its temporary API starts, so the setting goes through the
+    environment.
     """
     from flows.settings import apply_defaults
 
     apply_defaults()  # before Prefect loads its settings
-    # Prefect re-reads its logging config when the temporary API starts: say it there too.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM", "ext://sys.stdout")
-
-    from prefect.logging.configuration import ensure_logging_setup
-    from prefect.logging.handlers import PrefectConsoleHandler
 
     import flows.pipeline as pipeline_module
 
-    ensure_logging_setup()  # create Prefect's handlers now; later set-ups only adjust levels
-    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "recsys"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, PrefectConsoleHandler):
-                handler.setStream(sys.stdout)
-                if not debug:
-                    handler.addFilter(_DropErrors())
+    if not debug:
+        for name in _PREFECT_RUN_LOGGERS:
+            logging.getLogger(name).addFilter(_strip_traceback)
     return pipeline_module
+
+
+_PREFECT_RUN_LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+
+
+def _strip_traceback(record: logging.LogRecord) -> bool:
+    """Keep Prefect's failure records to their one-line message (``--debug`` keeps all).
+
+    A logger-level filter: Prefect replaces its handlers when its temporary API
+    starts, but leaves the filters of its loggers alone.
+    """
+    record.exc_info = None
+    record.exc_text = None
+    return True
 
 
 # ---------------------------------------------------------------- commands
@@ -172,7 +172,8 @@ def _lookup(args: argparse.Namespace, kind: str) -> int:
         query_id, label = args.item, "item"
     index_entry = entry["indices"][metric]
     index = open_index(run.dir, index_entry, item_factors)
-    n = args.n or config["recommend" if kind == "recommend" else "similar_items"]["top_n"]
+    section = "recommend" if kind == "recommend" else "similar_items"
+    n = args.n if args.n is not None else config[section]["top_n"]
     available = interactions.n_items - exclude.nnz
     if not 1 <= n <= index.n_items:
         raise QueryError(f"-n must be between 1 and the {index.n_items} items, found {n}")
@@ -234,20 +235,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from recsys.data import generate_interactions
 
-    frame = generate_interactions(
-        n_users=args.users,
-        n_items=args.items,
-        n_clusters=args.clusters,
-        string_ids=args.string_ids,
-        seed=args.seed,
-    )
+    try:
+        frame = generate_interactions(
+            n_users=args.users,
+            n_items=args.items,
+            n_clusters=args.clusters,
+            string_ids=args.string_ids,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"generate: {exc}") from None
     path = storage.write_interactions_table(frame, args.output)
     print(f"wrote {len(frame)} interactions ({args.users} users, {args.items} items) to {path}")
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    _import_flows(args.debug)
+    _import_flows()
     from flows.deploy import build_deployment, serve_deployment
 
     config_path = str(Path(args.config).resolve())

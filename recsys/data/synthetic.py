@@ -31,7 +31,7 @@ def generate_interactions(
     if n_users < 1 or n_items < 2 or not 1 <= n_clusters <= n_items:
         raise ValueError("need n_users >= 1, n_items >= 2 and 1 <= n_clusters <= n_items")
     rng = np.random.default_rng(seed)
-    item_cluster = rng.integers(0, n_clusters, size=n_items)
+    item_cluster = rng.permutation(np.arange(n_items) % n_clusters)  # no empty cluster
     popularity = (rng.permutation(n_items) + 1.0) ** -popularity_exponent
     global_p = popularity / popularity.sum()
     cluster_items = [np.flatnonzero(item_cluster == c) for c in range(n_clusters)]
@@ -73,4 +73,4 @@ def generate_interactions(
 def item_clusters(n_items: int, n_clusters: int, seed: int = 0) -> np.ndarray:
     """Taste cluster of each item id (1-based ids, position id-1) for the same arguments."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, n_clusters, size=n_items)
+    return rng.permutation(np.arange(n_items) % n_clusters)

@@ -19,14 +19,13 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
 
 from recsys import storage  # noqa: E402
 from recsys.data import build_interactions  # noqa: E402
 from recsys.evaluate import ann_recall, sample_rows  # noqa: E402
 from recsys.index import AnnoyIndex, build_annoy_index  # noqa: E402
 from recsys.models import train  # noqa: E402
+from recsys.recommend import exclude_items  # noqa: E402
 
 
 def main() -> None:
@@ -48,9 +47,7 @@ def main() -> None:
     print(f"ALS {args.factors} factors trained in {time.perf_counter() - started:.1f}s")
     users = sample_rows(data.n_users, args.queries, 1)
     items = sample_rows(data.n_items, args.queries, 2)
-    itself = sp.csr_matrix(
-        (np.ones(len(items), np.float32), (np.arange(len(items)), items)), shape=(len(items), data.n_items)
-    )
+    itself = exclude_items(items, data.n_items)
     sweeps = [int(s) for s in args.search_k.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         rows = []

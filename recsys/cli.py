@@ -146,7 +146,7 @@ def _model_entry(manifest: dict[str, Any], model: str | None) -> tuple[str, dict
 
 def _lookup(args: argparse.Namespace, kind: str) -> int:
     from recsys.pipeline import open_index
-    from recsys.recommend import search_batches
+    from recsys.recommend import exclude_items, search_batches
 
     run, manifest = storage.open_run(args.output, args.run_id)
     name, entry = _model_entry(manifest, args.model)
@@ -164,11 +164,7 @@ def _lookup(args: argparse.Namespace, kind: str) -> int:
         metric = config["similar_items"]["metric"]
         position = int(interactions.items.to_internal([interactions.items.parse(args.item)])[0])
         query = item_factors[position : position + 1]
-        import scipy.sparse as sp
-
-        exclude = sp.csr_matrix(
-            (np.ones(1, dtype=np.float32), ([0], [position])), shape=(1, interactions.n_items)
-        )
+        exclude = exclude_items(np.array([position]), interactions.n_items)
         query_id, label = args.item, "item"
     index_entry = entry["indices"][metric]
     index = open_index(run.dir, index_entry, item_factors)

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.index.exact import ExactIndex
-from recsys.recommend import SearchIndex, search_batches
+from recsys.recommend import SearchIndex, search_all
 
 
 def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
@@ -54,9 +54,7 @@ def ann_recall(
     """
     exact = ExactIndex(vectors, index.metric)
     started = time.perf_counter()
-    approx_ids = np.concatenate(
-        [ids for _, ids, _ in search_batches(index, queries, k, exclude, vectors, search_k)]
-    )
+    approx_ids, _ = search_all(index, queries, k, exclude, vectors, search_k)
     approx_seconds = time.perf_counter() - started
     started = time.perf_counter()
     exact_ids, _ = exact.search(queries, k, exclude=exclude)

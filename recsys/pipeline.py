@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from recsys import __version__, storage
 from recsys.config import ModelConfig, PipelineConfig
@@ -34,7 +33,7 @@ from recsys.errors import ConfigError, RunError
 from recsys.evaluate import ann_recall, sample_rows
 from recsys.index import AnnoyIndex, ExactIndex, build_annoy_index
 from recsys.models import train
-from recsys.recommend import SearchIndex, recommend_all, similar_all
+from recsys.recommend import SearchIndex, exclude_items, recommend_all, similar_all
 from recsys.storage import RunPaths
 
 log = logging.getLogger("recsys.pipeline")
@@ -266,10 +265,7 @@ def evaluate_stage(
     items = sample_rows(interactions.n_items, config.evaluate.sample_items, config.seed + 1)
     k_sim = min(config.evaluate.k, config.similar_items.top_n)
     sim_entry = indices[config.similar_items.metric]
-    itself = sp.csr_matrix(
-        (np.ones(len(items), dtype=np.float32), (np.arange(len(items)), items)),
-        shape=(len(items), interactions.n_items),
-    )
+    itself = exclude_items(items, interactions.n_items)
     similar = ann_recall(
         open_index(run.dir, sim_entry, item_factors),
         item_factors,

@@ -112,14 +112,7 @@ def recommend_all(
     items. Returns ids int64 (n_users, n) and scores float32 (n_users, n), best first;
     -1 / -inf only where a user has fewer than n unseen items.
     """
-    ids = np.empty((len(user_factors), n), dtype=np.int64)
-    scores = np.empty((len(user_factors), n), dtype=np.float32)
-    for start, block_ids, block_scores in search_batches(
-        index, user_factors, n, user_items, item_factors, search_k, batch_size, progress
-    ):
-        ids[start : start + len(block_ids)] = block_ids
-        scores[start : start + len(block_ids)] = block_scores
-    return ids, scores
+    return search_all(index, user_factors, n, user_items, item_factors, search_k, batch_size, progress)
 
 
 def similar_all(
@@ -137,12 +130,36 @@ def similar_all(
     n_items = len(item_factors)
     if n >= n_items:
         raise QueryError(f"similar items top_n must be below the {n_items} items, found {n}")
-    itself = sp.identity(n_items, dtype=np.float32, format="csr")
-    ids = np.empty((n_items, n), dtype=np.int64)
-    scores = np.empty((n_items, n), dtype=np.float32)
+    itself = exclude_items(np.arange(n_items), n_items)
+    return search_all(index, item_factors, n, itself, item_factors, search_k, batch_size, progress)
+
+
+def search_all(
+    index: SearchIndex,
+    queries: np.ndarray,
+    n: int,
+    exclude: sp.csr_matrix | None,
+    exact_vectors: np.ndarray,
+    search_k: int = -1,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search_batches` gathered into ids int64 (q, n) and scores float32 (q, n)."""
+    ids = np.empty((len(queries), n), dtype=np.int64)
+    scores = np.empty((len(queries), n), dtype=np.float32)
     for start, block_ids, block_scores in search_batches(
-        index, item_factors, n, itself, item_factors, search_k, batch_size, progress
+        index, queries, n, exclude, exact_vectors, search_k, batch_size, progress
     ):
         ids[start : start + len(block_ids)] = block_ids
         scores[start : start + len(block_ids)] = block_scores
     return ids, scores
+
+
+def exclude_items(items: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """CSR (len(items), n_items) that excludes item ``items[i]`` from query row i: the
+    exclusion for similar-item queries, so that an item is never similar to itself."""
+    items = np.asarray(items, dtype=np.int64)
+    return sp.csr_matrix(
+        (np.ones(len(items), dtype=np.float32), (np.arange(len(items)), items)),
+        shape=(len(items), n_items),
+    )

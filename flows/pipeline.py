@@ -24,8 +24,10 @@ DEFAULT_CONFIG = "configs/default.yaml"
 
 
 @task(name="prepare-data", cache_policy=NO_CACHE)
-def prepare_data(run: RunPaths, config: PipelineConfig, input_path: str) -> dict[str, Any]:
-    return stages.prepare_stage(run, config, input_path)
+def prepare_data(
+    run: RunPaths, config: PipelineConfig, input_path: str, holdout: str | None
+) -> dict[str, Any]:
+    return stages.prepare_stage(run, config, input_path, holdout)
 
 
 @task(name="train", cache_policy=NO_CACHE, task_run_name="train-{model.name}")
@@ -89,11 +91,13 @@ def pipeline_flow(
     output: str | None = None,
     run_id: str | None = None,
     models: list[str] | None = None,
+    holdout: str | None = None,
 ) -> dict[str, Any]:
     """Train, index, recommend, evaluate and publish one run.
 
     models: names of the config's models to (re)train; the others are carried over
-    from the current run when it was made from the same input. Returns the manifest.
+    from the current run when it was made from the same input. holdout: a test table
+    for ranking metrics (overrides ``evaluate.holdout``). Returns the manifest.
     """
     config, input_path, root = resolve_inputs(config_path, interactions, output)
     selected = config.select_models(models) if models else list(config.models)
@@ -103,7 +107,7 @@ def pipeline_flow(
         storage.clean_stale_staging(root)
         run = storage.start_run(root, run_id)
         try:
-            prepared = prepare_data(run, config, input_path)
+            prepared = prepare_data(run, config, input_path, holdout)
             results = {model.name: model_flow(run, config, model) for model in selected}
             results.update(stages.carry_over_models(run, config, prepared, set(results)))
             timings = {

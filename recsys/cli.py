@@ -39,6 +39,19 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _ranking_columns(evaluation: dict[str, Any]) -> dict[str, str]:
+    """recall@k and ndcg@k (largest k) of the published lists, and of exact top-N."""
+    ranking, exact = evaluation.get("ranking"), evaluation.get("ranking_exact", {})
+    if not ranking:
+        return {}
+    k = max(int(key.split("@")[1]) for key in ranking if key.startswith("recall@"))
+    return {
+        f"recall@{k}": _fmt(ranking[f"recall@{k}"], 4),
+        f"ndcg@{k}": _fmt(ranking[f"ndcg@{k}"], 4),
+        f"exact_recall@{k}": _fmt(exact.get(f"recall@{k}", float("nan")), 4),
+    }
+
+
 def run_summary(run_dir: str, manifest: dict[str, Any]) -> str:
     """The table `recsys run` prints: one line per model with counts, timings and recall."""
     inp = manifest["input"]
@@ -60,6 +73,7 @@ def run_summary(run_dir: str, manifest: dict[str, Any]) -> str:
                 "rec_qps": _fmt(rec.get("queries_per_second", 0.0), 0),
                 f"sim_recall@{sim.get('k', '')}": _fmt(sim.get("recall_at_k", float("nan"))),
                 "sim_qps": _fmt(sim.get("queries_per_second", 0.0), 0),
+                **_ranking_columns(model.get("evaluation", {})),
                 "note": f"carried over from {model['carried_over_from']}"
                 if "carried_over_from" in model
                 else "",
@@ -124,12 +138,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.select_models(models)
     if args.run_id is not None:
         storage.check_run_id(args.run_id)
+    if args.holdout and not Path(args.holdout).exists():
+        raise ConfigError(f"{args.holdout}: holdout file not found")
     manifest = pipeline.pipeline_flow(
         config_path=args.config or pipeline.DEFAULT_CONFIG,
         interactions=input_path,
         output=root,
         run_id=args.run_id,
         models=models,
+        holdout=args.holdout,
     )
     run_dir = storage.RunPaths(Path(root), manifest["run_id"], staging=False).dir
     print(run_summary(str(run_dir), manifest))
@@ -293,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--interactions", help="interactions table, parquet or CSV (default: input.path)")
     run.add_argument("--output", help="output root (default: output.root of the config)")
     run.add_argument("--run-id", help="run id (default: UTC time + random suffix)")
+    run.add_argument("--holdout", help="test table for ranking metrics (overrides evaluate.holdout)")
     run.add_argument("--models", help="comma-separated model names to (re)train; others carried over")
     run.set_defaults(func=cmd_run)
 

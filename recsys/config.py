@@ -51,7 +51,7 @@ class ModelConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):  # match() lets "$" pass a trailing newline
             raise ValueError(
                 f"model name {value!r} must be 1-64 characters of letters, digits, '_', '-', "
                 "'.', starting with a letter or digit"
@@ -97,13 +97,44 @@ class SimilarItemsConfig(_Strict):
     """Index that serves similar items: ``angular`` ranks by cosine similarity."""
 
 
+class SplitConfig(_Strict):
+    method: Literal["none", "random", "leave_last", "time"] = "none"
+    """How to hold interactions out for ranking metrics: ``none`` (train on everything;
+    no ranking metrics unless a holdout table is given), ``random`` (per user, a random
+    ``fraction`` of the user's items), ``leave_last`` (per user, the last ``n`` items by
+    timestamp) or ``time`` (the latest ``fraction`` of all interactions). With a split,
+    models train on the rest and the published recommendations come from those models."""
+    fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """Share held out by ``random`` (per user) and ``time`` (globally)."""
+    n: int = Field(default=1, ge=1)
+    """Items per user held out by ``leave_last``."""
+
+
 class EvaluateConfig(_Strict):
-    k: int = Field(default=10, ge=1)
-    """Cut-off for recall@k of the index against exact search (at most top_n)."""
+    k: int | list[int] = 10
+    """Cut-off(s) for ranking metrics (each at most recommend.top_n); recall@k of the
+    index against exact search uses the largest."""
     sample_users: int = Field(default=1000, ge=1)
     """Users sampled for the recommendation recall figure."""
     sample_items: int = Field(default=1000, ge=1)
     """Items sampled for the similar-items recall figure."""
+    split: SplitConfig = SplitConfig()
+    """Held-out interactions for ranking metrics."""
+    holdout: str | None = None
+    """A test table (same format as the input) to evaluate against, used as given
+    (``recsys run --holdout`` overrides). Excludes ``split``."""
+
+    @field_validator("k")
+    @classmethod
+    def _positive(cls, value: int | list[int]) -> int | list[int]:
+        values = [value] if isinstance(value, int) else value
+        if not values or min(values) < 1:
+            raise ValueError("k must be a positive int or a non-empty list of them")
+        return value
+
+    @property
+    def ks(self) -> list[int]:
+        return sorted(set([self.k] if isinstance(self.k, int) else self.k))
 
 
 class ScheduleConfig(_Strict):
@@ -134,6 +165,19 @@ class PipelineConfig(_Strict):
     similar_items: SimilarItemsConfig = SimilarItemsConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+
+    @model_validator(mode="after")
+    def _evaluate_fits(self) -> PipelineConfig:
+        if self.evaluate.holdout and self.evaluate.split.method != "none":
+            raise ValueError("evaluate.holdout and evaluate.split exclude each other: set one")
+        if max(self.evaluate.ks) > self.recommend.top_n:
+            if "k" in self.evaluate.model_fields_set:
+                raise ValueError(
+                    f"evaluate.k {max(self.evaluate.ks)} is above recommend.top_n {self.recommend.top_n}"
+                )
+            capped = self.evaluate.model_copy(update={"k": self.recommend.top_n})  # the default k
+            object.__setattr__(self, "evaluate", capped)
+        return self
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> PipelineConfig:

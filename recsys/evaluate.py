@@ -69,3 +69,54 @@ def ann_recall(
         "queries_per_second": round(len(queries) / max(approx_seconds, 1e-9), 1),
         "exact_queries_per_second": round(len(queries) / max(exact_seconds, 1e-9), 1),
     }
+
+
+def ranking_metrics(
+    recommended: np.ndarray,
+    holdout: sp.csr_matrix,
+    ks: list[int],
+    item_popularity: np.ndarray,
+) -> dict[str, float]:
+    """Ranking quality of top-N lists against held-out items, averaged over the users
+    that have any held-out item.
+
+    recommended: int64 (n_users, N) internal item ids, best first, -1 for empty places.
+    holdout: CSR (n_users, n_items), non-zero = held-out item of the user.
+    item_popularity: float (n_items,), training interactions per item.
+
+    At each k (binary relevance, H = the user's held-out items, hits@k = |top-k ∩ H|):
+    precision@k = hits@k / k; recall@k = hits@k / |H|; hit_rate@k = 1 if hits@k > 0;
+    ndcg@k = sum_{i<=k, rel_i} 1/log2(i+1) / sum_{i<=min(k,|H|)} 1/log2(i+1);
+    map@k = sum_{i<=k, rel_i} precision@i / min(k, |H|);
+    coverage@k = distinct items in all users' top-k / n_items (over evaluated users);
+    popularity@k = mean item_popularity of the recommended items.
+    """
+    users = np.flatnonzero(np.diff(holdout.indptr) > 0)
+    if len(users) == 0:
+        return {}
+    top = recommended[users]
+    n_items = holdout.shape[1]
+    valid = top >= 0
+    relevant = np.zeros(top.shape, dtype=bool)
+    rows = np.repeat(np.arange(len(users)), top.shape[1])[valid.ravel()]
+    hits = np.asarray(holdout[users[rows], top[valid]]).ravel() > 0
+    relevant[valid] = hits
+    n_relevant = np.diff(holdout.indptr)[users].astype(np.float64)
+    discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
+    metrics: dict[str, float] = {}
+    for k in ks:
+        rel = relevant[:, :k]
+        hits_k = rel.sum(axis=1)
+        ideal = np.cumsum(discounts[:k])[np.minimum(n_relevant, k).astype(int) - 1]
+        precision_at_i = np.cumsum(rel, axis=1) / np.arange(1, k + 1)
+        recommended_k = top[:, :k][valid[:, :k]]
+        metrics[f"precision@{k}"] = float(np.mean(hits_k / k))
+        metrics[f"recall@{k}"] = float(np.mean(hits_k / n_relevant))
+        metrics[f"ndcg@{k}"] = float(np.mean((rel * discounts[:k]).sum(axis=1) / ideal))
+        metrics[f"map@{k}"] = float(np.mean((precision_at_i * rel).sum(axis=1) / np.minimum(n_relevant, k)))
+        metrics[f"hit_rate@{k}"] = float(np.mean(hits_k > 0))
+        metrics[f"coverage@{k}"] = float(len(np.unique(recommended_k)) / n_items)
+        popularity = item_popularity[recommended_k].mean() if len(recommended_k) else 0.0
+        metrics[f"popularity@{k}"] = float(popularity)
+    metrics["users"] = int(len(users))
+    return {key: round(value, 6) if isinstance(value, float) else value for key, value in metrics.items()}

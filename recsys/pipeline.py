@@ -28,12 +28,13 @@ import numpy as np
 
 from recsys import __version__, storage
 from recsys.config import ModelConfig, PipelineConfig
-from recsys.data.interactions import Interactions, build_interactions
+from recsys.data.interactions import Interactions, clean_table, interactions_from_table
+from recsys.data.splits import map_holdout, split_table
 from recsys.errors import ConfigError, RunError
-from recsys.evaluate import ann_recall, sample_rows
+from recsys.evaluate import ann_recall, ranking_metrics, sample_rows
 from recsys.index import AnnoyIndex, ExactIndex, build_annoy_index
 from recsys.models import train
-from recsys.recommend import SearchIndex, exclude_items, recommend_all, similar_all
+from recsys.recommend import SearchIndex, exclude_items, recommend_all, search_all, similar_all
 from recsys.storage import RunPaths
 
 log = logging.getLogger("recsys.pipeline")
@@ -54,12 +55,28 @@ def _progress(label: str) -> Callable[[int, int], None]:
 # ---------------------------------------------------------------- prepare
 
 
-def prepare_stage(run: RunPaths, config: PipelineConfig, input_path: str | Path) -> dict[str, Any]:
-    """Read and validate the interactions table; write id maps and the CSR matrix."""
+def prepare_stage(
+    run: RunPaths, config: PipelineConfig, input_path: str | Path, holdout_path: str | Path | None = None
+) -> dict[str, Any]:
+    """Read and validate the interactions table, split off held-out interactions if the
+    config says so (or read a supplied holdout table); write id maps, the training CSR
+    matrix and the holdout CSR."""
     started = time.perf_counter()
     frame, fingerprint = storage.read_interactions_table(input_path)
-    interactions = build_interactions(frame, source=str(input_path))
+    table = clean_table(frame, source=str(input_path))
     del frame
+    holdout_path = holdout_path or config.evaluate.holdout
+    split = config.evaluate.split
+    test = None
+    holdout_info: dict[str, Any] | None = None
+    if holdout_path:
+        holdout_frame, holdout_fingerprint = storage.read_interactions_table(holdout_path)
+        test = clean_table(holdout_frame, source=str(holdout_path))
+        holdout_info = {"method": "supplied", **holdout_fingerprint}
+    elif split.method != "none":
+        table, test = split_table(table, split.method, split.fraction, split.n, config.seed, str(input_path))
+        holdout_info = {"method": split.method, "fraction": split.fraction, "n": split.n}
+    interactions = interactions_from_table(table)
     for section, top_n, limit in (
         ("recommend", config.recommend.top_n, interactions.n_items),
         ("similar_items", config.similar_items.top_n, interactions.n_items - 1),
@@ -79,7 +96,7 @@ def prepare_stage(run: RunPaths, config: PipelineConfig, input_path: str | Path)
         interactions.nnz,
         interactions.stats["duplicate_rows_merged"],
     )
-    return {
+    result: dict[str, Any] = {
         "input": {
             **fingerprint,
             **interactions.stats,
@@ -87,8 +104,25 @@ def prepare_stage(run: RunPaths, config: PipelineConfig, input_path: str | Path)
             "item_id_type": interactions.items.kind,
         },
         "data": {key: run.relative(run.data_dir / name) for key, name in files.items()},
-        "seconds": round(time.perf_counter() - started, 3),
     }
+    if test is not None and holdout_info is not None:
+        holdout, holdout_stats = map_holdout(interactions, test)
+        storage.write_sparse(run.data_dir / "holdout.npz", holdout)
+        result["data"]["holdout"] = run.relative(run.data_dir / "holdout.npz")
+        result["holdout"] = {**holdout_info, **holdout_stats}
+        log.info(
+            "holdout (%s): %d pairs, %d evaluated for %d users; %d pairs of unknown users, "
+            "%d of unknown items, %d already in training",
+            holdout_info["method"],
+            holdout_stats["pairs"],
+            holdout_stats["pairs_evaluated"],
+            holdout_stats["users_evaluated"],
+            holdout_stats["pairs_of_unknown_users"],
+            holdout_stats["pairs_of_unknown_items"],
+            holdout_stats["pairs_seen_in_training"],
+        )
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    return result
 
 
 # ---------------------------------------------------------------- train
@@ -252,7 +286,7 @@ def evaluate_stage(
     user_factors = storage.read_array(run.model_dir(model) / "user_factors.npy")
     started = time.perf_counter()
     users = sample_rows(interactions.n_users, config.evaluate.sample_users, config.seed)
-    k_rec = min(config.evaluate.k, config.recommend.top_n)
+    k_rec = min(max(config.evaluate.ks), config.recommend.top_n)
     rec_entry = indices[config.recommend.metric]
     recommendations = ann_recall(
         open_index(run.dir, rec_entry, item_factors),
@@ -263,7 +297,7 @@ def evaluate_stage(
         search_k=_search_k(rec_entry),
     )
     items = sample_rows(interactions.n_items, config.evaluate.sample_items, config.seed + 1)
-    k_sim = min(config.evaluate.k, config.similar_items.top_n)
+    k_sim = min(max(config.evaluate.ks), config.similar_items.top_n)
     sim_entry = indices[config.similar_items.metric]
     itself = exclude_items(items, interactions.n_items)
     similar = ann_recall(
@@ -284,10 +318,56 @@ def evaluate_stage(
             figures["recall_at_k"],
             figures["queries_per_second"],
         )
-    return {
-        "evaluation": {"ann": {"recommendations": recommendations, "similar_items": similar}},
-        "timings": {"evaluate": round(time.perf_counter() - started, 3)},
-    }
+    evaluation: dict[str, Any] = {"ann": {"recommendations": recommendations, "similar_items": similar}}
+    holdout_path = run.data_dir / "holdout.npz"
+    if holdout_path.exists():
+        evaluation.update(
+            _ranking_stage(run, config, model, interactions, user_factors, item_factors, holdout_path)
+        )
+    return {"evaluation": evaluation, "timings": {"evaluate": round(time.perf_counter() - started, 3)}}
+
+
+def _ranking_stage(
+    run: RunPaths,
+    config: PipelineConfig,
+    model: str,
+    interactions: Interactions,
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+    holdout_path: Path,
+) -> dict[str, Any]:
+    """Ranking metrics of the published recommendations, and of exact top-N for the same
+    users, against the held-out interactions."""
+    holdout = storage.read_sparse(holdout_path)
+    top_n = config.recommend.top_n
+    published = storage.read_ranked_ids(
+        run.model_dir(model) / "recommendations.parquet", interactions.users, interactions.items, top_n
+    )
+    popularity = np.diff(interactions.user_items.tocsc().indptr).astype(np.float64)
+    users = np.flatnonzero(np.diff(holdout.indptr) > 0)
+    exact = np.full_like(published, -1)
+    exact[users], _ = search_all(
+        ExactIndex(item_factors, config.recommend.metric),
+        user_factors[users],
+        top_n,
+        interactions.user_items[users],
+        item_factors,
+    )
+    ranking = ranking_metrics(published, holdout, config.evaluate.ks, popularity)
+    ranking_exact = ranking_metrics(exact, holdout, config.evaluate.ks, popularity)
+    k = max(config.evaluate.ks)
+    log.info(
+        "%s: recall@%d %.4f, ndcg@%d %.4f on %d held-out users (exact top-N: %.4f, %.4f)",
+        model,
+        k,
+        ranking.get(f"recall@{k}", float("nan")),
+        k,
+        ranking.get(f"ndcg@{k}", float("nan")),
+        ranking.get("users", 0),
+        ranking_exact.get(f"recall@{k}", float("nan")),
+        ranking_exact.get(f"ndcg@{k}", float("nan")),
+    )
+    return {"ranking": ranking, "ranking_exact": ranking_exact}
 
 
 # ---------------------------------------------------------------- publish
@@ -365,6 +445,7 @@ def build_manifest(
         "config_sha256": config.sha256(),
         "input": prepared["input"],
         "data": prepared["data"],
+        "holdout": prepared.get("holdout"),
         "timings": timings,
         "models": models,
     }

@@ -257,8 +257,7 @@ def write_interactions(directory: Path, interactions: Interactions) -> dict[str,
     for name, id_map in (("users", interactions.users), ("items", interactions.items)):
         table = pa.table({"id": pa.array(id_map.ids, type=_id_type(id_map.kind))})
         _write_parquet(directory / f"{name}.parquet", table)
-    with _atomic_path(directory / "user_items.npz") as tmp, open(tmp, "wb") as handle:
-        sp.save_npz(handle, interactions.user_items, compressed=False)
+    write_sparse(directory / "user_items.npz", interactions.user_items)
     write_json(directory / "stats.json", interactions.stats)
     return {
         "users": "users.parquet",
@@ -268,18 +267,46 @@ def write_interactions(directory: Path, interactions: Interactions) -> dict[str,
     }
 
 
+def write_sparse(path: Path, matrix: sp.csr_matrix) -> None:
+    """A CSR matrix as .npz (no pickles), atomically."""
+    with _atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        sp.save_npz(handle, matrix, compressed=False)
+
+
+def read_sparse(path: Path) -> sp.csr_matrix:
+    """A float32 CSR matrix written by :func:`write_sparse`."""
+    return sp.csr_matrix(sp.load_npz(path), dtype=np.float32)
+
+
+def read_ranked_ids(path: Path, users: IdMap, items: IdMap, n: int) -> np.ndarray:
+    """A published recommendations parquet as int64 (n_users, n) internal item ids by
+    rank (-1 where a user has fewer rows)."""
+    table = pq.read_table(path, columns=["user_id", "item_id", "rank"])
+    ids = np.full((len(users), n), -1, dtype=np.int64)
+    if table.num_rows == 0:
+        return ids
+    user_index = users.to_internal(_column_ids(table.column("user_id"), users.kind))
+    item_index = items.to_internal(_column_ids(table.column("item_id"), items.kind))
+    ranks = table.column("rank").to_numpy().astype(np.int64) - 1
+    ids[user_index, ranks] = item_index
+    return ids
+
+
+def _column_ids(column: pa.ChunkedArray, kind: IdKind) -> np.ndarray:
+    return column.to_numpy() if kind == "int" else np.asarray(column.to_pylist(), dtype=object)
+
+
 def _read_id_map(path: Path) -> IdMap:
     column = pq.read_table(path).column("id")
     kind: IdKind = "int" if pa.types.is_integer(column.type) else "str"
-    values = column.to_numpy() if kind == "int" else np.asarray(column.to_pylist(), dtype=object)
-    return IdMap.from_ids(values, kind)
+    return IdMap.from_ids(_column_ids(column, kind), kind)
 
 
 def read_interactions(directory: Path) -> Interactions:
     """Read what :func:`write_interactions` wrote."""
     users = _read_id_map(directory / "users.parquet")
     items = _read_id_map(directory / "items.parquet")
-    user_items = sp.csr_matrix(sp.load_npz(directory / "user_items.npz"), dtype=np.float32)
+    user_items = read_sparse(directory / "user_items.npz")
     stats = read_json(directory / "stats.json")
     return Interactions(users=users, items=items, user_items=user_items, stats=stats)
 

@@ -55,12 +55,16 @@ class IdMap:
 
         strict: unknown ids raise :class:`QueryError`; otherwise they map to -1.
         """
-        external = np.asarray(external, dtype=np.int64 if self.kind == "int" else object)
+        external = np.asarray(external)
+        if self.kind == "str" or not np.issubdtype(external.dtype, np.integer):
+            # Values that are not integers (a string, 1.5, 2**70) can never match an int
+            # map: looked up as objects they are unknown ids, not a conversion error.
+            external = external.astype(object)
         internal = self._lookup.get_indexer(external).astype(np.int64)
         if strict and (internal < 0).any():
             missing = external[internal < 0]
             raise QueryError(
-                f"{len(missing)} unknown id(s), e.g. {missing[0]!r} "
+                f"{len(missing)} unknown id(s), e.g. {missing.tolist()[0]!r} "
                 f"(the map holds {len(self)} {self.kind} ids)"
             )
         return internal
@@ -125,6 +129,13 @@ def _id_column(frame: pd.DataFrame, column: str, source: str) -> tuple[np.ndarra
     if pd.api.types.is_bool_dtype(dtype):
         raise InputError(f"{source}: column {column} must hold integers or strings, found booleans")
     if pd.api.types.is_integer_dtype(dtype):
+        if pd.api.types.is_unsigned_integer_dtype(dtype):
+            too_large = int((values > np.iinfo(np.int64).max).sum())
+            if too_large:
+                raise InputError(
+                    f"{source}: {too_large} value(s) of column {column} are above the int64 "
+                    f"maximum {np.iinfo(np.int64).max} (ids are kept as int64)"
+                )
         return values.to_numpy(dtype=np.int64), "int"
     if pd.api.types.is_float_dtype(dtype):
         raise InputError(
@@ -143,6 +154,9 @@ def _id_column(frame: pd.DataFrame, column: str, source: str) -> tuple[np.ndarra
         empty = int((values.str.len() == 0).sum())
         if empty:
             raise InputError(f"{source}: {empty} row(s) have an empty {column}")
+        nul = int(values.str.contains("\x00", regex=False).sum())
+        if nul:
+            raise InputError(f"{source}: {nul} row(s) have a NUL character in {column}")
         return array, "str"
     raise InputError(f"{source}: column {column} must hold integers or strings, found {dtype}")
 
@@ -166,13 +180,66 @@ def _weights(frame: pd.DataFrame, source: str) -> np.ndarray:
     return weights
 
 
-def build_interactions(frame: pd.DataFrame, source: str = "interactions") -> Interactions:
-    """Validate a raw interactions table and build id maps and the CSR matrix.
+def _timestamps(frame: pd.DataFrame, source: str) -> np.ndarray | None:
+    """Timestamps as a float64 ordering key (seconds for dates), NaN where missing."""
+    if TIMESTAMP not in frame.columns:
+        return None
+    values = frame[TIMESTAMP]
+    if pd.api.types.is_bool_dtype(values.dtype):
+        raise InputError(f"{source}: column timestamp must hold dates or numbers, found booleans")
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    try:
+        parsed = pd.to_datetime(values, utc=True, errors="coerce")
+    except (TypeError, ValueError):
+        parsed = pd.Series(pd.NaT, index=values.index)
+    bad = int((parsed.isna() & values.notna()).sum())
+    if bad:
+        raise InputError(f"{source}: {bad} value(s) of column timestamp are not dates or numbers")
+    seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return seconds.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+@dataclass(frozen=True, eq=False)
+class InteractionTable:
+    """Validated interaction rows, one per distinct (user, item) once deduplicated.
+
+    users / items: external ids (int64 or object); weights: float64 > 0;
+    timestamps: float64 ordering key (NaN where missing) or None without the column.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    weights: np.ndarray
+    timestamps: np.ndarray | None
+    user_kind: IdKind
+    item_kind: IdKind
+    stats: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def take(self, rows: np.ndarray) -> InteractionTable:
+        """The rows selected by an index or boolean mask (stats kept)."""
+        ts = None if self.timestamps is None else self.timestamps[rows]
+        return InteractionTable(
+            self.users[rows],
+            self.items[rows],
+            self.weights[rows],
+            ts,
+            self.user_kind,
+            self.item_kind,
+            dict(self.stats),
+        )
+
+
+def clean_table(frame: pd.DataFrame, source: str = "interactions") -> InteractionTable:
+    """Validate a raw interactions table; drop zero weights; sum duplicate (user, item) rows
+    (keeping the latest timestamp).
 
     Raises :class:`InputError` naming the source, the column and the count for: an
     empty table, a missing column, missing/empty/mistyped ids, missing, non-finite or
-    negative weights. Rows with weight 0 are dropped (counted in ``stats``); duplicate
-    (user, item) rows are summed (counted in ``stats``).
+    negative weights, unparseable timestamps.
     """
     missing_columns = [c for c in (USER, ITEM) if c not in frame.columns]
     if missing_columns:
@@ -183,37 +250,61 @@ def build_interactions(frame: pd.DataFrame, source: str = "interactions") -> Int
     user_values, user_kind = _id_column(frame, USER, source)
     item_values, item_kind = _id_column(frame, ITEM, source)
     weights = _weights(frame, source)
+    timestamps = _timestamps(frame, source)
 
     positive = weights > 0
     zero_weight = int((~positive).sum())
     if zero_weight == len(frame):
         raise InputError(f"{source}: all {len(frame)} rows have weight 0; nothing to learn from")
+    rows = len(frame)
     if zero_weight:
-        user_values, item_values, weights = (
-            user_values[positive],
-            item_values[positive],
-            weights[positive],
-        )
-
-    user_codes, user_ids = pd.factorize(user_values, sort=True)
-    item_codes, item_ids = pd.factorize(item_values, sort=True)
-    users = IdMap.from_ids(np.asarray(user_ids), user_kind)
-    items = IdMap.from_ids(np.asarray(item_ids), item_kind)
-    coo = sp.coo_matrix(
-        (weights, (user_codes.astype(np.int64), item_codes.astype(np.int64))),
-        shape=(len(users), len(items)),
-    )
-    user_items = coo.tocsr()  # sums duplicates in float64
-    user_items.sort_indices()
-    if not np.isfinite(user_items.data).all() or (user_items.data > np.finfo(np.float32).max).any():
+        user_values, item_values, weights = user_values[positive], item_values[positive], weights[positive]
+        timestamps = None if timestamps is None else timestamps[positive]
+    grouped = pd.DataFrame({"u": user_values, "i": item_values, "w": weights})
+    if timestamps is not None:
+        grouped["t"] = timestamps
+    duplicated = grouped.duplicated(["u", "i"])
+    if duplicated.any():
+        aggregations = {"w": "sum", **({"t": "max"} if timestamps is not None else {})}
+        grouped = grouped.groupby(["u", "i"], sort=False, as_index=False).agg(aggregations)
+    if not np.isfinite(grouped["w"].to_numpy()).all() or (grouped["w"] > np.finfo(np.float32).max).any():
         raise InputError(f"{source}: summed weights overflow float32")
-    user_items = sp.csr_matrix(user_items, dtype=np.float32)
+    return InteractionTable(
+        users=grouped["u"].to_numpy(dtype=np.int64 if user_kind == "int" else object),
+        items=grouped["i"].to_numpy(dtype=np.int64 if item_kind == "int" else object),
+        weights=grouped["w"].to_numpy(dtype=np.float64),
+        timestamps=None if timestamps is None else grouped["t"].to_numpy(dtype=np.float64),
+        user_kind=user_kind,
+        item_kind=item_kind,
+        stats={
+            "rows": rows,
+            "zero_weight_rows_dropped": zero_weight,
+            "duplicate_rows_merged": int(duplicated.sum()),
+        },
+    )
+
+
+def interactions_from_table(table: InteractionTable) -> Interactions:
+    """Id maps (sorted external ids) and the float32 users x items CSR of a clean table."""
+    user_codes, user_ids = pd.factorize(table.users, sort=True)
+    item_codes, item_ids = pd.factorize(table.items, sort=True)
+    users = IdMap.from_ids(np.asarray(user_ids), table.user_kind)
+    items = IdMap.from_ids(np.asarray(item_ids), table.item_kind)
+    user_items = sp.csr_matrix(
+        (table.weights.astype(np.float32), (user_codes.astype(np.int64), item_codes.astype(np.int64))),
+        shape=(len(users), len(items)),
+        dtype=np.float32,
+    )
+    user_items.sort_indices()
     stats = {
-        "rows": int(len(frame)),
-        "zero_weight_rows_dropped": zero_weight,
-        "duplicate_rows_merged": int(len(weights) - user_items.nnz),
+        **table.stats,
         "interactions": int(user_items.nnz),
         "users": len(users),
         "items": len(items),
     }
     return Interactions(users=users, items=items, user_items=user_items, stats=stats)
+
+
+def build_interactions(frame: pd.DataFrame, source: str = "interactions") -> Interactions:
+    """Validate a raw table (:func:`clean_table`) and build id maps and the CSR matrix."""
+    return interactions_from_table(clean_table(frame, source))

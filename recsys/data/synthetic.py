@@ -48,6 +48,16 @@ def generate_interactions(
         home = rng.choice(cluster_items[cluster], size=n_home, replace=False, p=cluster_p[cluster])
         away = rng.choice(n_items, size=int(count - n_home), replace=True, p=global_p)
         chosen = np.unique(np.concatenate([home, away]))
+        short = min(3, n_items) - len(chosen)
+        if short > 0:
+            # Repeated draws left fewer than 3 distinct items: top up from the rest of the
+            # catalog by popularity, with a per-user generator so the main stream (and so
+            # every other user's rows) stays as it was.
+            rest = np.setdiff1d(np.arange(n_items), chosen)
+            extra = np.random.default_rng([seed, user]).choice(
+                rest, size=short, replace=False, p=popularity[rest] / popularity[rest].sum()
+            )
+            chosen = np.unique(np.concatenate([chosen, extra]))
         users.append(np.full(len(chosen), user, dtype=np.int64))
         items.append(chosen)
     user_idx = np.concatenate(users)

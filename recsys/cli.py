@@ -39,6 +39,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _served_by(model: dict[str, Any], metric: str) -> str:
+    """How an index is served: ``exact`` or ``annoy:<search_k>``."""
+    entry = model.get("indices", {}).get(metric, {})
+    return "annoy:" + str(entry["search_k"]) if entry.get("backend") == "annoy" else "exact"
+
+
 def _ranking_columns(evaluation: dict[str, Any]) -> dict[str, str]:
     """recall@k and ndcg@k (largest k) of the published lists, and of exact top-N."""
     ranking, exact = evaluation.get("ranking"), evaluation.get("ranking_exact", {})
@@ -69,8 +75,10 @@ def run_summary(run_dir: str, manifest: dict[str, Any]) -> str:
                 "index_s": _fmt(timings.get("index", 0.0), 2),
                 "recommend_s": _fmt(timings.get("recommend", 0.0), 2),
                 "similar_s": _fmt(timings.get("similar_items", 0.0), 2),
+                "rec_index": _served_by(model, manifest["config"]["recommend"]["metric"]),
                 f"rec_recall@{rec.get('k', '')}": _fmt(rec.get("recall_at_k", float("nan"))),
                 "rec_qps": _fmt(rec.get("queries_per_second", 0.0), 0),
+                "sim_index": _served_by(model, manifest["config"]["similar_items"]["metric"]),
                 f"sim_recall@{sim.get('k', '')}": _fmt(sim.get("recall_at_k", float("nan"))),
                 "sim_qps": _fmt(sim.get("queries_per_second", 0.0), 0),
                 **_ranking_columns(model.get("evaluation", {})),
@@ -263,6 +271,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from recsys.data.importers import parse_mapping, read_source, to_implicit
+    from recsys.data.interactions import clean_table
+
+    mapping = parse_mapping(args.map) if args.map else None
+    frame = read_source(args.format, args.input, mapping)
+    frame = to_implicit(frame, min_rating=args.min_rating, weighting=args.weighting)
+    table = clean_table(frame, source=args.input)  # refuse now what `recsys run` would refuse
+    path = storage.write_interactions_table(frame, args.output)
+    print(
+        f"wrote {len(frame)} interactions ({len(set(table.users.tolist()))} users, "
+        f"{len(set(table.items.tolist()))} items, weighting {args.weighting}) to {path}"
+    )
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     _import_flows()
     from flows.deploy import build_deployment, serve_deployment
@@ -334,6 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = add("deploy", "serve the pipeline as a Prefect deployment on the config's cron schedule")
     deploy.add_argument("--config", default="configs/default.yaml", help="pipeline YAML")
     deploy.set_defaults(func=cmd_deploy)
+
+    from recsys.data.importers import FORMATS, WEIGHTINGS
+
+    importer = add("import", "convert a public data set or any table into the input format")
+    importer.add_argument("format", choices=FORMATS, help="source format")
+    importer.add_argument("input", help="source file (u.data, ratings.dat, ratings.csv, ...)")
+    importer.add_argument("--output", required=True, help="parquet (or .csv) to write")
+    importer.add_argument("--map", help="for format 'table': user=COL,item=COL[,weight=COL][,timestamp=COL]")
+    importer.add_argument("--min-rating", type=float, help="keep ratings >= this (explicit -> implicit)")
+    importer.add_argument("--weighting", choices=WEIGHTINGS, default="none", help="reweight (default none)")
+    importer.set_defaults(func=cmd_import)
 
     generate = add("generate", "write the deterministic synthetic sample")
     generate.add_argument("--output", default="data/sample/interactions.parquet")

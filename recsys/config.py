@@ -60,27 +60,29 @@ class ModelConfig(_Strict):
 
 
 class IndexConfig(_Strict):
-    backend: Literal["annoy", "exact"] = "annoy"
-    """``annoy`` (approximate, memory-mapped index files) or ``exact`` (blocked matrix
-    product + top-k over the same interface)."""
+    backend: Literal["auto", "annoy", "exact"] = "auto"
+    """``annoy`` (approximate, memory-mapped index files), ``exact`` (blocked matrix
+    product + top-k over the same interface) or ``auto``: per index, Annoy where it
+    reaches ``evaluate.target_recall`` faster than exact search, exact otherwise (the
+    manifest records the measurements and the reason)."""
     n_trees: int = Field(default=50, ge=1, le=10_000)
     """Annoy trees per index: more trees, larger file, better recall."""
     search_k: int | dict[Metric, int] | None = None
     """Nodes Annoy inspects per query: one int for both indices, a mapping
-    ``{dot: ..., angular: ...}``, or null for the default (``dot``: 100 x n_trees;
-    ``angular``: -1, Annoy's own default). Each query inspects at least n_trees x the
-    results it asks for. ``dot`` needs far more than ``angular`` for the same recall;
-    the manifest reports the recall reached."""
+    ``{dot: ..., angular: ...}``, or null to tune it: the smallest of n_trees x k x
+    1, 2, 4, ... that reaches ``evaluate.target_recall`` on a sample. Each query inspects
+    at least n_trees x the results it asks for. ``dot`` needs far more than ``angular``
+    for the same recall; the manifest reports the curve and the recall reached."""
     seed: int | None = None
     """Annoy's ``set_seed``; defaults to the config's ``seed``."""
 
-    def search_k_for(self, metric: Metric) -> int:
-        """search_k for one index, resolving the default per metric."""
+    def search_k_for(self, metric: Metric) -> int | None:
+        """The configured search_k of one index, or None where it is to be tuned."""
         if isinstance(self.search_k, int):
             return self.search_k
-        if isinstance(self.search_k, dict) and metric in self.search_k:
-            return self.search_k[metric]
-        return 100 * self.n_trees if metric == "dot" else -1
+        if isinstance(self.search_k, dict):
+            return self.search_k.get(metric)
+        return None
 
 
 class RecommendConfig(_Strict):
@@ -120,6 +122,10 @@ class EvaluateConfig(_Strict):
     """Items sampled for the similar-items recall figure."""
     split: SplitConfig = SplitConfig()
     """Held-out interactions for ranking metrics."""
+    target_recall: float = Field(default=0.95, gt=0.0, le=1.0)
+    """Recall@k against exact search that a tuned search_k must reach (see index.search_k)."""
+    tune_queries: int = Field(default=500, ge=10)
+    """Sampled users (dot) or items (angular) on which search_k is tuned."""
     holdout: str | None = None
     """A test table (same format as the input) to evaluate against, used as given
     (``recsys run --holdout`` overrides). Excludes ``split``."""

@@ -120,3 +120,59 @@ def ranking_metrics(
         metrics[f"popularity@{k}"] = float(popularity)
     metrics["users"] = int(len(users))
     return {key: round(value, 6) if isinstance(value, float) else value for key, value in metrics.items()}
+
+
+def default_search_ks(n_trees: int, k: int, n_items: int) -> list[int]:
+    """search_k values to sweep: n_trees x k x 1, 2, 4, ... up to n_trees x n_items (beyond
+    that Annoy inspects every item anyway)."""
+    values, value = [], n_trees * k
+    while True:
+        values.append(value)
+        if value >= n_trees * n_items:
+            return values
+        value *= 2
+
+
+def sweep_search_k(
+    index: SearchIndex,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None,
+    search_ks: list[int],
+    target_recall: float,
+    stop_when_slower: bool,
+) -> dict[str, Any]:
+    """Recall@k against exact search and queries/s for increasing search_k, until the
+    target recall is reached (or, with ``stop_when_slower``, until the index is slower
+    than exact search, where no search_k can be worth it).
+
+    Returns the curve, exact search's speed, and ``search_k`` (the smallest reaching the
+    target) or None.
+    """
+    exact = ExactIndex(vectors, index.metric)
+    started = time.perf_counter()
+    exact_ids, _ = exact.search(queries, k, exclude=exclude)
+    exact_qps = len(queries) / max(time.perf_counter() - started, 1e-9)
+    curve, chosen = [], None
+    for search_k in search_ks:
+        started = time.perf_counter()
+        ids, _ = search_all(index, queries, k, exclude, vectors, search_k)
+        qps = len(queries) / max(time.perf_counter() - started, 1e-9)
+        recall = recall_at_k(ids, exact_ids, k)
+        curve.append(
+            {"search_k": search_k, "recall_at_k": round(recall, 6), "queries_per_second": round(qps, 1)}
+        )
+        if recall >= target_recall:
+            chosen = search_k
+            break
+        if stop_when_slower and qps < exact_qps:
+            break
+    return {
+        "k": k,
+        "queries": int(len(queries)),
+        "target_recall": target_recall,
+        "search_k": chosen,
+        "exact_queries_per_second": round(exact_qps, 1),
+        "curve": curve,
+    }

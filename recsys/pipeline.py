@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from recsys import __version__, storage
 from recsys.config import ModelConfig, PipelineConfig
 from recsys.data.interactions import Interactions, clean_table, interactions_from_table
 from recsys.data.splits import map_holdout, split_table
 from recsys.errors import ConfigError, RunError
-from recsys.evaluate import ann_recall, ranking_metrics, sample_rows
+from recsys.evaluate import ann_recall, default_search_ks, ranking_metrics, sample_rows, sweep_search_k
 from recsys.index import AnnoyIndex, ExactIndex, build_annoy_index
 from recsys.models import train
 from recsys.recommend import SearchIndex, exclude_items, recommend_all, search_all, similar_all
@@ -167,38 +168,106 @@ def _item_factors(run: RunPaths, model: str) -> np.ndarray:
 # ---------------------------------------------------------------- index
 
 
+def _tuning_queries(
+    run: RunPaths, config: PipelineConfig, model: str, metric: str, item_factors: np.ndarray
+) -> tuple[np.ndarray, sp.csr_matrix, int]:
+    """Sampled queries as the index will serve them: users with their seen items excluded
+    for the recommendations index, items with themselves excluded for similar items."""
+    size = config.evaluate.tune_queries
+    if metric == config.recommend.metric:
+        interactions = storage.read_interactions(run.data_dir)
+        users = sample_rows(interactions.n_users, size, config.seed + 2)
+        user_factors = storage.read_array(run.model_dir(model) / "user_factors.npy", mmap=True)
+        queries = np.asarray(user_factors[users], dtype=np.float32)
+        k = min(max(config.evaluate.ks), config.recommend.top_n)
+        return queries, interactions.user_items[users], k
+    items = sample_rows(len(item_factors), size, config.seed + 3)
+    k = min(max(config.evaluate.ks), config.similar_items.top_n)
+    return item_factors[items], exclude_items(items, len(item_factors)), k
+
+
 def index_stage(run: RunPaths, config: PipelineConfig, model: str) -> dict[str, Any]:
-    """Build the model's indices: one per metric used (``dot`` and ``angular`` by default)."""
+    """Build the model's indices, one per metric used (``dot`` and ``angular`` by default),
+    and settle how each is served: Annoy with a configured or tuned search_k, or exact
+    search (``backend: exact``, or ``auto`` where Annoy cannot reach the target recall
+    faster than exact search)."""
     item_factors = _item_factors(run, model)
     seed = config.index.seed if config.index.seed is not None else config.seed
+    backend = config.index.backend
     started = time.perf_counter()
     indices: dict[str, Any] = {}
     for metric in _metrics(config):
-        entry: dict[str, Any] = {"backend": config.index.backend, "metric": metric}
-        if config.index.backend == "annoy":
-            path = _index_path(run, model, metric)
-            built = time.perf_counter()
-            manifest = build_annoy_index(item_factors, metric, path, config.index.n_trees, seed)
-            entry.update(
-                path=run.relative(path),
-                manifest=run.relative(path.with_name(path.name + ".json")),
-                n_trees=manifest.n_trees,
-                search_k=config.index.search_k_for(metric),  # type: ignore[arg-type]
-                seed=manifest.seed,
-                n_items=manifest.n_items,
-                dim=manifest.dim,
-                size_bytes=manifest.size_bytes,
-                sha256=manifest.sha256,
-                build_seconds=round(time.perf_counter() - built, 3),
-            )
-            log.info(
-                "%s: built %s index (%d trees, %.1f MB)",
-                model,
-                metric,
-                manifest.n_trees,
-                manifest.size_bytes / 1e6,
-            )
+        entry: dict[str, Any] = {"backend": "exact", "metric": metric}
         indices[metric] = entry
+        if backend == "exact":
+            entry["reason"] = "index.backend is exact"
+            continue
+        path = _index_path(run, model, metric)
+        built = time.perf_counter()
+        manifest = build_annoy_index(item_factors, metric, path, config.index.n_trees, seed)
+        entry["annoy"] = {
+            "path": run.relative(path),
+            "manifest": run.relative(path.with_name(path.name + ".json")),
+            "n_trees": manifest.n_trees,
+            "seed": manifest.seed,
+            "n_items": manifest.n_items,
+            "dim": manifest.dim,
+            "size_bytes": manifest.size_bytes,
+            "sha256": manifest.sha256,
+            "build_seconds": round(time.perf_counter() - built, 3),
+        }
+        index = AnnoyIndex(path, metric=metric, dim=manifest.dim, verify_checksum=False)
+        configured = config.index.search_k_for(metric)  # type: ignore[arg-type]
+        if configured is not None and backend == "annoy":
+            entry.update(backend="annoy", search_k=configured, reason="search_k set in the config")
+            log.info("%s: %s index served by annoy (%s)", model, metric, entry["reason"])
+            continue
+        queries, exclude, k = _tuning_queries(run, config, model, metric, item_factors)
+        search_ks = (
+            [configured]
+            if configured is not None
+            else default_search_ks(manifest.n_trees, k, manifest.n_items)
+        )
+        tuning = sweep_search_k(
+            index,
+            item_factors,
+            queries,
+            k,
+            exclude,
+            search_ks,
+            config.evaluate.target_recall,
+            stop_when_slower=backend == "auto",
+        )
+        entry["tuning"] = tuning
+        target = config.evaluate.target_recall
+        if tuning["search_k"] is not None:
+            reached = next(p for p in tuning["curve"] if p["search_k"] == tuning["search_k"])
+            faster = reached["queries_per_second"] > tuning["exact_queries_per_second"]
+            if backend == "annoy" or faster:
+                entry.update(
+                    backend="annoy",
+                    search_k=tuning["search_k"],
+                    reason=f"smallest search_k reaching recall@{k} {target}"
+                    + ("" if faster else "; exact search is faster here"),
+                )
+            else:
+                entry["reason"] = (
+                    f"Annoy reaches recall@{k} {target} at search_k {tuning['search_k']} but is "
+                    f"slower than exact search ({reached['queries_per_second']:.0f} vs "
+                    f"{tuning['exact_queries_per_second']:.0f} queries/s)"
+                )
+        elif backend == "annoy":
+            best = max(tuning["curve"], key=lambda p: p["recall_at_k"])
+            entry.update(
+                backend="annoy",
+                search_k=best["search_k"],
+                reason=f"no search_k reached recall@{k} {target}; best was {best['recall_at_k']:.3f}",
+            )
+        else:
+            entry["reason"] = (
+                f"no search_k reached recall@{k} {target} while Annoy was faster than exact search"
+            )
+        log.info("%s: %s index served by %s (%s)", model, metric, entry["backend"], entry["reason"])
     return {"indices": indices, "timings": {"index": round(time.perf_counter() - started, 3)}}
 
 
@@ -206,7 +275,9 @@ def open_index(run_dir: Path, index_entry: dict[str, Any], item_factors: np.ndar
     """Open a model's index as its manifest entry describes (checks before loading)."""
     if index_entry["backend"] == "exact":
         return ExactIndex(item_factors, index_entry["metric"])
-    return AnnoyIndex(run_dir / index_entry["path"], metric=index_entry["metric"], dim=item_factors.shape[1])
+    return AnnoyIndex(
+        run_dir / index_entry["annoy"]["path"], metric=index_entry["metric"], dim=item_factors.shape[1]
+    )
 
 
 def _search_k(index_entry: dict[str, Any]) -> int:

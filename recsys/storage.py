@@ -46,11 +46,11 @@ INPUT_COLUMNS = ("user_id", "item_id", "weight", "timestamp")
 # ---------------------------------------------------------------- input tables
 
 
-def read_interactions_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Read a parquet or CSV interactions table and fingerprint the file.
+def read_any_table(path: str | Path, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Read a parquet or CSV/TSV table (optionally gzipped), only ``columns`` if given
+    (those present; a table with none of them comes back with its header only).
 
-    Only the columns of the input contract are read. Returns the frame and
-    ``{"path", "size_bytes", "sha256"}``. Raises :class:`InputError` naming the file.
+    Raises :class:`InputError` naming the file.
     """
     path = Path(path)
     if not path.exists():
@@ -61,20 +61,20 @@ def read_interactions_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, A
     try:
         if name.endswith((".parquet", ".pq")):
             schema = pq.read_schema(path)
-            columns = [c for c in INPUT_COLUMNS if c in schema.names] or None
-            frame = pq.read_table(path, columns=columns).to_pandas()
-            if columns is None:
-                frame = pd.DataFrame(columns=schema.names)
-        elif name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
+            wanted = schema.names if columns is None else [c for c in columns if c in schema.names]
+            if not wanted:
+                return pd.DataFrame(columns=schema.names)
+            return pq.read_table(path, columns=wanted).to_pandas()
+        if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
             sep = "\t" if ".tsv" in name else ","
-            frame = pd.read_csv(path, sep=sep, usecols=lambda c: c in INPUT_COLUMNS, low_memory=False)
+            usecols = None if columns is None else (lambda c: c in columns)
+            frame = pd.read_csv(path, sep=sep, usecols=usecols, low_memory=False)
             if frame.columns.empty:
-                header = pd.read_csv(path, sep=sep, nrows=0).columns
-                frame = pd.DataFrame(columns=header)
-        else:
-            raise InputError(
-                f"{path}: unsupported file type {path.suffix or '(none)'!r}: expected .parquet or .csv"
-            )
+                return pd.DataFrame(columns=pd.read_csv(path, sep=sep, nrows=0).columns)
+            return frame
+        raise InputError(
+            f"{path}: unsupported file type {path.suffix or '(none)'!r}: expected .parquet or .csv"
+        )
     except InputError:
         raise
     except pd.errors.EmptyDataError:
@@ -83,6 +83,13 @@ def read_interactions_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, A
         raise InputError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
         raise InputError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
+
+
+def read_interactions_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read the input contract's columns of a parquet or CSV table and fingerprint the
+    file: returns the frame and ``{"path", "size_bytes", "sha256"}``."""
+    frame = read_any_table(path, INPUT_COLUMNS)
+    path = Path(path)
     fingerprint = {
         "path": str(path.resolve()),
         "size_bytes": path.stat().st_size,
@@ -321,7 +328,7 @@ def new_run_id() -> str:
 
 
 def check_run_id(run_id: str) -> str:
-    if not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+    if not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
         raise RunError(
             f"invalid run id {run_id!r}: use 1-128 letters, digits, '_', '-', '.', "
             "starting with a letter or digit, no '..'"

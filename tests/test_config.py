@@ -20,16 +20,16 @@ def test_default_config_loads():
     assert [m.type for m in config.models] == ["als", "bpr", "lmf"]
     assert config.models[0].params["factors"] == 64
     assert config.recommend.metric == "dot" and config.similar_items.metric == "angular"
-    assert config.index.backend == "annoy" and config.index.n_trees == 50
-    assert config.index.search_k_for("dot") == 5000
-    assert config.index.search_k_for("angular") == 2000
+    assert config.index.backend == "auto" and config.index.n_trees == 50
+    assert config.index.search_k_for("dot") is None  # tuned to evaluate.target_recall
+    assert config.evaluate.target_recall == 0.95 and config.evaluate.split.method == "random"
     assert config.schedule.cron == "0 3 * * *"
 
 
 def test_minimal_config_gets_documented_defaults():
     config = parse_config({"models": MODELS})
     assert config.seed == 42
-    assert config.index.backend == "annoy" and config.index.n_trees == 50
+    assert config.index.backend == "auto" and config.index.n_trees == 50
     assert config.recommend.top_n == 20 and config.recommend.metric == "dot"
     assert config.similar_items.metric == "angular"
     assert config.output.root == "data/outputs"
@@ -106,8 +106,7 @@ def test_safe_model_names_are_accepted(name):
 def test_search_k_default_per_metric():
     index = parse_config({"models": MODELS, "index": {"n_trees": 7}}).index
     assert index.search_k is None
-    assert index.search_k_for("dot") == 700
-    assert index.search_k_for("angular") == -1
+    assert index.search_k_for("dot") is None and index.search_k_for("angular") is None
 
 
 def test_search_k_int_serves_both_metrics():
@@ -120,11 +119,11 @@ def test_search_k_mapping_per_metric_with_default_for_the_other():
     both = parse_config({"models": MODELS, "index": {"search_k": {"dot": 9000, "angular": 300}}}).index
     assert both.search_k_for("dot") == 9000 and both.search_k_for("angular") == 300
     only_dot = parse_config({"models": MODELS, "index": {"search_k": {"dot": 9000}, "n_trees": 3}}).index
-    assert only_dot.search_k_for("dot") == 9000 and only_dot.search_k_for("angular") == -1
+    assert only_dot.search_k_for("dot") == 9000 and only_dot.search_k_for("angular") is None
     only_angular = parse_config(
         {"models": MODELS, "index": {"search_k": {"angular": 40}, "n_trees": 3}}
     ).index
-    assert only_angular.search_k_for("dot") == 300 and only_angular.search_k_for("angular") == 40
+    assert only_angular.search_k_for("dot") is None and only_angular.search_k_for("angular") == 40
 
 
 def test_search_k_mapping_with_unknown_metric_is_refused():

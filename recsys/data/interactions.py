@@ -55,11 +55,12 @@ class IdMap:
 
         strict: unknown ids raise :class:`QueryError`; otherwise they map to -1.
         """
-        external = np.asarray(external)
-        if self.kind == "str" or not np.issubdtype(external.dtype, np.integer):
+        typed = np.asarray(external) if self.kind == "int" else None
+        if typed is None or not np.issubdtype(typed.dtype, np.integer):
             # Values that are not integers (a string, 1.5, 2**70) can never match an int
             # map: looked up as objects they are unknown ids, not a conversion error.
-            external = external.astype(object)
+            typed = np.asarray(external, dtype=object)
+        external = typed
         internal = self._lookup.get_indexer(external).astype(np.int64)
         if strict and (internal < 0).any():
             missing = external[internal < 0]

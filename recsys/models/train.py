@@ -100,7 +100,13 @@ def train(
             model = _model_class(model_type)(**kwargs)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model {name}: invalid parameters for {model_type}: {exc}") from None
-        model.fit(matrix, show_progress=show_progress)
+        try:
+            model.fit(matrix, show_progress=show_progress)
+        except (TypeError, ValueError) as exc:
+            # implicit checks most parameter values only when fitting (factors: "8")
+            raise ModelError(
+                f"model {name}: {model_type} failed to train with params {params}: {exc}"
+            ) from None
     user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
     item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
     n_users, n_items = user_items.shape

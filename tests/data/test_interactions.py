@@ -249,8 +249,12 @@ def test_id_map_parse():
     assert strs.to_internal([strs.parse("007")]).tolist() == [0]
 
 
+# NUL is refused in ids (a separate check); surrogates cannot be written as UTF-8
+id_text = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=8
+)
 int_ids = st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=1, max_size=40, unique=True)
-str_ids = st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=40, unique=True)
+str_ids = st.lists(id_text, min_size=1, max_size=40, unique=True)
 
 
 @given(st.one_of(int_ids, str_ids))
@@ -264,11 +268,7 @@ def test_id_map_round_trip(ids):
 
 
 def _pairs(kind: str):
-    ids = (
-        st.integers(min_value=-(2**63), max_value=2**63 - 1)
-        if kind == "int"
-        else st.text(min_size=1, max_size=6)
-    )
+    ids = st.integers(min_value=-(2**63), max_value=2**63 - 1) if kind == "int" else id_text
     weights = st.floats(min_value=0.0, max_value=1000.0, allow_nan=False, allow_infinity=False)
     # small pools of ids so that duplicates (user, item) pairs happen
     return st.tuples(

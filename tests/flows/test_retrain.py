@@ -21,7 +21,7 @@ def setup(prefect_harness, tmp_path_factory):
             {"name": "als", "type": "als", "params": {"factors": 8, "iterations": 3}},
             {"name": "bpr", "type": "bpr", "params": {"factors": 8, "iterations": 5, "num_threads": 1}},
         ],
-        "index": {"n_trees": 5},
+        "index": {"n_trees": 5, "backend": "annoy"},  # auto would choose by measured speed
         "recommend": {"top_n": 5},
         "similar_items": {"top_n": 5},
         "evaluate": {"sample_users": 50, "sample_items": 50},
@@ -79,6 +79,6 @@ def test_same_run_id_twice_gives_the_same_files(setup):
     manifest = json.loads((out / "runs/again/manifest.json").read_text())
     assert manifest["config_sha256"] == first["config_sha256"] == second["config_sha256"]
     assert (
-        manifest["models"]["als"]["indices"]["dot"]["sha256"]
-        == first["models"]["als"]["indices"]["dot"]["sha256"]
+        manifest["models"]["als"]["indices"]["dot"]["annoy"]["sha256"]
+        == first["models"]["als"]["indices"]["dot"]["annoy"]["sha256"]
     )

@@ -77,8 +77,14 @@ def test_run_folder_manifest_and_current(published, string_table):
         assert set(entry["timings"]) >= {"fit", "index", "recommend", "similar_items", "evaluate"}
         for metric in ("dot", "angular"):
             index = entry["indices"][metric]
-            assert (run_dir / index["path"]).stat().st_size == index["size_bytes"]
-            assert index["search_k"] and index["n_trees"] == 10
+            annoy = index["annoy"]
+            assert (run_dir / annoy["path"]).stat().st_size == annoy["size_bytes"]
+            assert annoy["n_trees"] == 10 and len(annoy["sha256"]) == 64
+            assert index["backend"] in ("annoy", "exact") and index["reason"]
+            tuning = index["tuning"]
+            assert tuning["target_recall"] == 0.95 and tuning["curve"]
+            if index["backend"] == "annoy":
+                assert index["search_k"] == tuning["search_k"]
         for relative in entry["outputs"].values():
             assert not relative.startswith("/")
             assert (run_dir / relative).exists()

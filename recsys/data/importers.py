@@ -180,6 +180,8 @@ def to_implicit(
         items = pd.factorize(frame["item_id"])[0]
         item_users = sp.coo_matrix((weights, (items, users))).tocsr()
         weighted = bm25_weight(item_users, K1=100, B=0.8) if weighting == "bm25" else tfidf_weight(item_users)
-        weights = np.asarray(weighted.tocsr()[items, users]).ravel()
+        # idf is log(n_items) - log1p(items of the user): never below 0 on real data, but a
+        # user with every item would get a negative weight; such rows become weight 0.
+        weights = np.clip(np.asarray(weighted.tocsr()[items, users]).ravel(), 0.0, None)
     frame["weight"] = weights.astype(np.float64)
     return frame.reset_index(drop=True)

@@ -224,7 +224,54 @@ def _lookup(args: argparse.Namespace, kind: str) -> int:
     return 0
 
 
+def _headline_metrics(model: dict[str, Any]) -> dict[str, float]:
+    """Flat numeric figures of one model's manifest entry, for comparing runs."""
+    figures: dict[str, float] = {}
+    evaluation = model.get("evaluation", {})
+    for kind in ("ranking", "ranking_exact"):
+        for key, value in (evaluation.get(kind) or {}).items():
+            if key != "users":
+                figures[f"{kind}.{key}"] = value
+    for name, ann in (evaluation.get("ann") or {}).items():
+        figures[f"ann.{name}.recall@{ann['k']}"] = ann["recall_at_k"]
+        figures[f"ann.{name}.queries_per_second"] = ann["queries_per_second"]
+    for stage, seconds in model.get("timings", {}).items():
+        figures[f"seconds.{stage}"] = seconds
+    return figures
+
+
+def compare_runs(root: str, run_a: str, run_b: str) -> str:
+    """Metric deltas (b - a) per model between two complete runs."""
+    _, first = storage.open_run(root, run_a)
+    _, second = storage.open_run(root, run_b)
+    rows = []
+    for name in [m for m in first["models"] if m in second["models"]]:
+        before = _headline_metrics(first["models"][name])
+        after = _headline_metrics(second["models"][name])
+        for key in [k for k in before if k in after]:
+            delta = after[key] - before[key]
+            relative = f"{100 * delta / before[key]:+.1f}%" if before[key] else ""
+            rows.append(
+                {
+                    "model": name,
+                    "metric": key,
+                    run_a: _fmt(float(before[key]), 4),
+                    run_b: _fmt(float(after[key]), 4),
+                    "delta": f"{delta:+.4f}",
+                    "relative": relative,
+                }
+            )
+    only = sorted(set(first["models"]) ^ set(second["models"]))
+    note = f"\nmodels in only one run: {', '.join(only)}" if only else ""
+    if not rows:
+        return f"runs {run_a} and {run_b} have no model in common{note}"
+    return _table(rows, list(rows[0])) + note
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
+    if args.compare:
+        print(compare_runs(args.output, *args.compare))
+        return 0
     runs = storage.list_runs(args.output)
     if not runs:
         print(f"no runs under {args.output}")
@@ -353,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = add("runs", "list runs with status and headline metrics")
     runs.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")
+    runs.add_argument("--compare", nargs=2, metavar=("A", "B"), help="metric deltas from run A to run B")
     runs.set_defaults(func=cmd_runs)
 
     deploy = add("deploy", "serve the pipeline as a Prefect deployment on the config's cron schedule")

@@ -18,16 +18,36 @@ from recsys.index.exact import ExactIndex
 from recsys.recommend import SearchIndex, search_all
 
 
-def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
-    """Mean over rows of |approx[:k] ∩ exact[:k]| / |exact[:k]| (ids -1 are empty places)."""
+def recall_at_k(
+    approx_ids: np.ndarray,
+    exact_ids: np.ndarray,
+    k: int,
+    approx_scores: np.ndarray | None = None,
+    exact_scores: np.ndarray | None = None,
+    tolerance: float = 1e-5,
+) -> float:
+    """Mean over rows of |approx[:k] ∩ exact[:k]| / |exact[:k]| (ids -1 are empty places).
+
+    With scores, ties count: an approximate result whose exact score is within
+    ``tolerance`` (relative) of the k-th exact score is as good as the exact one it
+    displaced. Without this, items with identical vectors (rare items of one user
+    often get them) make recall depend on how ties were broken, not on the search.
+    """
     if approx_ids.shape[0] != exact_ids.shape[0]:
         raise ValueError("approx and exact must have the same number of rows")
     recalls = []
-    for approx_row, exact_row in zip(approx_ids[:, :k], exact_ids[:, :k], strict=True):
+    for row, (approx_row, exact_row) in enumerate(zip(approx_ids[:, :k], exact_ids[:, :k], strict=True)):
         truth = exact_row[exact_row >= 0]
         if len(truth) == 0:
             continue
-        recalls.append(len(np.intersect1d(approx_row[approx_row >= 0], truth)) / len(truth))
+        found = approx_row[approx_row >= 0]
+        hits = len(np.intersect1d(found, truth))
+        if approx_scores is not None and exact_scores is not None and hits < len(truth):
+            kth = exact_scores[row, len(truth) - 1]
+            others = ~np.isin(found, truth)
+            margin = tolerance * max(abs(float(kth)), 1.0)
+            hits += int((approx_scores[row, : len(found)][others] >= kth - margin).sum())
+        recalls.append(min(hits, len(truth)) / len(truth))
     return float(np.mean(recalls)) if recalls else float("nan")
 
 
@@ -54,10 +74,10 @@ def ann_recall(
     """
     exact = ExactIndex(vectors, index.metric)
     started = time.perf_counter()
-    approx_ids, _ = search_all(index, queries, k, exclude, vectors, search_k)
+    approx_ids, approx_scores = search_all(index, queries, k, exclude, vectors, search_k)
     approx_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    exact_ids, _ = exact.search(queries, k, exclude=exclude)
+    exact_ids, exact_scores = exact.search(queries, k, exclude=exclude)
     exact_seconds = time.perf_counter() - started
     return {
         "metric": index.metric,
@@ -65,7 +85,7 @@ def ann_recall(
         "k": k,
         "search_k": search_k,
         "queries": int(len(queries)),
-        "recall_at_k": round(recall_at_k(approx_ids, exact_ids, k), 6),
+        "recall_at_k": round(recall_at_k(approx_ids, exact_ids, k, approx_scores, exact_scores), 6),
         "queries_per_second": round(len(queries) / max(approx_seconds, 1e-9), 1),
         "exact_queries_per_second": round(len(queries) / max(exact_seconds, 1e-9), 1),
     }
@@ -152,14 +172,14 @@ def sweep_search_k(
     """
     exact = ExactIndex(vectors, index.metric)
     started = time.perf_counter()
-    exact_ids, _ = exact.search(queries, k, exclude=exclude)
+    exact_ids, exact_scores = exact.search(queries, k, exclude=exclude)
     exact_qps = len(queries) / max(time.perf_counter() - started, 1e-9)
     curve, chosen = [], None
     for search_k in search_ks:
         started = time.perf_counter()
-        ids, _ = search_all(index, queries, k, exclude, vectors, search_k)
+        ids, scores = search_all(index, queries, k, exclude, vectors, search_k)
         qps = len(queries) / max(time.perf_counter() - started, 1e-9)
-        recall = recall_at_k(ids, exact_ids, k)
+        recall = recall_at_k(ids, exact_ids, k, scores, exact_scores)
         curve.append(
             {"search_k": search_k, "recall_at_k": round(recall, 6), "queries_per_second": round(qps, 1)}
         )

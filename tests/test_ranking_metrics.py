@@ -67,3 +67,16 @@ def test_matches_a_from_scratch_loop_on_random_data():
 
 def test_no_held_out_users_gives_nothing():
     assert ranking_metrics(np.zeros((2, 3), np.int64), sp.csr_matrix((2, 5)), [3], np.ones(5)) == {}
+
+
+def test_ann_recall_counts_ties_with_the_kth_exact_score():
+    from recsys.evaluate import recall_at_k
+
+    exact_ids = np.array([[1, 2, 3]])
+    exact_scores = np.array([[0.9, 0.5, 0.5]], dtype=np.float32)
+    approx_ids = np.array([[1, 2, 7]])  # 7 ties with 3 at the k-th score
+    tied = np.array([[0.9, 0.5, 0.5]], dtype=np.float32)
+    worse = np.array([[0.9, 0.5, 0.4]], dtype=np.float32)
+    assert recall_at_k(approx_ids, exact_ids, 3) == pytest.approx(2 / 3)
+    assert recall_at_k(approx_ids, exact_ids, 3, tied, exact_scores) == 1.0
+    assert recall_at_k(approx_ids, exact_ids, 3, worse, exact_scores) == pytest.approx(2 / 3)

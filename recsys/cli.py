@@ -334,6 +334,26 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    pipeline = _import_flows(args.debug)
+    from flows.tune import tune_flow
+
+    config, input_path, _ = pipeline.resolve_inputs(args.config, args.interactions, None)
+    config.select_models([args.model])
+    if not Path(input_path).exists():
+        raise ConfigError(f"{input_path}: interactions file not found")
+    tune_flow(
+        model=args.model,
+        config_path=args.config,
+        interactions=input_path,
+        trials=args.trials,
+        method=args.method,
+        metric=args.metric,
+        output=args.output,
+    )
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     _import_flows()
     from flows.deploy import build_deployment, serve_deployment
@@ -406,6 +426,16 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = add("deploy", "serve the pipeline as a Prefect deployment on the config's cron schedule")
     deploy.add_argument("--config", default="configs/default.yaml", help="pipeline YAML")
     deploy.set_defaults(func=cmd_deploy)
+
+    tune = add("tune", "search one model's params on a validation split; write the best as a config")
+    tune.add_argument("--model", required=True, help="model name in the config")
+    tune.add_argument("--config", default=None, help="pipeline YAML (default configs/default.yaml)")
+    tune.add_argument("--interactions", help="interactions table (default: input.path)")
+    tune.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
+    tune.add_argument("--method", choices=("random", "grid"), default="random")
+    tune.add_argument("--metric", default=None, help="metric to maximise (default ndcg@<largest k>)")
+    tune.add_argument("--output", default=None, help="config to write (default configs/<model>-tuned.yaml)")
+    tune.set_defaults(func=cmd_tune)
 
     from recsys.data.importers import FORMATS, WEIGHTINGS
 

@@ -61,19 +61,20 @@ def main() -> None:
         for label, kind in (("published", "ranking"), ("exact", "ranking_exact")):
             values = " | ".join(f"{model['evaluation'][kind][m]:.4f}" for m in metrics)
             print(f"| {name} | {label} | {values} |")
-    print("\n| model | index | search_k | recall@k vs exact | Annoy q/s | exact q/s | served by |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| model | index | strategy | setting | recall@k vs exact | Annoy q/s | exact q/s | served by |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, model in manifest["models"].items():
         for metric, entry in model["indices"].items():
-            tuning = entry.get("tuning", {})
-            point = next((p for p in tuning.get("curve", []) if p["search_k"] == entry.get("search_k")), {})
-            print(
-                f"| {name} | {metric} | {entry.get('search_k', '-')} | "
-                f"{point.get('recall_at_k', float('nan')):.3f} | "
-                f"{point.get('queries_per_second', 0):.0f} | "
-                f"{tuning.get('exact_queries_per_second', 0):.0f} | "
-                f"{entry['backend']} |"
-            )
+            for strategy, sweep in entry.get("tuning", {}).items():
+                setting = sweep["setting"]
+                chosen = sweep[setting]
+                point = next((p for p in sweep["curve"] if p[setting] == chosen), sweep["curve"][-1])
+                served = entry["backend"] + (f" ({setting} {entry[setting]})" if setting in entry else "")
+                print(
+                    f"| {name} | {metric} | {strategy} | {setting} {point[setting]} | "
+                    f"{point['recall_at_k']:.3f} | {point['queries_per_second']:.0f} | "
+                    f"{sweep['exact_queries_per_second']:.0f} | {served} |"
+                )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ same metric as the index: inner product for ``dot``, cosine similarity for
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -170,29 +171,58 @@ def sweep_search_k(
     Returns the curve, exact search's speed, and ``search_k`` (the smallest reaching the
     target) or None.
     """
-    exact = ExactIndex(vectors, index.metric)
+    return sweep_setting(
+        lambda _: index,
+        "search_k",
+        vectors,
+        queries,
+        k,
+        exclude,
+        search_ks,
+        target_recall,
+        stop_when_slower,
+        metric=index.metric,
+    )
+
+
+def sweep_setting(
+    index_for: Callable[[int], SearchIndex],
+    setting: str,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None,
+    values: list[int],
+    target_recall: float,
+    stop_when_slower: bool,
+    metric: str,
+) -> dict[str, Any]:
+    """:func:`sweep_search_k` over any setting: ``index_for(value)`` gives the index to
+    query (asked with ``search_k=value`` when the setting is search_k, else -1)."""
+    exact = ExactIndex(vectors, metric)
     started = time.perf_counter()
     exact_ids, exact_scores = exact.search(queries, k, exclude=exclude)
     exact_qps = len(queries) / max(time.perf_counter() - started, 1e-9)
     curve, chosen = [], None
-    for search_k in search_ks:
+    for value in values:
+        index = index_for(value)
+        search_k = value if setting == "search_k" else -1
         started = time.perf_counter()
         ids, scores = search_all(index, queries, k, exclude, vectors, search_k)
         qps = len(queries) / max(time.perf_counter() - started, 1e-9)
         recall = recall_at_k(ids, exact_ids, k, scores, exact_scores)
-        curve.append(
-            {"search_k": search_k, "recall_at_k": round(recall, 6), "queries_per_second": round(qps, 1)}
-        )
+        curve.append({setting: value, "recall_at_k": round(recall, 6), "queries_per_second": round(qps, 1)})
         if recall >= target_recall:
-            chosen = search_k
+            chosen = value
             break
         if stop_when_slower and qps < exact_qps:
             break
     return {
+        "setting": setting,
         "k": k,
         "queries": int(len(queries)),
         "target_recall": target_recall,
-        "search_k": chosen,
+        setting: chosen,
         "exact_queries_per_second": round(exact_qps, 1),
         "curve": curve,
     }

@@ -32,8 +32,16 @@ from recsys.config import ModelConfig, PipelineConfig
 from recsys.data.interactions import Interactions, clean_table, interactions_from_table
 from recsys.data.splits import map_holdout, split_table
 from recsys.errors import ConfigError, RunError
-from recsys.evaluate import ann_recall, default_search_ks, ranking_metrics, sample_rows, sweep_search_k
+from recsys.evaluate import (
+    ann_recall,
+    default_search_ks,
+    ranking_metrics,
+    sample_rows,
+    sweep_search_k,
+    sweep_setting,
+)
 from recsys.index import AnnoyIndex, ExactIndex, build_annoy_index
+from recsys.index.rerank import RerankIndex
 from recsys.models import train
 from recsys.recommend import SearchIndex, exclude_items, recommend_all, search_all, similar_all
 from recsys.storage import RunPaths
@@ -196,7 +204,8 @@ def index_stage(run: RunPaths, config: PipelineConfig, model: str) -> dict[str, 
     backend = config.index.backend
     started = time.perf_counter()
     indices: dict[str, Any] = {}
-    for metric in _metrics(config):
+    opened: dict[str, AnnoyIndex] = {}
+    for metric in _metrics(config):  # angular first: its index feeds the dot re-ranking
         entry: dict[str, Any] = {"backend": "exact", "metric": metric}
         indices[metric] = entry
         if backend == "exact":
@@ -217,64 +226,115 @@ def index_stage(run: RunPaths, config: PipelineConfig, model: str) -> dict[str, 
             "build_seconds": round(time.perf_counter() - built, 3),
         }
         index = AnnoyIndex(path, metric=metric, dim=manifest.dim, verify_checksum=False)
+        opened[metric] = index
         configured = config.index.search_k_for(metric)  # type: ignore[arg-type]
         if configured is not None and backend == "annoy":
             entry.update(backend="annoy", search_k=configured, reason="search_k set in the config")
             log.info("%s: %s index served by annoy (%s)", model, metric, entry["reason"])
             continue
         queries, exclude, k = _tuning_queries(run, config, model, metric, item_factors)
+        target = config.evaluate.target_recall
         search_ks = (
             [configured]
             if configured is not None
-            else default_search_ks(manifest.n_trees, k, manifest.n_items)
+            else default_search_ks(manifest.n_trees, k, len(item_factors))
         )
-        tuning = sweep_search_k(
-            index,
-            item_factors,
-            queries,
-            k,
-            exclude,
-            search_ks,
-            config.evaluate.target_recall,
-            stop_when_slower=backend == "auto",
-        )
-        entry["tuning"] = tuning
-        target = config.evaluate.target_recall
-        if tuning["search_k"] is not None:
-            reached = next(p for p in tuning["curve"] if p["search_k"] == tuning["search_k"])
-            faster = reached["queries_per_second"] > tuning["exact_queries_per_second"]
-            if backend == "annoy" or faster:
-                entry.update(
-                    backend="annoy",
-                    search_k=tuning["search_k"],
-                    reason=f"smallest search_k reaching recall@{k} {target}"
-                    + ("" if faster else "; exact search is faster here"),
-                )
-            else:
-                entry["reason"] = (
-                    f"Annoy reaches recall@{k} {target} at search_k {tuning['search_k']} but is "
-                    f"slower than exact search ({reached['queries_per_second']:.0f} vs "
-                    f"{tuning['exact_queries_per_second']:.0f} queries/s)"
-                )
-        elif backend == "annoy":
-            best = max(tuning["curve"], key=lambda p: p["recall_at_k"])
-            entry.update(
-                backend="annoy",
-                search_k=best["search_k"],
-                reason=f"no search_k reached recall@{k} {target}; best was {best['recall_at_k']:.3f}",
+        options = [
+            (
+                "annoy",
+                sweep_search_k(
+                    index, item_factors, queries, k, exclude, search_ks, target, backend == "auto"
+                ),
             )
-        else:
-            entry["reason"] = (
-                f"no search_k reached recall@{k} {target} while Annoy was faster than exact search"
+        ]
+        if metric == "dot" and "angular" in opened and configured is None:
+            angular = opened["angular"]
+            options.append(
+                (
+                    "annoy-rerank",
+                    sweep_setting(
+                        lambda c, angular=angular: RerankIndex(angular, item_factors, c),
+                        "candidates",
+                        item_factors,
+                        queries,
+                        k,
+                        exclude,
+                        default_candidates(k, len(item_factors)),
+                        target,
+                        backend == "auto",
+                        "dot",
+                    ),
+                )
             )
+            entry["candidates_from"] = indices["angular"]["annoy"]["path"]
+        entry["tuning"] = {name: sweep for name, sweep in options}
+        entry.update(_choose(options, backend, target, k))
         log.info("%s: %s index served by %s (%s)", model, metric, entry["backend"], entry["reason"])
     return {"indices": indices, "timings": {"index": round(time.perf_counter() - started, 3)}}
+
+
+def default_candidates(k: int, n_items: int) -> list[int]:
+    """Candidate counts to sweep for re-ranking: 2k, 4k, 8k, ... up to the catalog."""
+    values, value = [], 2 * k
+    while value < n_items:
+        values.append(value)
+        value *= 2
+    return [*values, n_items]
+
+
+def _choose(options: list[tuple[str, dict[str, Any]]], backend: str, target: float, k: int) -> dict[str, Any]:
+    """How an index is served, from the sweeps of each strategy (in order: the index's own
+    search_k, then angular candidates re-ranked). ``auto``: the fastest setting reaching
+    the target recall, or exact search when that is faster (a choice by measured speed).
+    ``annoy``: the first strategy reaching the target (a choice by recall only, so
+    reproducible), else the best recall."""
+    reached = []
+    for name, sweep in options:
+        value = sweep[sweep["setting"]]
+        if value is not None:
+            point = next(p for p in sweep["curve"] if p[sweep["setting"]] == value)
+            reached.append((point["queries_per_second"], name, sweep["setting"], value, sweep))
+    exact_qps = options[0][1]["exact_queries_per_second"]
+    if reached:
+        # auto: the fastest; annoy: the first strategy reaching the target, so that the
+        # choice depends on recall only and re-runs give the same files
+        qps, name, setting, value, _ = max(reached, key=lambda r: r[0]) if backend == "auto" else reached[0]
+        if backend == "annoy" or qps > exact_qps:
+            slower = "" if qps > exact_qps else f"; exact search is faster here ({exact_qps:.0f} queries/s)"
+            return {
+                "backend": name,
+                setting: value,
+                "reason": f"fastest setting reaching recall@{k} {target}: {setting} {value} "
+                f"at {qps:.0f} queries/s{slower}",
+            }
+        return {
+            "backend": "exact",
+            "reason": f"Annoy reaches recall@{k} {target} at best {qps:.0f} queries/s ({name}, {setting} "
+            f"{value}), exact search is faster ({exact_qps:.0f} queries/s)",
+        }
+    if backend == "annoy":
+        name, sweep = options[0]
+        best = max(sweep["curve"], key=lambda p: p["recall_at_k"])
+        return {
+            "backend": name,
+            "search_k": best["search_k"],
+            "reason": f"no setting reached recall@{k} {target}; best was {best['recall_at_k']:.3f}",
+        }
+    return {
+        "backend": "exact",
+        "reason": f"no setting reached recall@{k} {target} while faster than exact search",
+    }
 
 
 def open_index(run_dir: Path, index_entry: dict[str, Any], item_factors: np.ndarray) -> SearchIndex:
     """Open a model's index as its manifest entry describes (checks before loading)."""
     if index_entry["backend"] == "exact":
         return ExactIndex(item_factors, index_entry["metric"])
+    if index_entry["backend"] == "annoy-rerank":
+        angular = AnnoyIndex(
+            run_dir / index_entry["candidates_from"], metric="angular", dim=item_factors.shape[1]
+        )
+        return RerankIndex(angular, item_factors, int(index_entry["candidates"]))
     return AnnoyIndex(
         run_dir / index_entry["annoy"]["path"], metric=index_entry["metric"], dim=item_factors.shape[1]
     )

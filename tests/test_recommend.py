@@ -159,3 +159,23 @@ def test_annoy_recall_against_exact_on_clustered_vectors(tmp_path, metric, searc
     figures = ann_recall(index, vectors, queries, 10, search_k=search_k)
     assert figures["recall_at_k"] >= 0.9
     assert figures["metric"] == metric and figures["queries"] == 200
+
+
+def test_rerank_scores_are_exact_dot_and_recall_is_high(tmp_path):
+    from recsys.index.rerank import RerankIndex
+
+    rng = np.random.default_rng(8)
+    items = rng.normal(size=(800, 16)).astype(np.float32) * rng.uniform(0.5, 2, (800, 1)).astype(np.float32)
+    users = rng.normal(size=(60, 16)).astype(np.float32)
+    seen = _seen(60, 800, per_user=10)
+    angular = _backends(tmp_path, items, "angular", n_trees=20)["annoy"]
+    rerank = RerankIndex(angular, items, candidates=400)
+    ids, scores = rerank.search(users, 10, exclude=seen)
+    assert rerank.metric == "dot" and rerank.backend == "annoy-rerank"
+    for user in range(60):
+        assert not set(ids[user]) & set(seen[user].indices)
+        np.testing.assert_allclose(scores[user], items[ids[user]] @ users[user], rtol=1e-4, atol=1e-4)
+    exact_ids, exact_scores = ExactIndex(items, "dot").search(users, 10, exclude=seen)
+    assert recall_at_k(ids, exact_ids, 10, scores, exact_scores) >= 0.9
+    with pytest.raises(ValueError, match="angular"):
+        RerankIndex(_backends(tmp_path, items, "dot")["annoy"], items, 10)

@@ -81,10 +81,12 @@ def test_run_folder_manifest_and_current(published, string_table):
             assert (run_dir / annoy["path"]).stat().st_size == annoy["size_bytes"]
             assert annoy["n_trees"] == 10 and len(annoy["sha256"]) == 64
             assert index["backend"] in ("annoy", "exact") and index["reason"]
-            tuning = index["tuning"]
+            tuning = index["tuning"]["annoy"]
             assert tuning["target_recall"] == 0.95 and tuning["curve"]
             if index["backend"] == "annoy":
                 assert index["search_k"] == tuning["search_k"]
+            if metric == "dot":  # angular candidates re-ranked by dot: measured too
+                assert index["tuning"]["annoy-rerank"]["curve"]
         for relative in entry["outputs"].values():
             assert not relative.startswith("/")
             assert (run_dir / relative).exists()

@@ -45,7 +45,21 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, top
 
 
-class ExactIndex:
+class VectorIndex:
+    """An index over an in-memory float32 matrix of item vectors (n_items, dim)."""
+
+    vectors: np.ndarray
+
+    @property
+    def n_items(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+class ExactIndex(VectorIndex):
     """Brute-force search over item vectors with the same interface as the Annoy index."""
 
     backend = "exact"
@@ -57,14 +71,6 @@ class ExactIndex:
         self.metric = metric
         self.vectors = normalize_rows(vectors) if metric == "angular" else vectors
         self.block_bytes = block_bytes
-
-    @property
-    def n_items(self) -> int:
-        return int(self.vectors.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
 
     def search(
         self,

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.index.exact import check_query, top_k_rows
+from recsys.index.exact import VectorIndex, check_query, top_k_rows
 
 
-class RerankIndex:
+class RerankIndex(VectorIndex):
     """Inner-product search through an angular index's candidates (same interface)."""
 
     backend = "annoy-rerank"
@@ -27,14 +27,6 @@ class RerankIndex:
         self.angular = angular_index
         self.vectors = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.candidates = candidates
-
-    @property
-    def n_items(self) -> int:
-        return int(self.vectors.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
 
     def search(
         self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None = None, search_k: int = -1

@@ -55,6 +55,11 @@ def evaluate(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -
     return stages.evaluate_stage(run, config, model, indices)
 
 
+@task(name="report", cache_policy=NO_CACHE)
+def write_report(run: RunPaths, manifest: dict[str, Any]) -> str:
+    return stages.report_stage(run, manifest)
+
+
 @task(name="publish", cache_policy=NO_CACHE)
 def publish(run: RunPaths, manifest: dict[str, Any]) -> str:
     return str(storage.publish_run(run, manifest).dir)
@@ -115,6 +120,7 @@ def pipeline_flow(
                 "total_before_publish": round(time.perf_counter() - started, 3),
             }
             manifest = stages.build_manifest(run, config, prepared, results, created_at, timings)
+            manifest["report"] = write_report(run, manifest)
             run_dir = publish(run, manifest)
         except BaseException:
             shutil.rmtree(run.dir, ignore_errors=True)

@@ -557,6 +557,15 @@ def carry_over_models(
     return carried
 
 
+def report_stage(run: RunPaths, manifest: dict[str, Any]) -> str:
+    """Write the run's self-contained ``report.html``; returns its path relative to the run."""
+    from recsys.report import render_report
+
+    path = run.dir / "report.html"
+    storage.write_text(path, render_report(run.dir, manifest))
+    return run.relative(path)
+
+
 def build_manifest(
     run: RunPaths,
     config: PipelineConfig,

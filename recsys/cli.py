@@ -92,6 +92,9 @@ def run_summary(run_dir: str, manifest: dict[str, Any]) -> str:
         f"input {inp['path']}: {inp['rows']} rows, {inp['users']} users, {inp['items']} items, "
         f"{inp['interactions']} interactions\n"
     )
+    if rows and not any(row["note"] for row in rows):
+        for row in rows:
+            del row["note"]
     report = f"\nreport: {Path(run_dir) / manifest['report']}" if manifest.get("report") else ""
     return header + _table(rows, list(rows[0].keys()) if rows else ["model"]) + report
 

@@ -122,6 +122,10 @@ def pipeline_flow(
             manifest = stages.build_manifest(run, config, prepared, results, created_at, timings)
             manifest["report"] = write_report(run, manifest)
             run_dir = publish(run, manifest)
+            if config.retention.keep_runs:
+                removed = storage.apply_retention(root, config.retention.keep_runs)
+                if removed:
+                    print(f"retention: removed {len(removed)} old run(s): {', '.join(removed)}")
         except BaseException:
             shutil.rmtree(run.dir, ignore_errors=True)
             raise

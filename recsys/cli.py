@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,22 @@ def _strip_traceback(record: logging.LogRecord) -> bool:
 # ---------------------------------------------------------------- commands
 
 
+def _start_watchdog(seconds: float) -> threading.Timer:
+    """End the process (exit 3) if the run is not done in time: a run whose Prefect API
+    went away would otherwise hang. A run cut off before it moved CURRENT published
+    nothing; its leftovers are removed by the next run."""
+
+    def expire() -> None:
+        print(f"recsys: error: the run did not finish within {seconds:g} s; stopped", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(3)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     pipeline = _import_flows(args.debug)
     config, input_path, root = pipeline.resolve_inputs(args.config, args.interactions, args.output)
@@ -152,6 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         storage.check_run_id(args.run_id)
     if args.holdout and not Path(args.holdout).exists():
         raise ConfigError(f"{args.holdout}: holdout file not found")
+    timeout = args.timeout if args.timeout is not None else config.run.timeout_seconds
+    watchdog = _start_watchdog(timeout) if timeout else None
     manifest = pipeline.pipeline_flow(
         config_path=args.config or pipeline.DEFAULT_CONFIG,
         interactions=input_path,
@@ -160,6 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         models=models,
         holdout=args.holdout,
     )
+    if watchdog is not None:
+        watchdog.cancel()
     run_dir = storage.RunPaths(Path(root), manifest["run_id"], staging=False).dir
     print(run_summary(str(run_dir), manifest))
     return 0
@@ -174,10 +195,16 @@ def _model_entry(manifest: dict[str, Any], model: str | None) -> tuple[str, dict
 
 
 def _lookup(args: argparse.Namespace, kind: str) -> int:
+
+    run, manifest = storage.open_run(args.output, args.run_id)
+    with storage.reading(run):  # retention leaves a run alone while it is read
+        return _answer(args, kind, run, manifest)
+
+
+def _answer(args: argparse.Namespace, kind: str, run: storage.RunPaths, manifest: dict[str, Any]) -> int:
     from recsys.pipeline import open_index
     from recsys.recommend import exclude_items, search_batches
 
-    run, manifest = storage.open_run(args.output, args.run_id)
     name, entry = _model_entry(manifest, args.model)
     interactions = storage.read_interactions(run.dir / Path(manifest["data"]["users"]).parent)
     item_factors = storage.read_array(run.dir / entry["factors"]["item"])
@@ -405,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--interactions", help="interactions table, parquet or CSV (default: input.path)")
     run.add_argument("--output", help="output root (default: output.root of the config)")
     run.add_argument("--run-id", help="run id (default: UTC time + random suffix)")
+    run.add_argument(
+        "--timeout", type=float, help="seconds before the run is stopped (default run.timeout_seconds)"
+    )
     run.add_argument("--holdout", help="test table for ranking metrics (overrides evaluate.holdout)")
     run.add_argument("--models", help="comma-separated model names to (re)train; others carried over")
     run.set_defaults(func=cmd_run)

@@ -159,6 +159,18 @@ class ScheduleConfig(_Strict):
         return value
 
 
+class RetentionConfig(_Strict):
+    keep_runs: int | None = Field(default=None, ge=1)
+    """Complete runs to keep after each publish (null keeps all). CURRENT and runs that a
+    lookup is reading are never deleted."""
+
+
+class RunConfig(_Strict):
+    timeout_seconds: float | None = Field(default=6 * 3600, gt=0)
+    """`recsys run` gives up after this long (exit 3, nothing published), so a run whose
+    Prefect API disappeared ends instead of hanging; null waits forever."""
+
+
 class PipelineConfig(_Strict):
     seed: int = 42
     """Seed for training, sampling and index builds: same seed and data, same outputs."""
@@ -171,6 +183,8 @@ class PipelineConfig(_Strict):
     similar_items: SimilarItemsConfig = SimilarItemsConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    retention: RetentionConfig = RetentionConfig()
+    run: RunConfig = RunConfig()
 
     @model_validator(mode="after")
     def _evaluate_fits(self) -> PipelineConfig:

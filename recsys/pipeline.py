@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys import __version__, storage
+from recsys import __version__, faults, storage
 from recsys.config import ModelConfig, PipelineConfig
 from recsys.data.interactions import Interactions, clean_table, interactions_from_table
 from recsys.data.splits import map_holdout, split_table
@@ -144,6 +144,7 @@ def train_stage(run: RunPaths, config: PipelineConfig, model: ModelConfig) -> di
     started = time.perf_counter()
     embeddings = train(model.type, model.params, interactions.user_items, config.seed, model.name)
     fit_seconds = time.perf_counter() - started
+    faults.point("after-fit")
     directory = run.model_dir(model.name)
     directory.mkdir(parents=True, exist_ok=True)
     storage.write_array(directory / "user_factors.npy", embeddings.user_factors)

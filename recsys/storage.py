@@ -5,12 +5,15 @@ Publishing protocol (nothing is ever half-written where a reader can see it):
 1. A run is written into ``<root>/runs/.staging-<run_id>`` (a hidden folder: readers
    and dataset scanners skip names starting with ``.``).
 2. Every file is written to a temp name in its folder, fsynced, then ``os.replace``d.
-3. ``manifest.json`` then ``_SUCCESS`` are written last into the staging folder, which
-   is then renamed to ``<root>/runs/<run_id>`` in one step.
+3. ``manifest.json`` is written last into the staging folder, which is then renamed to
+   ``<root>/runs/<run_id>`` in one step; ``_SUCCESS`` is written into it after that.
 4. ``<root>/CURRENT`` (the id of the newest complete run) is replaced atomically.
 
-A failed run never reaches step 3: the previous run and ``CURRENT`` are untouched.
-One run at a time publishes to a root (an exclusive lock on ``<root>/.lock``).
+A run folder without ``_SUCCESS`` is incomplete: readers ignore it and the next run
+removes it. A failed run never reaches step 3: the previous run and ``CURRENT`` are
+untouched. One run at a time publishes to a root (an exclusive lock on
+``<root>/.lock``); lookups hold a shared lock on the run they read, which retention
+respects.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from recsys import faults
 from recsys.data.interactions import IdKind, IdMap, Interactions
 from recsys.errors import InputError, RunError
 
@@ -253,6 +257,7 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with _atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=1_000_000, compression="zstd")
+        faults.point("parquet-before-replace")
 
 
 # ---------------------------------------------------------------- interactions artefacts
@@ -383,21 +388,30 @@ def root_lock(root: str | Path) -> Iterator[None]:
 
 
 def clean_stale_staging(root: str | Path) -> list[str]:
-    """Remove staging folders left by killed runs (call with the root lock held)."""
+    """Remove what killed runs left (call with the root lock held): staging folders, and
+    run folders moved into place whose ``_SUCCESS`` was never written."""
     runs = Path(root) / "runs"
     removed = []
     if runs.is_dir():
         for entry in runs.iterdir():
-            if entry.is_dir() and entry.name.startswith((".staging-", ".replaced-")):
+            if not entry.is_dir():
+                continue
+            hidden = entry.name.startswith((".staging-", ".replaced-", ".deleting-"))
+            unfinished = (
+                not hidden and not (entry / "_SUCCESS").exists() and (entry / "manifest.json").exists()
+            )
+            if hidden or unfinished:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
     return removed
 
 
 def publish_run(run: RunPaths, manifest: dict[str, Any]) -> RunPaths:
-    """Write manifest and _SUCCESS, move the run into place, then point CURRENT at it."""
+    """Publish a staged run: manifest into the staging folder, the folder renamed into
+    place, ``_SUCCESS`` written, then ``CURRENT`` pointed at it. A crash before
+    ``_SUCCESS`` leaves a run folder without it (incomplete; removed by the next run); a
+    crash before ``CURRENT`` moves leaves a complete run that is not current."""
     write_json(run.dir / "manifest.json", manifest)
-    write_text(run.dir / "_SUCCESS", run.run_id + "\n")
     _fsync_dir(run.dir)
     final = RunPaths(run.root, run.run_id, staging=False)
     replaced = None
@@ -406,11 +420,46 @@ def publish_run(run: RunPaths, manifest: dict[str, Any]) -> RunPaths:
         os.replace(final.dir, replaced)
     os.replace(run.dir, final.dir)
     _fsync_dir(final.dir.parent)
+    faults.point("publish-before-success")
+    write_text(final.dir / "_SUCCESS", run.run_id + "\n")
+    _fsync_dir(final.dir)
+    faults.point("publish-before-current")
     write_text(run.root / "CURRENT", run.run_id + "\n")
     _fsync_dir(run.root)
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)
     return final
+
+
+@contextlib.contextmanager
+def reading(run: RunPaths) -> Iterator[None]:
+    """Hold a shared lock on a published run while reading it: retention skips such runs."""
+    with open(run.dir / "_SUCCESS") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        yield
+
+
+def apply_retention(root: str | Path, keep_runs: int) -> list[str]:
+    """Delete the oldest complete runs beyond ``keep_runs`` (by creation order of run ids
+    as listed, newest first), never CURRENT and never a run a reader holds. Each run goes
+    first to a hidden name (one rename), then is removed. Call with the root lock held."""
+    current = current_run_id(root)
+    complete = [r["run_id"] for r in list_runs(root) if r["status"] == "complete"]
+    removed = []
+    for run_id in complete[keep_runs:]:
+        if run_id == current:
+            continue
+        run = RunPaths(Path(root), run_id, staging=False)
+        with open(run.dir / "_SUCCESS") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a lookup is reading it
+            doomed = run.dir.with_name(f".deleting-{run_id}")
+            os.replace(run.dir, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        removed.append(run_id)
+    return removed
 
 
 def current_run_id(root: str | Path) -> str | None:
@@ -432,6 +481,12 @@ def open_run(root: str | Path, run_id: str | None = None) -> tuple[RunPaths, dic
     return run, read_json(run.dir / "manifest.json")
 
 
+def _published_at(run_dir: Path) -> float:
+    """When a run was published (its _SUCCESS), or last changed if it never was."""
+    success = run_dir / "_SUCCESS"
+    return success.stat().st_mtime if success.exists() else run_dir.stat().st_mtime
+
+
 def list_runs(root: str | Path) -> list[dict[str, Any]]:
     """Every run folder with its status (complete/incomplete) and manifest, newest first."""
     runs_dir = Path(root) / "runs"
@@ -439,9 +494,8 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
     listed = []
     if not runs_dir.is_dir():
         return listed
-    for entry in sorted(runs_dir.iterdir(), reverse=True):
-        if not entry.is_dir() or entry.name.startswith((".", "_")):
-            continue
+    entries = [e for e in runs_dir.iterdir() if e.is_dir() and not e.name.startswith((".", "_"))]
+    for entry in sorted(entries, key=_published_at, reverse=True):
         complete = (entry / "_SUCCESS").exists()
         manifest = read_json(entry / "manifest.json") if complete else None
         listed.append(

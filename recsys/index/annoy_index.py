@@ -21,6 +21,7 @@ import annoy  # not `from annoy import AnnoyIndex`: Dask pickles task modules
 import numpy as np
 import scipy.sparse as sp
 
+from recsys import faults
 from recsys.errors import AnnIndexError, IndexFrozenError
 from recsys.index.exact import check_query
 from recsys.storage import file_sha256, write_json
@@ -129,6 +130,7 @@ class AnnoyBuilder:
             sha256=file_sha256(tmp),
             annoy_version=version("annoy"),
         )
+        faults.point("index-before-replace")
         os.replace(tmp, path)
         write_json(manifest_path(path), asdict(manifest))
         return manifest

@@ -201,57 +201,85 @@ def _lookup(args: argparse.Namespace, kind: str) -> int:
         return _answer(args, kind, run, manifest)
 
 
+def _fold_in_queries(
+    args: argparse.Namespace, entry: dict[str, Any], interactions: Any, item_factors: np.ndarray
+) -> tuple[np.ndarray, Any, list[Any], str]:
+    """Query vectors for the users of a --user-items table, folded in against the run's
+    item factors (their items excluded from the answers)."""
+    import scipy.sparse as sp
+
+    from recsys.data.interactions import clean_table
+    from recsys.models import fold_in_users
+
+    frame, _ = storage.read_interactions_table(args.user_items)
+    table = clean_table(frame, source=args.user_items)
+    items = interactions.items.to_internal(table.items, strict=False)
+    known = items >= 0
+    if not known.any():
+        raise QueryError(f"{args.user_items}: none of its {len(items)} items is in the run")
+    users, rows = np.unique(table.users[known].astype(object), return_inverse=True)
+    user_items = sp.csr_matrix(
+        (table.weights[known].astype(np.float32), (rows, items[known])),
+        shape=(len(users), interactions.n_items),
+    )
+    queries = fold_in_users(entry["type"], entry.get("params", {}), item_factors, user_items)
+    note = f"folded in from {args.user_items}"
+    if (~known).any():
+        note += f"; {int((~known).sum())} row(s) with items unknown to the run ignored"
+    return queries, user_items, users.tolist(), note
+
+
 def _answer(args: argparse.Namespace, kind: str, run: storage.RunPaths, manifest: dict[str, Any]) -> int:
     from recsys.pipeline import open_index
-    from recsys.recommend import exclude_items, search_batches
+    from recsys.recommend import exclude_items, search_all
 
     name, entry = _model_entry(manifest, args.model)
     interactions = storage.read_interactions(run.dir / Path(manifest["data"]["users"]).parent)
     item_factors = storage.read_array(run.dir / entry["factors"]["item"])
     config = manifest["config"]
-    if kind == "recommend":
-        metric = config["recommend"]["metric"]
+    note = ""
+    if kind == "recommend" and args.user_items:
+        metric, label = config["recommend"]["metric"], "user"
+        queries, exclude, query_ids, note = _fold_in_queries(args, entry, interactions, item_factors)
+    elif kind == "recommend":
+        metric, label = config["recommend"]["metric"], "user"
         position = int(interactions.users.to_internal([interactions.users.parse(args.user)])[0])
         user_factors = storage.read_array(run.dir / entry["factors"]["user"], mmap=True)
-        query = np.asarray(user_factors[position : position + 1], dtype=np.float32)
+        queries = np.asarray(user_factors[position : position + 1], dtype=np.float32)
         exclude = interactions.user_items[position : position + 1]
-        query_id, label = args.user, "user"
+        query_ids = [args.user]
     else:
-        metric = config["similar_items"]["metric"]
+        metric, label = config["similar_items"]["metric"], "item"
         position = int(interactions.items.to_internal([interactions.items.parse(args.item)])[0])
-        query = item_factors[position : position + 1]
+        queries = item_factors[position : position + 1]
         exclude = exclude_items(np.array([position]), interactions.n_items)
-        query_id, label = args.item, "item"
+        query_ids = [args.item]
     index_entry = entry["indices"][metric]
     index = open_index(run.dir, index_entry, item_factors)
     section = "recommend" if kind == "recommend" else "similar_items"
     n = args.n if args.n is not None else config[section]["top_n"]
-    available = interactions.n_items - exclude.nnz
     if not 1 <= n <= index.n_items:
         raise QueryError(f"-n must be between 1 and the {index.n_items} items, found {n}")
-    _, ids, scores = next(
-        search_batches(index, query, n, exclude, item_factors, int(index_entry.get("search_k", -1)))
-    )
-    valid = ids[0] >= 0
-    rows = [
-        {"rank": rank + 1, "item_id": item, "score": round(float(score), 6)}
-        for rank, (item, score) in enumerate(
-            zip(
-                interactions.items.to_external(ids[0][valid]).tolist(),
-                scores[0][valid],
-                strict=True,
-            )
-        )
-    ]
+    ids, scores = search_all(index, queries, n, exclude, item_factors, int(index_entry.get("search_k", -1)))
+    answers = []
+    for row, query_id in enumerate(query_ids):
+        valid = ids[row] >= 0
+        external = interactions.items.to_external(ids[row][valid]).tolist()
+        results = [
+            {"rank": rank + 1, "item_id": item, "score": round(float(score), 6)}
+            for rank, (item, score) in enumerate(zip(external, scores[row][valid], strict=True))
+        ]
+        answers.append((query_id, results, interactions.n_items - exclude[row].nnz))
     if args.json:
-        print(json.dumps({label: query_id, "model": name, "run_id": run.run_id, "results": rows}))
-    else:
-        print(
-            f"{'recommendations for user' if kind == 'recommend' else 'items similar to'} "
-            f"{query_id} (model {name}, {metric} index, run {run.run_id}"
-            f"{f', only {available} candidates' if available < n else ''})"
-        )
-        print(_table(rows, ["rank", "item_id", "score"]))
+        for query_id, results, _ in answers:
+            print(json.dumps({label: query_id, "model": name, "run_id": run.run_id, "results": results}))
+        return 0
+    for query_id, results, available in answers:
+        title = "recommendations for user" if kind == "recommend" else "items similar to"
+        extra = f", only {available} candidates" if available < n else ""
+        extra += f", {note}" if note else ""
+        print(f"{title} {query_id} (model {name}, {metric} index, run {run.run_id}{extra})")
+        print(_table(results, ["rank", "item_id", "score"]))
     return 0
 
 
@@ -444,7 +472,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("similar", "items most similar to one item from the current run", "--item"),
     ):
         command = add(name, help_text)
-        command.add_argument(flag, required=True, help=f"external {flag[2:]} id")
+        if flag == "--user":
+            who = command.add_mutually_exclusive_group(required=True)
+            who.add_argument(flag, help="external user id")
+            who.add_argument(
+                "--user-items",
+                help="table of user_id, item_id[, weight] of new or changed users: folded in "
+                "against the run's item factors (ALS models), no retraining",
+            )
+        else:
+            command.add_argument(flag, required=True, help=f"external {flag[2:]} id")
         command.add_argument("--model", help="model name (default: the run's first model)")
         command.add_argument("-n", type=int, default=None, help="number of results (default: top_n)")
         command.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")

@@ -235,3 +235,23 @@ def test_real_process_exit_status_and_single_stderr_line(published, workspace, t
     assert result.stderr.splitlines() == [f"recsys: error: {path}: {message} (found columns: user_id)"]
     assert "Traceback" not in result.stdout + result.stderr
     assert (published / "CURRENT").read_text().strip() == "first"
+
+
+def test_recommend_for_new_users_folds_them_in(published, workspace, tmp_path, capsys):
+    _, frame = workspace
+    items = frame["item_id"].drop_duplicates().head(4).tolist()
+    table = pd.DataFrame({"user_id": [10**9] * 3 + [10**9 + 1], "item_id": items[:3] + [items[3]]})
+    table.loc[len(table)] = [10**9 + 1, 10**8]  # an item the run does not know
+    table.to_csv(tmp_path / "new.csv", index=False)
+    assert (
+        main(["recommend", "--user-items", str(tmp_path / "new.csv"), "--output", str(published), "--json"])
+        == 0
+    )
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [a["user"] for a in answers] == [10**9, 10**9 + 1]
+    first = [r["item_id"] for r in answers[0]["results"]]
+    assert len(first) == 5 and not set(first) & set(items[:3])
+    assert items[3] not in [r["item_id"] for r in answers[1]["results"]]
+    (tmp_path / "unknown.csv").write_text("user_id,item_id\n1,999999\n")
+    assert main(["recommend", "--user-items", str(tmp_path / "unknown.csv"), "--output", str(published)]) == 2
+    assert "none of its 1 items is in the run" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Embedding models: implicit ALS, BPR and LMF behind one ``train`` function."""
 
-from recsys.models.train import Embeddings, model_param_names, train
+from recsys.models.train import Embeddings, fold_in_users, model_param_names, train
 
-__all__ = ["Embeddings", "model_param_names", "train"]
+__all__ = ["Embeddings", "fold_in_users", "model_param_names", "train"]

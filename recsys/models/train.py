@@ -123,3 +123,29 @@ def train(
                 "(lower the learning rate or raise regularization)"
             )
     return Embeddings(user_factors=user_factors, item_factors=item_factors)
+
+
+def fold_in_users(
+    model_type: str, params: dict[str, Any], item_factors: np.ndarray, user_items: sp.csr_matrix
+) -> np.ndarray:
+    """User vectors for new or changed users against fixed item factors, without retraining.
+
+    For ALS this is implicit's own ``recalculate_user``: the least-squares user step of
+    training, with the model's regularization and alpha. user_items: CSR (users, n_items).
+    Returns float32 (users, dim).
+    """
+    if model_type != "als":
+        raise ModelError(f"folding users in needs an ALS model; this one is {model_type}")
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    kwargs = {k: v for k, v in params.items() if k in model_param_names("als")}
+    kwargs["factors"] = item_factors.shape[1]
+    matrix = sp.csr_matrix(user_items, dtype=np.float32)
+    if matrix.shape[1] != item_factors.shape[0]:
+        raise ModelError(f"user_items has {matrix.shape[1]} items, the model {item_factors.shape[0]}")
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = AlternatingLeastSquares(**kwargs)
+        model.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+        model.user_factors = np.zeros((matrix.shape[0], item_factors.shape[1]), dtype=np.float32)
+        users = model.recalculate_user(np.arange(matrix.shape[0]), matrix)
+    return np.ascontiguousarray(users, dtype=np.float32).reshape(matrix.shape[0], -1)

@@ -25,7 +25,7 @@ DEFAULT_CONFIG = "configs/default.yaml"
 
 @task(name="prepare-data", cache_policy=NO_CACHE)
 def prepare_data(
-    run: RunPaths, config: PipelineConfig, input_path: str, holdout: str | None
+    run: RunPaths, config: PipelineConfig, input_path: str | None, holdout: str | None
 ) -> dict[str, Any]:
     return stages.prepare_stage(run, config, input_path, holdout)
 
@@ -81,10 +81,12 @@ def model_flow(run: RunPaths, config: PipelineConfig, model: ModelConfig) -> dic
 
 def resolve_inputs(
     config_path: str | None, interactions: str | None, output: str | None
-) -> tuple[PipelineConfig, str, str]:
+) -> tuple[PipelineConfig, str | None, str]:
+    """The config, the interactions table (None for runs of precomputed vectors only) and
+    the output root."""
     config = load_config(config_path or DEFAULT_CONFIG)
     input_path = interactions or config.input.path
-    if not input_path:
+    if not input_path and not config.only_precomputed:
         raise ConfigError("no interactions table: set input.path in the config or pass --interactions")
     return config, input_path, output or config.output.root
 

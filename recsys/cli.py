@@ -42,8 +42,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _served_by(model: dict[str, Any], metric: str) -> str:
     """How an index is served: ``exact`` or ``annoy:<search_k>``."""
-    entry = model.get("indices", {}).get(metric, {})
-    return "annoy:" + str(entry["search_k"]) if entry.get("backend") == "annoy" else "exact"
+    entry = model.get("indices", {}).get(metric)
+    if entry is None:
+        return "-"
+    setting = entry.get("search_k", entry.get("candidates"))
+    return entry["backend"] + (f":{setting}" if entry["backend"] != "exact" else "")
 
 
 def _ranking_columns(evaluation: dict[str, Any]) -> dict[str, str]:
@@ -62,6 +65,12 @@ def _ranking_columns(evaluation: dict[str, Any]) -> dict[str, str]:
 def run_summary(run_dir: str, manifest: dict[str, Any]) -> str:
     """The table `recsys run` prints: one line per model with counts, timings and recall."""
     inp = manifest["input"]
+    config = manifest["config"]
+    k_values = (
+        config["evaluate"]["k"] if isinstance(config["evaluate"]["k"], list) else [config["evaluate"]["k"]]
+    )
+    k_rec = min(max(k_values), config["recommend"]["top_n"])
+    k_sim = min(max(k_values), config["similar_items"]["top_n"])
     rows = []
     for name, model in manifest["models"].items():
         ann = model.get("evaluation", {}).get("ann", {})
@@ -77,10 +86,10 @@ def run_summary(run_dir: str, manifest: dict[str, Any]) -> str:
                 "recommend_s": _fmt(timings.get("recommend", 0.0), 2),
                 "similar_s": _fmt(timings.get("similar_items", 0.0), 2),
                 "rec_index": _served_by(model, manifest["config"]["recommend"]["metric"]),
-                f"rec_recall@{rec.get('k', '')}": _fmt(rec.get("recall_at_k", float("nan"))),
-                "rec_qps": _fmt(rec.get("queries_per_second", 0.0), 0),
+                f"rec_recall@{k_rec}": _fmt(rec["recall_at_k"]) if rec else "-",
+                "rec_qps": _fmt(rec["queries_per_second"], 0) if rec else "-",
                 "sim_index": _served_by(model, manifest["config"]["similar_items"]["metric"]),
-                f"sim_recall@{sim.get('k', '')}": _fmt(sim.get("recall_at_k", float("nan"))),
+                f"sim_recall@{k_sim}": _fmt(sim.get("recall_at_k", float("nan"))),
                 "sim_qps": _fmt(sim.get("queries_per_second", 0.0), 0),
                 **_ranking_columns(model.get("evaluation", {})),
                 "note": f"carried over from {model['carried_over_from']}"
@@ -159,7 +168,7 @@ def _start_watchdog(seconds: float) -> threading.Timer:
 def cmd_run(args: argparse.Namespace) -> int:
     pipeline = _import_flows(args.debug)
     config, input_path, root = pipeline.resolve_inputs(args.config, args.interactions, args.output)
-    if not Path(input_path).exists():
+    if input_path and not Path(input_path).exists():
         hint = " (make the bundled sample with `recsys generate`)" if "sample" in input_path else ""
         raise ConfigError(f"{input_path}: interactions file not found{hint}")
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None

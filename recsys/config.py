@@ -37,16 +37,36 @@ class OutputConfig(_Strict):
     names the newest complete run."""
 
 
+PRECOMPUTED_PARAMS = ("items", "item_ids", "users", "user_ids", "column")
+"""params of a ``precomputed`` model: ``items`` (parquet or .npy of item vectors),
+``item_ids`` (id table for .npy), ``users`` / ``user_ids`` (optional user vectors:
+then recommendations are made too), ``column`` (the list column, default ``vector``)."""
+
+
 class ModelConfig(_Strict):
     name: str
     """Unique name of the model in the run; used in paths and in every output row."""
-    type: Literal["als", "bpr", "lmf"]
+    type: Literal["als", "bpr", "lmf", "precomputed"]
     """implicit algorithm: ``als`` (AlternatingLeastSquares), ``bpr``
-    (BayesianPersonalizedRanking) or ``lmf`` (LogisticMatrixFactorization)."""
+    (BayesianPersonalizedRanking) or ``lmf`` (LogisticMatrixFactorization); or
+    ``precomputed``: vectors made elsewhere, read from files (see params)."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Constructor arguments of the implicit model (factors, iterations, regularization,
     alpha, learning_rate, ...). Unknown names are rejected when the model is built.
     ``random_state`` defaults to the config's ``seed``."""
+
+    @model_validator(mode="after")
+    def _precomputed_params(self) -> ModelConfig:
+        if self.type == "precomputed":
+            unknown = sorted(set(self.params) - set(PRECOMPUTED_PARAMS))
+            if unknown:
+                raise ValueError(
+                    f"unknown parameter(s) {', '.join(unknown)} for precomputed "
+                    f"(expected some of: {', '.join(PRECOMPUTED_PARAMS)})"
+                )
+            if "items" not in self.params:
+                raise ValueError("a precomputed model needs params.items: the item vectors file")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -206,6 +226,11 @@ class PipelineConfig(_Strict):
         if dupes:
             raise ValueError(f"model names must be unique, repeated: {', '.join(dupes)}")
         return self
+
+    @property
+    def only_precomputed(self) -> bool:
+        """Every model brings its own vectors: no interactions table is needed."""
+        return all(m.type == "precomputed" for m in self.models)
 
     def select_models(self, names: list[str]) -> list[ModelConfig]:
         """The models named, in config order; unknown names are a ConfigError."""

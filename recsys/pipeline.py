@@ -31,7 +31,7 @@ from recsys import __version__, faults, storage
 from recsys.config import ModelConfig, PipelineConfig
 from recsys.data.interactions import Interactions, clean_table, interactions_from_table
 from recsys.data.splits import map_holdout, split_table
-from recsys.errors import ConfigError, RunError
+from recsys.errors import ConfigError, ModelError, RunError
 from recsys.evaluate import (
     ann_recall,
     default_search_ks,
@@ -64,13 +64,62 @@ def _progress(label: str) -> Callable[[int, int], None]:
 # ---------------------------------------------------------------- prepare
 
 
+def _prepare_from_vectors(run: RunPaths, config: PipelineConfig, started: float) -> dict[str, Any]:
+    """Id maps of a run of precomputed vectors only: the items (and users, if any) of the
+    first precomputed model; no interactions, so nothing is excluded as seen."""
+    import scipy.sparse as sp
+
+    from recsys.data.interactions import IdMap
+    from recsys.data.vectors import read_vectors
+
+    params = config.models[0].params
+    items, _ = read_vectors(params["items"], params.get("item_ids"), params.get("column"))
+    if params.get("users"):
+        users, _ = read_vectors(params["users"], params.get("user_ids"), params.get("column"), "user")
+    else:
+        users = IdMap.from_ids(np.array([], dtype=np.int64), "int")
+    stats = {
+        "rows": 0,
+        "zero_weight_rows_dropped": 0,
+        "duplicate_rows_merged": 0,
+        "interactions": 0,
+        "users": len(users),
+        "items": len(items),
+    }
+    interactions = Interactions(
+        users=users,
+        items=items,
+        user_items=sp.csr_matrix((len(users), len(items)), dtype=np.float32),
+        stats=stats,
+    )
+    files = storage.write_interactions(run.data_dir, interactions)
+    source = Path(params["items"])
+    return {
+        "input": {
+            "path": str(source.resolve()),
+            "size_bytes": source.stat().st_size,
+            "sha256": storage.file_sha256(source),
+            **stats,
+            "user_id_type": users.kind,
+            "item_id_type": items.kind,
+        },
+        "data": {key: run.relative(run.data_dir / name) for key, name in files.items()},
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
 def prepare_stage(
-    run: RunPaths, config: PipelineConfig, input_path: str | Path, holdout_path: str | Path | None = None
+    run: RunPaths,
+    config: PipelineConfig,
+    input_path: str | Path | None,
+    holdout_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Read and validate the interactions table, split off held-out interactions if the
     config says so (or read a supplied holdout table); write id maps, the training CSR
     matrix and the holdout CSR."""
     started = time.perf_counter()
+    if input_path is None:
+        return _prepare_from_vectors(run, config, started)
     frame, fingerprint = storage.read_interactions_table(input_path)
     table = clean_table(frame, source=str(input_path))
     del frame
@@ -140,6 +189,8 @@ def prepare_stage(
 def train_stage(run: RunPaths, config: PipelineConfig, model: ModelConfig) -> dict[str, Any]:
     """Fit one implicit model; write its user and item factors."""
     interactions = storage.read_interactions(run.data_dir)
+    if model.type == "precomputed":
+        return _precomputed_stage(run, model, interactions)
     log.info("%s: training %s on %d interactions", model.name, model.type, interactions.nnz)
     started = time.perf_counter()
     embeddings = train(model.type, model.params, interactions.user_items, config.seed, model.name)
@@ -162,8 +213,54 @@ def train_stage(run: RunPaths, config: PipelineConfig, model: ModelConfig) -> di
     }
 
 
-def _metrics(config: PipelineConfig) -> list[str]:
-    return sorted({config.recommend.metric, config.similar_items.metric})
+def _precomputed_stage(run: RunPaths, model: ModelConfig, interactions: Interactions) -> dict[str, Any]:
+    """Read, validate and align a precomputed model's vectors to the run's ids."""
+    from recsys.data.vectors import align, read_vectors
+
+    started = time.perf_counter()
+    params = model.params
+    ids, vectors = read_vectors(params["items"], params.get("item_ids"), params.get("column"))
+    item_factors = align(ids, vectors, interactions.items, params["items"], "item")
+    directory = run.model_dir(model.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    storage.write_array(directory / "item_factors.npy", item_factors)
+    factors = {"item": run.relative(directory / "item_factors.npy")}
+    if params.get("users") and interactions.n_users:
+        user_ids, user_vectors = read_vectors(
+            params["users"], params.get("user_ids"), params.get("column"), "user"
+        )
+        if user_vectors.shape[1] != item_factors.shape[1]:
+            raise ModelError(
+                f"model {model.name}: user vectors have dimension {user_vectors.shape[1]}, "
+                f"item vectors {item_factors.shape[1]}"
+            )
+        storage.write_array(
+            directory / "user_factors.npy",
+            align(user_ids, user_vectors, interactions.users, params["users"], "user"),
+        )
+        factors["user"] = run.relative(directory / "user_factors.npy")
+    log.info(
+        "%s: read %d precomputed item vectors of dimension %d",
+        model.name,
+        len(item_factors),
+        item_factors.shape[1],
+    )
+    return {
+        "type": model.type,
+        "params": dict(params),
+        "dim": int(item_factors.shape[1]),
+        "factors": factors,
+        "timings": {"fit": round(time.perf_counter() - started, 3)},
+    }
+
+
+def _has_users(run: RunPaths, model: str) -> bool:
+    return (run.model_dir(model) / "user_factors.npy").exists()
+
+
+def _metrics(config: PipelineConfig, with_users: bool = True) -> list[str]:
+    """Metrics of the indices a model needs: recommendations only where it has users."""
+    return sorted({config.similar_items.metric} | ({config.recommend.metric} if with_users else set()))
 
 
 def _index_path(run: RunPaths, model: str, metric: str) -> Path:
@@ -206,7 +303,7 @@ def index_stage(run: RunPaths, config: PipelineConfig, model: str) -> dict[str, 
     started = time.perf_counter()
     indices: dict[str, Any] = {}
     opened: dict[str, AnnoyIndex] = {}
-    for metric in _metrics(config):  # angular first: its index feeds the dot re-ranking
+    for metric in _metrics(config, _has_users(run, model)):  # angular first: feeds the dot re-ranking
         entry: dict[str, Any] = {"backend": "exact", "metric": metric}
         indices[metric] = entry
         if backend == "exact":
@@ -352,6 +449,9 @@ def recommend_stage(
     run: RunPaths, config: PipelineConfig, model: str, indices: dict[str, Any]
 ) -> dict[str, Any]:
     """Top-N unseen items for every user, written as parquet."""
+    if not _has_users(run, model):
+        log.info("%s: no user vectors, no recommendations", model)
+        return {"timings": {"recommend": 0.0}}
     interactions = storage.read_interactions(run.data_dir)
     directory = run.model_dir(model)
     item_factors = _item_factors(run, model)
@@ -415,24 +515,27 @@ def evaluate_stage(
     itself excluded), with queries per second."""
     interactions: Interactions = storage.read_interactions(run.data_dir)
     item_factors = _item_factors(run, model)
-    user_factors = storage.read_array(run.model_dir(model) / "user_factors.npy")
     started = time.perf_counter()
-    users = sample_rows(interactions.n_users, config.evaluate.sample_users, config.seed)
-    k_rec = min(max(config.evaluate.ks), config.recommend.top_n)
-    rec_entry = indices[config.recommend.metric]
-    recommendations = ann_recall(
-        open_index(run.dir, rec_entry, item_factors),
-        item_factors,
-        user_factors[users],
-        k_rec,
-        exclude=interactions.user_items[users],
-        search_k=_search_k(rec_entry),
-    )
+    ann: dict[str, Any] = {}
+    user_factors = None
+    if _has_users(run, model):
+        user_factors = storage.read_array(run.model_dir(model) / "user_factors.npy")
+        users = sample_rows(interactions.n_users, config.evaluate.sample_users, config.seed)
+        k_rec = min(max(config.evaluate.ks), config.recommend.top_n)
+        rec_entry = indices[config.recommend.metric]
+        ann["recommendations"] = ann_recall(
+            open_index(run.dir, rec_entry, item_factors),
+            item_factors,
+            user_factors[users],
+            k_rec,
+            exclude=interactions.user_items[users],
+            search_k=_search_k(rec_entry),
+        )
     items = sample_rows(interactions.n_items, config.evaluate.sample_items, config.seed + 1)
     k_sim = min(max(config.evaluate.ks), config.similar_items.top_n)
     sim_entry = indices[config.similar_items.metric]
     itself = exclude_items(items, interactions.n_items)
-    similar = ann_recall(
+    ann["similar_items"] = ann_recall(
         open_index(run.dir, sim_entry, item_factors),
         item_factors,
         item_factors[items],
@@ -440,7 +543,7 @@ def evaluate_stage(
         exclude=itself,
         search_k=_search_k(sim_entry),
     )
-    for label, figures in (("recommendations", recommendations), ("similar items", similar)):
+    for label, figures in ann.items():
         log.info(
             "%s: %s recall@%d vs exact %s = %.3f (%.0f queries/s)",
             model,
@@ -450,9 +553,9 @@ def evaluate_stage(
             figures["recall_at_k"],
             figures["queries_per_second"],
         )
-    evaluation: dict[str, Any] = {"ann": {"recommendations": recommendations, "similar_items": similar}}
+    evaluation: dict[str, Any] = {"ann": ann}
     holdout_path = run.data_dir / "holdout.npz"
-    if holdout_path.exists():
+    if holdout_path.exists() and user_factors is not None:
         evaluation.update(
             _ranking_stage(run, config, model, interactions, user_factors, item_factors, holdout_path)
         )

@@ -257,6 +257,20 @@ def _answer(args: argparse.Namespace, kind: str, run: storage.RunPaths, manifest
         queries = np.asarray(user_factors[position : position + 1], dtype=np.float32)
         exclude = interactions.user_items[position : position + 1]
         query_ids = [args.user]
+    elif args.vector:
+        import scipy.sparse as sp
+
+        from recsys.data.vectors import read_query_vector
+
+        metric, label = config["similar_items"]["metric"], "vector"
+        queries = read_query_vector(args.vector)
+        if queries.shape[1] != item_factors.shape[1]:
+            raise QueryError(
+                f"{args.vector}: the vector has dimension {queries.shape[1]}, model {name} has "
+                f"{item_factors.shape[1]}"
+            )
+        exclude = sp.csr_matrix((1, interactions.n_items), dtype=np.float32)
+        query_ids = [args.vector]
     else:
         metric, label = config["similar_items"]["metric"], "item"
         position = int(interactions.items.to_internal([interactions.items.parse(args.item)])[0])
@@ -284,7 +298,11 @@ def _answer(args: argparse.Namespace, kind: str, run: storage.RunPaths, manifest
             print(json.dumps({label: query_id, "model": name, "run_id": run.run_id, "results": results}))
         return 0
     for query_id, results, available in answers:
-        title = "recommendations for user" if kind == "recommend" else "items similar to"
+        title = {
+            "user": "recommendations for user",
+            "item": "items similar to",
+            "vector": "items nearest to",
+        }[label]
         extra = f", only {available} candidates" if available < n else ""
         extra += f", {note}" if note else ""
         print(f"{title} {query_id} (model {name}, {metric} index, run {run.run_id}{extra})")
@@ -490,7 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "against the run's item factors (ALS models), no retraining",
             )
         else:
-            command.add_argument(flag, required=True, help=f"external {flag[2:]} id")
+            what = command.add_mutually_exclusive_group(required=True)
+            what.add_argument(flag, help="external item id")
+            what.add_argument(
+                "--vector", help="a query vector (.npy, or a one-row parquet): the nearest items"
+            )
         command.add_argument("--model", help="model name (default: the run's first model)")
         command.add_argument("-n", type=int, default=None, help="number of results (default: top_n)")
         command.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")

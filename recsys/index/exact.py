@@ -6,13 +6,17 @@ Scores are the inner product for ``dot`` and the cosine similarity for ``angular
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from recsys.errors import QueryError
 
-# Queries per block: a block of scores is block x n_items float32.
-DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
+# Queries per block: a block of scores is block x n_items float32 (one block per thread).
+DEFAULT_BLOCK_BYTES = 16 * 1024 * 1024
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -64,13 +68,20 @@ class ExactIndex(VectorIndex):
 
     backend = "exact"
 
-    def __init__(self, vectors: np.ndarray, metric: str, block_bytes: int = DEFAULT_BLOCK_BYTES):
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        metric: str,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+        threads: int | None = None,
+    ):
         if metric not in ("dot", "angular"):
             raise ValueError(f"metric must be dot or angular, found {metric!r}")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.metric = metric
         self.vectors = normalize_rows(vectors) if metric == "angular" else vectors
         self.block_bytes = block_bytes
+        self.threads = threads if threads is not None else (os.cpu_count() or 1)
 
     def search(
         self,
@@ -92,13 +103,24 @@ class ExactIndex(VectorIndex):
         block = max(1, self.block_bytes // (4 * max(1, self.n_items)))
         ids = np.empty((len(queries), k), dtype=np.int64)
         scores = np.empty((len(queries), k), dtype=np.float32)
-        for start in range(0, len(queries), block):
+
+        def score_block(start: int) -> None:
             stop = min(start + block, len(queries))
             block_scores = queries[start:stop] @ self.vectors.T
             if exclude is not None:
                 sub = exclude[start:stop].tocoo()
                 block_scores[sub.row, sub.col] = -np.inf
             ids[start:stop], scores[start:stop] = top_k_rows(block_scores, k)
+
+        starts = range(0, len(queries), block)
+        if self.threads > 1 and len(starts) > 1:
+            # numpy's products and partitions release the GIL: one block per thread, BLAS
+            # single-threaded meanwhile so the two kinds of threads do not compete
+            with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(self.threads) as pool:
+                list(pool.map(score_block, starts))
+        else:
+            for start in starts:
+                score_block(start)
         return ids, scores
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -161,8 +162,10 @@ class AnnoyIndex:
         metric: str | None = None,
         dim: int | None = None,
         verify_checksum: bool = True,
+        threads: int | None = None,
     ):
         self.path = Path(path)
+        self.threads = threads if threads is not None else (os.cpu_count() or 1)
         self.manifest = IndexManifest.read(manifest_path(self.path))
         m = self.manifest
         if m.format != MANIFEST_FORMAT:
@@ -215,22 +218,40 @@ class AnnoyIndex:
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         index = self._index
-        for row, query in enumerate(queries):
-            skip = (
-                exclude.indices[exclude.indptr[row] : exclude.indptr[row + 1]] if exclude is not None else ()
-            )
-            wanted = min(k + len(skip), self.n_items)
-            found, distances = index.get_nns_by_vector(
-                query, wanted, max(search_k, self.n_trees * wanted), True
-            )
-            found = np.asarray(found, dtype=np.int64)
-            row_scores = self._to_score(distances)
-            if len(skip):
-                keep = ~np.isin(found, skip, assume_unique=True)
-                found, row_scores = found[keep], row_scores[keep]
-            count = min(k, len(found))
-            ids[row, :count] = found[:count]
-            scores[row, :count] = row_scores[:count]
+
+        def answer(rows: range) -> None:
+            for row in rows:
+                skip = (
+                    exclude.indices[exclude.indptr[row] : exclude.indptr[row + 1]]
+                    if exclude is not None
+                    else ()
+                )
+                wanted = min(k + len(skip), self.n_items)
+                found, distances = index.get_nns_by_vector(
+                    queries[row], wanted, max(search_k, self.n_trees * wanted), True
+                )
+                found = np.asarray(found, dtype=np.int64)
+                row_scores = self._to_score(distances)
+                if len(skip):
+                    keep = ~np.isin(found, skip, assume_unique=True)
+                    found, row_scores = found[keep], row_scores[keep]
+                count = min(k, len(found))
+                ids[row, :count] = found[:count]
+                scores[row, :count] = row_scores[:count]
+
+        threads = min(self.threads, max(1, len(queries) // 64))
+        if threads > 1:
+            # Annoy releases the GIL while it searches, and one loaded index is safe to
+            # query from several threads: the queries are split between them
+            step = -(-len(queries) // threads)
+            with ThreadPoolExecutor(threads) as pool:
+                list(
+                    pool.map(
+                        answer, [range(s, min(s + step, len(queries))) for s in range(0, len(queries), step)]
+                    )
+                )
+        else:
+            answer(range(len(queries)))
         return ids, scores
 
     def item_vector(self, item: int) -> np.ndarray:

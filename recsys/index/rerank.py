@@ -14,6 +14,8 @@ import scipy.sparse as sp
 
 from recsys.index.exact import VectorIndex, check_query, top_k_rows
 
+GATHER_BYTES = 32 * 1024 * 1024
+
 
 class RerankIndex(VectorIndex):
     """Inner-product search through an angular index's candidates (same interface)."""
@@ -38,7 +40,12 @@ class RerankIndex(VectorIndex):
         wanted = min(max(self.candidates, k), self.n_items)
         candidates, _ = self.angular.search(queries, wanted, exclude=exclude, search_k=search_k)
         valid = candidates >= 0
-        scores = np.einsum("qd,qcd->qc", queries, self.vectors[np.where(valid, candidates, 0)])
+        scores = np.empty(candidates.shape, dtype=np.float32)
+        rows = max(1, GATHER_BYTES // (4 * wanted * self.dim))  # bounds the gathered block
+        for start in range(0, len(queries), rows):
+            block = slice(start, start + rows)
+            gathered = self.vectors[np.where(valid[block], candidates[block], 0)]
+            scores[block] = np.einsum("qd,qcd->qc", queries[block], gathered)
         scores[~valid] = -np.inf
         order, top = top_k_rows(scores, k)
         ids = np.where(order >= 0, np.take_along_axis(candidates, np.maximum(order, 0), axis=1), -1)

@@ -14,6 +14,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
+from flows.scaleout import dask_runner, ranked_on_workers
 from recsys import pipeline as stages
 from recsys import storage
 from recsys.config import ModelConfig, PipelineConfig, load_config
@@ -65,17 +66,22 @@ def publish(run: RunPaths, manifest: dict[str, Any]) -> str:
     return str(storage.publish_run(run, manifest).dir)
 
 
-def model_flow(run: RunPaths, config: PipelineConfig, model: ModelConfig) -> dict[str, Any]:
-    """All stages of one model; returns its manifest entry."""
+def model_flow(
+    run: RunPaths, config: PipelineConfig, model: ModelConfig, runner: Any = None
+) -> dict[str, Any]:
+    """All stages of one model; returns its manifest entry. With a Dask task runner, the
+    recommendations and similar items are scored shard by shard on its workers."""
     trained = train_model(run, config, model)
     indexed = build_indices(run, config, model.name)
     indices = indexed["indices"]
+    if runner is None:
+        recommended = recommend(run, config, model.name, indices)
+        similar = similar_items(run, config, model.name, indices)
+    else:
+        recommended = ranked_on_workers(runner, run, config, model.name, indices, "recommendations")
+        similar = ranked_on_workers(runner, run, config, model.name, indices, "similar_items")
     return stages.merge_model_results(
-        trained,
-        indexed,
-        recommend(run, config, model.name, indices),
-        similar_items(run, config, model.name, indices),
-        evaluate(run, config, model.name, indices),
+        trained, indexed, recommended, similar, evaluate(run, config, model.name, indices)
     )
 
 
@@ -115,7 +121,8 @@ def pipeline_flow(
         run = storage.start_run(root, run_id)
         try:
             prepared = prepare_data(run, config, input_path, holdout)
-            results = {model.name: model_flow(run, config, model) for model in selected}
+            with dask_runner(config) as runner:
+                results = {model.name: model_flow(run, config, model, runner) for model in selected}
             results.update(stages.carry_over_models(run, config, prepared, set(results)))
             timings = {
                 "prepare": prepared["seconds"],

@@ -191,6 +191,33 @@ class RunConfig(_Strict):
     Prefect API disappeared ends instead of hanging; null waits forever."""
 
 
+class TaskRunnerConfig(_Strict):
+    type: Literal["local", "dask"] = "local"
+    """``local`` scores in the flow's process (threads on every core); ``dask`` scores
+    shards of users (and of items) on Dask workers through Prefect's Dask task runner."""
+    address: str | None = None
+    """Scheduler of an existing Dask cluster (``tcp://host:8786``); null starts a local
+    cluster of ``n_workers`` processes for the run. Workers read the run folder by path,
+    so an existing cluster needs the output root on storage they all see."""
+    n_workers: int = Field(default=2, ge=1, le=1024)
+    """Worker processes of the local cluster (ignored with ``address``)."""
+    threads_per_worker: int = Field(default=1, ge=1, le=256)
+    """Query threads each worker uses (BLAS stays at one thread)."""
+    shard_rows: int = Field(default=50_000, ge=100)
+    """Users (or items) per shard: the unit of work sent to a worker."""
+
+    @model_validator(mode="after")
+    def _address_for_dask(self) -> TaskRunnerConfig:
+        if self.address is not None:
+            if self.type != "dask":
+                raise ValueError("task_runner.address needs task_runner.type: dask")
+            if "://" not in self.address:
+                raise ValueError(
+                    f"task_runner.address must look like tcp://host:8786, found {self.address!r}"
+                )
+        return self
+
+
 class PipelineConfig(_Strict):
     seed: int = 42
     """Seed for training, sampling and index builds: same seed and data, same outputs."""
@@ -205,6 +232,7 @@ class PipelineConfig(_Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     retention: RetentionConfig = RetentionConfig()
     run: RunConfig = RunConfig()
+    task_runner: TaskRunnerConfig = TaskRunnerConfig()
 
     @model_validator(mode="after")
     def _evaluate_fits(self) -> PipelineConfig:

@@ -18,20 +18,23 @@ Run folder (paths relative to it, as the manifest records them)::
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from recsys import __version__, faults, storage
 from recsys.config import ModelConfig, PipelineConfig
 from recsys.data.interactions import Interactions, clean_table, interactions_from_table
 from recsys.data.splits import map_holdout, split_table
-from recsys.errors import ConfigError, ModelError, RunError
+from recsys.errors import ConfigError, ModelError, QueryError, RunError
 from recsys.evaluate import (
     ann_recall,
     default_search_ks,
@@ -43,7 +46,7 @@ from recsys.evaluate import (
 from recsys.index import AnnoyIndex, ExactIndex, build_annoy_index
 from recsys.index.rerank import RerankIndex
 from recsys.models import train
-from recsys.recommend import SearchIndex, exclude_items, recommend_all, search_all, similar_all
+from recsys.recommend import SearchIndex, exclude_items, search_all, search_batches
 from recsys.storage import RunPaths
 
 log = logging.getLogger("recsys.pipeline")
@@ -424,17 +427,26 @@ def _choose(options: list[tuple[str, dict[str, Any]]], backend: str, target: flo
     }
 
 
-def open_index(run_dir: Path, index_entry: dict[str, Any], item_factors: np.ndarray) -> SearchIndex:
-    """Open a model's index as its manifest entry describes (checks before loading)."""
+def open_index(
+    run_dir: Path, index_entry: dict[str, Any], item_factors: np.ndarray, threads: int | None = None
+) -> SearchIndex:
+    """Open a model's index as its manifest entry describes (checks before loading).
+    threads: query threads (default: every core)."""
     if index_entry["backend"] == "exact":
-        return ExactIndex(item_factors, index_entry["metric"])
+        return ExactIndex(item_factors, index_entry["metric"], threads=threads)
     if index_entry["backend"] == "annoy-rerank":
         angular = AnnoyIndex(
-            run_dir / index_entry["candidates_from"], metric="angular", dim=item_factors.shape[1]
+            run_dir / index_entry["candidates_from"],
+            metric="angular",
+            dim=item_factors.shape[1],
+            threads=threads,
         )
         return RerankIndex(angular, item_factors, int(index_entry["candidates"]))
     return AnnoyIndex(
-        run_dir / index_entry["annoy"]["path"], metric=index_entry["metric"], dim=item_factors.shape[1]
+        run_dir / index_entry["annoy"]["path"],
+        metric=index_entry["metric"],
+        dim=item_factors.shape[1],
+        threads=threads,
     )
 
 
@@ -444,64 +456,170 @@ def _search_k(index_entry: dict[str, Any]) -> int:
 
 # ---------------------------------------------------------------- recommend / similar
 
+RANKED_KINDS = ("recommendations", "similar_items")
+
+
+@dataclass
+class RankedJob:
+    """What scoring one kind of ranked list of one model needs: queries (memory-mapped),
+    the items each query must never get, the index to ask and how many results."""
+
+    kind: str
+    queries: np.ndarray
+    exclude: sp.csr_matrix
+    item_factors: np.ndarray
+    entry: dict[str, Any]
+    n: int
+
+    @property
+    def rows(self) -> int:
+        return len(self.queries)
+
+
+def ranked_job(
+    run: RunPaths, config: PipelineConfig, model: str, indices: dict[str, Any], kind: str
+) -> RankedJob:
+    """The inputs of ``recommendations`` (users, seen items excluded) or ``similar_items``
+    (items, the item itself excluded) of one model, read from the run folder."""
+    item_factors = storage.read_array(run.model_dir(model) / "item_factors.npy", mmap=True)
+    if kind == "recommendations":
+        queries = storage.read_array(run.model_dir(model) / "user_factors.npy", mmap=True)
+        exclude = storage.read_sparse(run.data_dir / "user_items.npz")
+        entry, n = indices[config.recommend.metric], config.recommend.top_n
+        return RankedJob(kind, queries, exclude, item_factors, entry, n)
+    if kind != "similar_items":
+        raise ValueError(f"kind must be one of {RANKED_KINDS}, found {kind!r}")
+    n_items = len(item_factors)
+    entry, n = indices[config.similar_items.metric], config.similar_items.top_n
+    if n >= n_items:
+        raise QueryError(f"similar items top_n must be below the {n_items} items, found {n}")
+    exclude = exclude_items(np.arange(n_items), n_items)
+    return RankedJob(kind, item_factors, exclude, item_factors, entry, n)
+
+
+def open_job_index(run_dir: Path, job: RankedJob, threads: int | None = None) -> SearchIndex:
+    """The index that serves a job, opened from its file (checks first)."""
+    return open_index(run_dir, job.entry, np.ascontiguousarray(job.item_factors), threads=threads)
+
+
+def score_blocks(
+    index: SearchIndex,
+    job: RankedJob,
+    start: int = 0,
+    stop: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (first_row, ids, scores) blocks of the top-n lists of query rows start..stop."""
+    stop = job.rows if stop is None else stop
+    queries = job.queries[start:stop]  # memory-mapped: each batch is read as it is searched
+    for first, ids, scores in search_batches(
+        index,
+        queries,
+        job.n,
+        job.exclude[start:stop],
+        job.item_factors,
+        _search_k(job.entry),
+        progress=progress,
+    ):
+        yield start + first, ids, scores
+
+
+# A worker scores many shards of the same job: it reads the job's inputs and opens (and
+# checks) the index once, not once per shard.
+_WORKER_JOBS: dict[tuple[str, ...], tuple[RankedJob, SearchIndex]] = {}
+
+
+def score_shard(
+    run: RunPaths,
+    config: PipelineConfig,
+    model: str,
+    indices: dict[str, Any],
+    kind: str,
+    start: int,
+    stop: int,
+    threads: int = 1,
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """The lists of query rows start..stop as one block (ids int32, scores float32): the
+    unit of work of a Dask worker, which reads the run folder and opens the index file
+    itself, by path. BLAS is pinned to one thread here, whatever the worker's environment."""
+    key = (str(run.dir), model, kind, json.dumps(indices, sort_keys=True), str(threads))
+    if key not in _WORKER_JOBS:
+        _WORKER_JOBS.clear()
+        job = ranked_job(run, config, model, indices, kind)
+        _WORKER_JOBS[key] = (job, open_job_index(run.dir, job, threads))
+    job, index = _WORKER_JOBS[key]
+    with threadpool_limits(limits=1, user_api="blas"):
+        blocks = list(score_blocks(index, job, start, stop))
+    ids = np.concatenate([block[1] for block in blocks]).astype(np.int32)
+    scores = np.concatenate([block[2] for block in blocks])
+    return start, ids, scores
+
+
+def release_worker_jobs() -> None:
+    """Forget the cached job inputs and index of this process."""
+    _WORKER_JOBS.clear()
+
+
+def ranked_rows(run: RunPaths, model: str, kind: str) -> int:
+    """Queries of ``kind``: users with vectors for recommendations (0 for a model without
+    user vectors), items for similar items."""
+    name = "user_factors.npy" if kind == "recommendations" else "item_factors.npy"
+    path = run.model_dir(model) / name
+    return len(storage.read_array(path, mmap=True)) if path.exists() else 0
+
+
+def shard_bounds(rows: int, shard_rows: int) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of at most shard_rows rows covering 0..rows."""
+    return [(start, min(start + shard_rows, rows)) for start in range(0, rows, max(1, shard_rows))]
+
+
+def write_ranked(
+    run: RunPaths, model: str, kind: str, blocks: Iterable[tuple[int, np.ndarray, np.ndarray]]
+) -> dict[str, Any]:
+    """Stream blocks of lists into the model's ``<kind>.parquet`` (one row group per
+    ~1M rows; the file appears only when complete). Returns the stage's manifest part."""
+    started = time.perf_counter()
+    interactions_dir = run.data_dir
+    items = storage.read_id_map(interactions_dir / "items.parquet")
+    path = run.model_dir(model) / f"{kind}.parquet"
+    if kind == "recommendations":
+        users = storage.read_id_map(interactions_dir / "users.parquet")
+        writer = storage.recommendations_writer(path, users, items, model, run.run_id)
+    else:
+        writer = storage.similar_items_writer(path, items, model, run.run_id)
+    with writer:
+        for first_row, ids, scores in blocks:
+            writer.write(first_row, ids, scores)
+    timing = "recommend" if kind == "recommendations" else "similar_items"
+    return {
+        "outputs": {kind: run.relative(path)},
+        "rows": {kind: writer.rows},
+        "timings": {timing: round(time.perf_counter() - started, 3)},
+    }
+
 
 def recommend_stage(
     run: RunPaths, config: PipelineConfig, model: str, indices: dict[str, Any]
 ) -> dict[str, Any]:
-    """Top-N unseen items for every user, written as parquet."""
+    """Top-N unseen items for every user, streamed to parquet a block of users at a time."""
     if not _has_users(run, model):
         log.info("%s: no user vectors, no recommendations", model)
         return {"timings": {"recommend": 0.0}}
-    interactions = storage.read_interactions(run.data_dir)
-    directory = run.model_dir(model)
-    item_factors = _item_factors(run, model)
-    user_factors = storage.read_array(directory / "user_factors.npy")
-    entry = indices[config.recommend.metric]
-    index = open_index(run.dir, entry, item_factors)
-    started = time.perf_counter()
-    ids, scores = recommend_all(
-        index,
-        user_factors,
-        interactions.user_items,
-        item_factors,
-        config.recommend.top_n,
-        search_k=_search_k(entry),
-        progress=_progress(f"{model}: recommend"),
+    job = ranked_job(run, config, model, indices, "recommendations")
+    index = open_job_index(run.dir, job)
+    return write_ranked(
+        run, model, job.kind, score_blocks(index, job, progress=_progress(f"{model}: recommend"))
     )
-    path = directory / "recommendations.parquet"
-    rows = storage.write_recommendations(
-        path, interactions.users, interactions.items, ids, scores, model, run.run_id
-    )
-    return {
-        "outputs": {"recommendations": run.relative(path)},
-        "rows": {"recommendations": rows},
-        "timings": {"recommend": round(time.perf_counter() - started, 3)},
-    }
 
 
 def similar_stage(
     run: RunPaths, config: PipelineConfig, model: str, indices: dict[str, Any]
 ) -> dict[str, Any]:
-    """Top-N similar items for every item (never itself), written as parquet."""
-    items = storage.read_interactions(run.data_dir).items
-    item_factors = _item_factors(run, model)
-    entry = indices[config.similar_items.metric]
-    index = open_index(run.dir, entry, item_factors)
-    started = time.perf_counter()
-    ids, scores = similar_all(
-        index,
-        item_factors,
-        config.similar_items.top_n,
-        search_k=_search_k(entry),
-        progress=_progress(f"{model}: similar items"),
-    )
-    path = run.model_dir(model) / "similar_items.parquet"
-    rows = storage.write_similar_items(path, items, ids, scores, model, run.run_id)
-    return {
-        "outputs": {"similar_items": run.relative(path)},
-        "rows": {"similar_items": rows},
-        "timings": {"similar_items": round(time.perf_counter() - started, 3)},
-    }
+    """Top-N similar items for every item (never itself), streamed to parquet."""
+    job = ranked_job(run, config, model, indices, "similar_items")
+    index = open_job_index(run.dir, job)
+    blocks = score_blocks(index, job, progress=_progress(f"{model}: similar items"))
+    return write_ranked(run, model, job.kind, blocks)
 
 
 # ---------------------------------------------------------------- evaluate
@@ -575,13 +693,17 @@ def _ranking_stage(
     users, against the held-out interactions."""
     holdout = storage.read_sparse(holdout_path)
     top_n = config.recommend.top_n
+    users = np.flatnonzero(np.diff(holdout.indptr) > 0)
+    holdout = holdout[users]
     published = storage.read_ranked_ids(
-        run.model_dir(model) / "recommendations.parquet", interactions.users, interactions.items, top_n
+        run.model_dir(model) / "recommendations.parquet",
+        interactions.users,
+        interactions.items,
+        top_n,
+        rows=users,
     )
     popularity = np.diff(interactions.user_items.tocsc().indptr).astype(np.float64)
-    users = np.flatnonzero(np.diff(holdout.indptr) > 0)
-    exact = np.full_like(published, -1)
-    exact[users], _ = search_all(
+    exact, _ = search_all(
         ExactIndex(item_factors, config.recommend.metric),
         user_factors[users],
         top_n,

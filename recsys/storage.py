@@ -212,19 +212,97 @@ def _ranked_table(
     scores: np.ndarray,
     model: str,
     run_id: str,
+    first_row: int = 0,
 ) -> pa.Table:
-    """Long table of (query, result, rank, score) from (q, n) arrays; -1 places dropped."""
+    """Long table of (query, result, rank, score) from (q, n) arrays whose row i is query
+    ``first_row + i``; -1 places dropped."""
     valid = ids >= 0
     rows, cols = np.nonzero(valid)
     columns = [
-        pa.array(query_ids.to_external(rows), type=schema.field(0).type),
+        pa.array(query_ids.to_external(rows + first_row), type=schema.field(0).type),
         pa.array(result_ids.to_external(ids[rows, cols]), type=schema.field(1).type),
         pa.array((cols + 1).astype(np.int32), type=pa.int32()),
         pa.array(scores[rows, cols].astype(np.float32), type=pa.float32()),
-        pa.array(np.full(len(rows), model, dtype=object), type=pa.string()),
-        pa.array(np.full(len(rows), run_id, dtype=object), type=pa.string()),
+        pa.repeat(pa.scalar(model, type=pa.string()), len(rows)),
+        pa.repeat(pa.scalar(run_id, type=pa.string()), len(rows)),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+ROW_GROUP_ROWS = 1_000_000
+
+
+class RankedWriter:
+    """Streams ranked lists (recommendations or similar items) into one parquet file, a
+    block of query rows at a time, so that memory holds one row group, not the whole
+    table. The file appears (atomically) only when the writer closes without error.
+
+    Use as a context manager; :meth:`write` takes blocks in any order of first_row but
+    the file keeps the order of the calls.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        query_ids: IdMap,
+        result_ids: IdMap,
+        model: str,
+        run_id: str,
+        row_group_rows: int = ROW_GROUP_ROWS,
+    ):
+        self.path, self.schema = path, schema
+        self.query_ids, self.result_ids = query_ids, result_ids
+        self.model, self.run_id = model, run_id
+        self.row_group_rows = row_group_rows
+        self.rows = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def __enter__(self) -> RankedWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._atomic = _atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+        return self
+
+    def write(self, first_row: int, ids: np.ndarray, scores: np.ndarray) -> None:
+        """Append the lists of query rows first_row .. first_row + len(ids) - 1."""
+        table = _ranked_table(
+            self.schema, self.query_ids, self.result_ids, ids, scores, self.model, self.run_id, first_row
+        )
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= self.row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=self._pending_rows)
+        self._pending, self._pending_rows = [], 0
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        try:
+            if kind is None:
+                self._flush()
+            self._writer.close()
+            if kind is None:
+                faults.point("parquet-before-replace")
+        except BaseException as failure:
+            self._atomic.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        self._atomic.__exit__(kind, error, trace)
+
+
+def recommendations_writer(path: Path, users: IdMap, items: IdMap, model: str, run_id: str) -> RankedWriter:
+    """A :class:`RankedWriter` with the recommendations schema."""
+    return RankedWriter(path, recommendations_schema(users.kind, items.kind), users, items, model, run_id)
+
+
+def similar_items_writer(path: Path, items: IdMap, model: str, run_id: str) -> RankedWriter:
+    """A :class:`RankedWriter` with the similar-items schema."""
+    return RankedWriter(path, similar_items_schema(items.kind), items, items, model, run_id)
 
 
 def write_recommendations(
@@ -237,26 +315,24 @@ def write_recommendations(
     run_id: str,
 ) -> int:
     """Write recommendations parquet (schema :func:`recommendations_schema`); returns rows."""
-    table = _ranked_table(
-        recommendations_schema(users.kind, items.kind), users, items, ids, scores, model, run_id
-    )
-    _write_parquet(path, table)
-    return table.num_rows
+    with recommendations_writer(path, users, items, model, run_id) as writer:
+        writer.write(0, ids, scores)
+    return writer.rows
 
 
 def write_similar_items(
     path: Path, items: IdMap, ids: np.ndarray, scores: np.ndarray, model: str, run_id: str
 ) -> int:
     """Write similar-items parquet (schema :func:`similar_items_schema`); returns rows."""
-    table = _ranked_table(similar_items_schema(items.kind), items, items, ids, scores, model, run_id)
-    _write_parquet(path, table)
-    return table.num_rows
+    with similar_items_writer(path, items, model, run_id) as writer:
+        writer.write(0, ids, scores)
+    return writer.rows
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with _atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=1_000_000, compression="zstd")
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="zstd")
         faults.point("parquet-before-replace")
 
 
@@ -290,17 +366,26 @@ def read_sparse(path: Path) -> sp.csr_matrix:
     return sp.csr_matrix(sp.load_npz(path), dtype=np.float32)
 
 
-def read_ranked_ids(path: Path, users: IdMap, items: IdMap, n: int) -> np.ndarray:
-    """A published recommendations parquet as int64 (n_users, n) internal item ids by
-    rank (-1 where a user has fewer rows)."""
-    table = pq.read_table(path, columns=["user_id", "item_id", "rank"])
-    ids = np.full((len(users), n), -1, dtype=np.int64)
-    if table.num_rows == 0:
-        return ids
-    user_index = users.to_internal(_column_ids(table.column("user_id"), users.kind))
-    item_index = items.to_internal(_column_ids(table.column("item_id"), items.kind))
-    ranks = table.column("rank").to_numpy().astype(np.int64) - 1
-    ids[user_index, ranks] = item_index
+def read_ranked_ids(
+    path: Path, users: IdMap, items: IdMap, n: int, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """A published recommendations parquet as int64 internal item ids by rank, one row per
+    user of ``rows`` (internal user ids; all users when None), -1 where a user has fewer
+    lists entries. Reads the file a batch at a time: memory holds the result, not the file."""
+    rows = np.arange(len(users)) if rows is None else np.asarray(rows, dtype=np.int64)
+    position = np.full(len(users), -1, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    ids = np.full((len(rows), n), -1, dtype=np.int64)
+    source = pq.ParquetFile(path)
+    for batch in source.iter_batches(batch_size=ROW_GROUP_ROWS, columns=["user_id", "item_id", "rank"]):
+        table = pa.Table.from_batches([batch])
+        at = position[users.to_internal(_column_ids(table.column("user_id"), users.kind))]
+        keep = at >= 0
+        if not keep.any():
+            continue
+        item_index = items.to_internal(_column_ids(table.column("item_id"), items.kind))
+        ranks = table.column("rank").to_numpy().astype(np.int64) - 1
+        ids[at[keep], ranks[keep]] = item_index[keep]
     return ids
 
 
@@ -308,7 +393,8 @@ def _column_ids(column: pa.ChunkedArray, kind: IdKind) -> np.ndarray:
     return column.to_numpy() if kind == "int" else np.asarray(column.to_pylist(), dtype=object)
 
 
-def _read_id_map(path: Path) -> IdMap:
+def read_id_map(path: Path) -> IdMap:
+    """An id map written by :func:`write_interactions` (position = internal id)."""
     column = pq.read_table(path).column("id")
     kind: IdKind = "int" if pa.types.is_integer(column.type) else "str"
     return IdMap.from_ids(_column_ids(column, kind), kind)
@@ -316,8 +402,8 @@ def _read_id_map(path: Path) -> IdMap:
 
 def read_interactions(directory: Path) -> Interactions:
     """Read what :func:`write_interactions` wrote."""
-    users = _read_id_map(directory / "users.parquet")
-    items = _read_id_map(directory / "items.parquet")
+    users = read_id_map(directory / "users.parquet")
+    items = read_id_map(directory / "items.parquet")
     user_items = read_sparse(directory / "user_items.npz")
     stats = read_json(directory / "stats.json")
     return Interactions(users=users, items=items, user_items=user_items, stats=stats)

@@ -1,0 +1,160 @@
+"""Scoring on Dask workers through Prefect's Dask task runner (``task_runner.type: dask``).
+
+Users (and items, for similar items) are split into shards of ``task_runner.shard_rows``
+rows. Each shard is a Prefect task run on a Dask worker, which opens the run folder and
+the index file by path (indices do not pickle) and returns the shard's lists; the flow
+writes them, in order, into the same single parquet file a local run writes, so the
+output does not depend on where it was scored.
+
+Every worker reports to the flow's Prefect API: the API URL is put into the settings the
+tasks carry and into the workers' environment, so no worker starts a temporary API of its
+own (PITFALLS: each would, and leave it running after a crash).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from recsys import pipeline as stages
+from recsys.config import PipelineConfig
+from recsys.errors import ConfigError
+from recsys.storage import RunPaths
+
+log = logging.getLogger("recsys.scaleout")
+
+# Environment of local workers: BLAS at one thread (parallelism comes from processes),
+# analytics off, and the flow's API.
+WORKER_ENV = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+
+@task(name="score-shard", cache_policy=NO_CACHE, task_run_name="{kind}-{model}-{start}")
+def score_shard(
+    run: RunPaths,
+    config: PipelineConfig,
+    model: str,
+    indices: dict[str, Any],
+    kind: str,
+    start: int,
+    stop: int,
+) -> tuple[int, Any, Any]:
+    return stages.score_shard(
+        run, config, model, indices, kind, start, stop, threads=config.task_runner.threads_per_worker
+    )
+
+
+def current_api_url() -> str:
+    """The URL of the Prefect API the running flow reports to (a temporary one included)."""
+    from prefect.client.orchestration import get_client
+
+    return str(get_client(sync_client=True).api_url).rstrip("/")
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_api_reachable(api_url: str, address: str) -> None:
+    """Workers of a cluster on other hosts cannot reach an API on this host's loopback
+    (Prefect's temporary API listens there): refuse before any work is sent."""
+    api_host = urlsplit(api_url).hostname or ""
+    scheduler_host = urlsplit(address).hostname or ""
+    if api_host in LOOPBACK and scheduler_host not in LOOPBACK:
+        raise ConfigError(
+            f"task_runner.address {address} needs a Prefect API its workers can reach, not {api_url}: "
+            "run `prefect server start --host 0.0.0.0` and set PREFECT_API_URL on this host and the workers"
+        )
+
+
+@contextlib.contextmanager
+def dask_runner(config: PipelineConfig) -> Iterator[Any]:
+    """A started DaskTaskRunner for the run (None for ``task_runner.type: local``), with the
+    flow's API URL in the settings that submitted tasks carry to the workers."""
+    if config.task_runner.type != "dask":
+        yield None
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_dask import DaskTaskRunner
+
+    api_url = current_api_url()
+    settings = config.task_runner
+    if settings.address:
+        check_api_reachable(api_url, settings.address)
+        runner = DaskTaskRunner(address=settings.address)
+        where = settings.address
+    else:
+        runner = DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": settings.n_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+                "silence_logs": logging.ERROR,
+                "env": {**WORKER_ENV, "PREFECT_API_URL": api_url},
+            }
+        )
+        where = f"a local cluster of {settings.n_workers} worker processes"
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines are per connection
+    log.info("scoring on Dask: %s (shards of %d rows)", where, settings.shard_rows)
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), runner:
+        yield runner
+
+
+def ranked_on_workers(
+    runner: Any, run: RunPaths, config: PipelineConfig, model: str, indices: dict[str, Any], kind: str
+) -> dict[str, Any]:
+    """Score ``kind`` (recommendations or similar_items) of one model shard by shard on the
+    Dask workers and stream the shards, in order, into the model's parquet file. At most
+    two shards per worker are in flight, so memory holds a few shards, not all lists."""
+    rows = stages.ranked_rows(run, model, kind)
+    if rows == 0:
+        log.info("%s: no user vectors, no recommendations", model)
+        return {"timings": {"recommend": 0.0}}
+    bounds = stages.shard_bounds(rows, config.task_runner.shard_rows)
+    in_flight = max(2, 2 * config.task_runner.n_workers)
+    label = "recommend" if kind == "recommendations" else "similar items"
+
+    def blocks() -> Iterator[tuple[int, Any, Any]]:
+        pending: deque[Any] = deque()
+        queued = iter(bounds)
+        done = 0
+        for start, stop in queued:
+            pending.append(
+                runner.submit(
+                    score_shard,
+                    parameters={
+                        "run": run,
+                        "config": config,
+                        "model": model,
+                        "indices": indices,
+                        "kind": kind,
+                        "start": start,
+                        "stop": stop,
+                    },
+                )
+            )
+            if len(pending) < in_flight:
+                continue
+            block = pending.popleft().result()
+            done += 1
+            log.info("%s: %s: shard %d/%d", model, label, done, len(bounds))
+            yield block
+        while pending:
+            block = pending.popleft().result()
+            done += 1
+            log.info("%s: %s: shard %d/%d", model, label, done, len(bounds))
+            yield block
+
+    return stages.write_ranked(run, model, kind, blocks())

@@ -108,7 +108,8 @@ def test_run_on_an_existing_dask_cluster_by_address(runs, tmp_path, prefect_harn
         )
     found = _lists(tmp_path / "out" / "runs" / "r1", "recommendations")
     expected = _lists(local, "recommendations")
-    pd.testing.assert_frame_equal(found[["user_id", "item_id", "rank"]], expected[["user_id", "item_id", "rank"]])
+    key = ["user_id", "item_id", "rank"]
+    pd.testing.assert_frame_equal(found[key], expected[key])
 
 
 def test_remote_cluster_with_a_loopback_api_is_refused():

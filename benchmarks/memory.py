@@ -54,6 +54,15 @@ def prepare(root: Path, users: int, items: int, dim: int, seen: int) -> RunPaths
     return run
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that over
+    exec from the parent, which would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(root: Path, top_n: int, mode: str) -> dict:
     """Run in a fresh process: score (or only load) and report peak RSS."""
     from recsys import pipeline
@@ -82,7 +91,7 @@ def measure(root: Path, top_n: int, mode: str) -> dict:
         rows = storage.write_recommendations(
             path, interactions.users, interactions.items, ids, scores, "als", run.run_id
         )
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mib()
     return {
         "mode": mode,
         "seconds": round(time.perf_counter() - started, 1),

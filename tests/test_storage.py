@@ -107,3 +107,49 @@ def test_arrays_round_trip_without_pickle(tmp_path):
     with pytest.raises(ValueError):
         storage.read_array(tmp_path / "obj.npy")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _lists(n_users: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 50, size=(n_users, n))
+    scores = -np.sort(-rng.random((n_users, n)), axis=1).astype(np.float32)
+    ids[3, 7:] = -1  # a user with fewer than n unseen items
+    return ids, scores
+
+
+def test_streamed_lists_equal_one_table_and_come_in_row_groups(tmp_path):
+    import pyarrow.parquet as pq
+
+    from recsys.data.interactions import IdMap
+
+    users = IdMap.from_ids(np.array([f"u{i}" for i in range(100)], dtype=object), "str")
+    items = IdMap.from_ids(np.arange(1000, 1050), "int")
+    ids, scores = _lists(100, 10)
+    whole = tmp_path / "whole.parquet"
+    storage.write_recommendations(whole, users, items, ids, scores, "als", "r1")
+    streamed = tmp_path / "streamed.parquet"
+    with storage.RankedWriter(
+        streamed, storage.recommendations_schema("str", "int"), users, items, "als", "r1", row_group_rows=250
+    ) as writer:
+        for start in range(0, 100, 30):
+            writer.write(start, ids[start : start + 30], scores[start : start + 30])
+            assert not streamed.exists()  # nothing visible before the writer closes
+    assert writer.rows == 100 * 10 - 3
+    assert pq.read_table(streamed).equals(pq.read_table(whole))
+    assert pq.ParquetFile(streamed).metadata.num_row_groups == 4  # 297, 300, 300 and 100 rows
+    got = storage.read_ranked_ids(streamed, users, items, 10, rows=np.array([3, 0]))
+    np.testing.assert_array_equal(got, ids[[3, 0]])
+
+
+def test_a_failed_stream_leaves_no_file(tmp_path):
+    from recsys.data.interactions import IdMap
+
+    users = IdMap.from_ids(np.arange(100), "int")
+    items = IdMap.from_ids(np.arange(50), "int")
+    ids, scores = _lists(100, 10)
+    path = tmp_path / "recommendations.parquet"
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        with storage.recommendations_writer(path, users, items, "als", "r1") as writer:
+            writer.write(0, ids[:50], scores[:50])
+            raise RuntimeError("scoring failed")
+    assert list(tmp_path.iterdir()) == []

@@ -119,12 +119,12 @@ def test_backends_agree_when_annoy_is_exhaustive(tmp_path):
 def test_exact_index_matches_brute_force(metric):
     rng = np.random.default_rng(5)
     items = rng.normal(size=(200, 12)).astype(np.float32)
-    queries = rng.normal(size=(40, 12)).astype(np.float32)
-    exclude = _seen(40, 200, per_user=7)
+    queries = rng.normal(size=(100, 12)).astype(np.float32)
+    exclude = _seen(100, 200, per_user=7)
     full = queries @ items.T if metric == "dot" else normalize_rows(queries) @ normalize_rows(items).T
     full[exclude.nonzero()] = -np.inf
     expected = np.argsort(-full, axis=1, kind="stable")[:, :15]
-    small_blocks = ExactIndex(items, metric, block_bytes=4 * 200 * 3)  # 3 queries per block
+    small_blocks = ExactIndex(items, metric, block_bytes=4 * 200 * 3)  # the minimum, 32 queries per block
     for index in (ExactIndex(items, metric), small_blocks):
         ids, scores = index.search(queries, 15, exclude=exclude)
         np.testing.assert_array_equal(ids, expected)
@@ -179,3 +179,24 @@ def test_rerank_scores_are_exact_dot_and_recall_is_high(tmp_path):
     assert recall_at_k(ids, exact_ids, 10, scores, exact_scores) >= 0.9
     with pytest.raises(ValueError, match="angular"):
         RerankIndex(_backends(tmp_path, items, "dot")["annoy"], items, 10)
+
+
+@pytest.mark.parametrize("n", [5_000, 40_000])
+def test_top_k_of_wide_rows_matches_a_full_sort(n):
+    """Both top-k paths (selection over all columns; chunk-maximum prefilter for wide rows)
+    give the exact top-k: excluded (-inf) entries never, rows with fewer than k left padded."""
+    from recsys.index.exact import top_k_rows
+
+    rng = np.random.default_rng(n)
+    scores = rng.normal(size=(6, n)).astype(np.float32)
+    scores[1, : n // 2] = -np.inf  # half excluded
+    scores[2, :-5] = -np.inf  # only five left
+    scores[3] = np.round(scores[3], 1)  # many ties
+    scores[4, 100:130] = 50.0  # the top is one dense run of columns
+    ids, top = top_k_rows(scores, 20)
+    expected = -np.sort(-scores, axis=1)[:, :20]
+    np.testing.assert_array_equal(top, expected)
+    valid = ids >= 0
+    np.testing.assert_array_equal(valid, np.isfinite(expected))
+    np.testing.assert_array_equal(np.take_along_axis(scores, np.maximum(ids, 0), 1)[valid], top[valid])
+    assert all(len(set(row[row >= 0])) == (row >= 0).sum() for row in ids)

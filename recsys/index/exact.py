@@ -15,8 +15,10 @@ from threadpoolctl import threadpool_limits
 
 from recsys.errors import QueryError
 
-# Queries per block: a block of scores is block x n_items float32 (one block per thread).
-DEFAULT_BLOCK_BYTES = 16 * 1024 * 1024
+# Queries per block: a block of scores is block x n_items float32 (one block per thread),
+# sized to stay in cache, but never fewer rows than MIN_BLOCK_ROWS (wide catalogs).
+DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
+MIN_BLOCK_ROWS = 32
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -24,6 +26,12 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.where(norms > 0, norms, 1.0).astype(np.float32)
+
+
+# Above this many columns (and for k well below them), top-k first discards every chunk of
+# columns whose maximum cannot reach the top k: a max per chunk and one comparison pass are
+# much cheaper than a selection over every score.
+PREFILTER_MIN_COLUMNS = 16_384
 
 
 def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,19 +42,51 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """
     rows, n = scores.shape
     k_eff = min(k, n)
-    if k_eff < n:
-        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    if n >= PREFILTER_MIN_COLUMNS and k_eff * 64 <= n:
+        ids, top = _top_k_prefiltered(scores, k_eff)
     else:
-        part = np.broadcast_to(np.arange(n), (rows, n)).copy()
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    top = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
+        ids, top = _top_k_select(scores, k_eff)
     ids[~np.isfinite(top)] = -1
     if k_eff < k:
         ids = np.pad(ids, ((0, 0), (0, k - k_eff)), constant_values=-1)
         top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
     return ids, top
+
+
+def _top_k_select(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by a partial selection over every column, then a sort of the k."""
+    rows, n = scores.shape
+    if k < n:
+        part = np.argpartition(scores, n - k, axis=1)[:, n - k :]
+    else:
+        part = np.broadcast_to(np.arange(n), (rows, n)).copy()
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    # best first; among equal scores the lower column first (lexsort: last key is primary)
+    order = np.lexsort((part, -part_scores), axis=1)
+    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    return ids, np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
+
+
+def _top_k_prefiltered(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of wide rows: the k-th largest chunk maximum is a lower bound of the k-th
+    largest score (k chunks reach it), so only scores at or above it are candidates."""
+    rows, n = scores.shape
+    chunk = max(16, min(1024, n // (8 * k)))
+    whole = n // chunk
+    maxes = scores[:, : whole * chunk].reshape(rows, whole, chunk).max(axis=2)
+    if whole * chunk < n:
+        maxes = np.concatenate([maxes, scores[:, whole * chunk :].max(axis=1, keepdims=True)], axis=1)
+    chunks = maxes.shape[1]
+    threshold = np.partition(maxes, chunks - k, axis=1)[:, chunks - k]
+    row, column = np.divmod(np.flatnonzero(scores >= threshold[:, None]), n)
+    counts = np.bincount(row, minlength=rows)
+    place = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+    candidates = np.zeros((rows, int(counts.max())), dtype=np.int64)
+    candidate_scores = np.full(candidates.shape, -np.inf, dtype=np.float32)
+    candidates[row, place] = column
+    candidate_scores[row, place] = scores[row, column]
+    order, top = _top_k_select(candidate_scores, k)
+    return np.take_along_axis(candidates, order, axis=1), top
 
 
 class VectorIndex:
@@ -100,7 +140,7 @@ class ExactIndex(VectorIndex):
         check_query(queries, k, self.n_items, self.dim)
         if self.metric == "angular":
             queries = normalize_rows(queries)
-        block = max(1, self.block_bytes // (4 * max(1, self.n_items)))
+        block = max(MIN_BLOCK_ROWS, self.block_bytes // (4 * max(1, self.n_items)))
         ids = np.empty((len(queries), k), dtype=np.int64)
         scores = np.empty((len(queries), k), dtype=np.float32)
 

@@ -200,3 +200,26 @@ def test_top_k_of_wide_rows_matches_a_full_sort(n):
     np.testing.assert_array_equal(valid, np.isfinite(expected))
     np.testing.assert_array_equal(np.take_along_axis(scores, np.maximum(ids, 0), 1)[valid], top[valid])
     assert all(len(set(row[row >= 0])) == (row >= 0).sum() for row in ids)
+
+
+@pytest.mark.parametrize("metric", ["dot", "angular"])
+def test_exact_index_over_a_wide_catalog_matches_brute_force(metric):
+    """Catalogs of 16k+ items are scored a chunk of items at a time with a running top-k."""
+    rng = np.random.default_rng(9)
+    n_items = 20_000
+    items = rng.normal(size=(n_items, 8)).astype(np.float32)
+    queries = rng.normal(size=(150, 8)).astype(np.float32)
+    exclude = _seen(150, n_items, per_user=40).tolil()
+    exclude[7, 5:] = 1.0  # only five items left for query 7
+    exclude = exclude.tocsr()
+    full = queries @ items.T if metric == "dot" else normalize_rows(queries) @ normalize_rows(items).T
+    full[exclude.nonzero()] = -np.inf
+    expected = np.argsort(-full, axis=1, kind="stable")[:, :10]
+    expected[7, 5:] = -1
+    ids, scores = ExactIndex(items, metric).search(queries, 10, exclude=exclude)
+    np.testing.assert_array_equal(ids, expected)
+    valid = expected >= 0
+    np.testing.assert_allclose(
+        scores[valid], np.take_along_axis(full, np.maximum(expected, 0), 1)[valid], rtol=1e-5
+    )
+    assert np.isneginf(scores[~valid]).all()

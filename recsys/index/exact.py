@@ -19,6 +19,10 @@ from recsys.errors import QueryError
 # sized to stay in cache, but never fewer rows than MIN_BLOCK_ROWS (wide catalogs).
 DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
 MIN_BLOCK_ROWS = 32
+# Wide catalogs are scored WIDE_BLOCK_ROWS queries x CHUNK_COLUMNS items at a time (4 MB):
+# the product of a tall block with a cache-sized chunk runs near the machine's rate.
+WIDE_BLOCK_ROWS = 128
+CHUNK_COLUMNS = 8192
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -140,12 +144,20 @@ class ExactIndex(VectorIndex):
         check_query(queries, k, self.n_items, self.dim)
         if self.metric == "angular":
             queries = normalize_rows(queries)
-        block = max(MIN_BLOCK_ROWS, self.block_bytes // (4 * max(1, self.n_items)))
+        wide = self.n_items >= PREFILTER_MIN_COLUMNS and k * 64 <= self.n_items
+        if wide:
+            block = WIDE_BLOCK_ROWS
+        else:
+            block = max(MIN_BLOCK_ROWS, self.block_bytes // (4 * max(1, self.n_items)))
         ids = np.empty((len(queries), k), dtype=np.int64)
         scores = np.empty((len(queries), k), dtype=np.float32)
 
         def score_block(start: int) -> None:
             stop = min(start + block, len(queries))
+            if wide:
+                sub = exclude[start:stop].tocoo() if exclude is not None else None
+                ids[start:stop], scores[start:stop] = self._top_k_wide(queries[start:stop], k, sub)
+                return
             block_scores = queries[start:stop] @ self.vectors.T
             if exclude is not None:
                 sub = exclude[start:stop].tocoo()
@@ -162,6 +174,43 @@ class ExactIndex(VectorIndex):
             for start in starts:
                 score_block(start)
         return ids, scores
+
+    def _top_k_wide(
+        self, queries: np.ndarray, k: int, exclude: sp.coo_matrix | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k over a wide catalog, a cache-sized chunk of items at a time: each chunk's
+        scores are compared with the k-th best score so far, and only those above it are
+        merged into the running top-k (few, after the first chunk)."""
+        rows = len(queries)
+        best_ids = np.full((rows, k), -1, dtype=np.int64)
+        best = np.full((rows, k), -np.inf, dtype=np.float32)
+        threshold = best[:, k - 1].copy()
+        if exclude is not None:
+            by_column = np.argsort(exclude.col, kind="stable")
+            excluded_rows, excluded_columns = exclude.row[by_column], exclude.col[by_column]
+        buffer = np.empty((rows, min(CHUNK_COLUMNS, self.n_items)), dtype=np.float32)
+        for first in range(0, self.n_items, CHUNK_COLUMNS):
+            last = min(first + CHUNK_COLUMNS, self.n_items)
+            chunk = buffer[:, : last - first]
+            np.matmul(queries, self.vectors[first:last].T, out=chunk)
+            if exclude is not None:
+                lo, hi = np.searchsorted(excluded_columns, [first, last])
+                chunk[excluded_rows[lo:hi], excluded_columns[lo:hi] - first] = -np.inf
+            row, column = np.divmod(np.flatnonzero(chunk > threshold[:, None]), last - first)
+            if len(row) == 0:
+                continue
+            counts = np.bincount(row, minlength=rows)
+            place = k + np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+            merged = np.full((rows, k + int(counts.max())), -np.inf, dtype=np.float32)
+            merged_ids = np.full(merged.shape, -1, dtype=np.int64)
+            merged[:, :k], merged_ids[:, :k] = best, best_ids
+            merged[row, place] = chunk[row, column]
+            merged_ids[row, place] = column + first
+            order, best = _top_k_select(merged, k)
+            best_ids = np.take_along_axis(merged_ids, order, axis=1)
+            threshold = best[:, k - 1].copy()
+        best_ids[~np.isfinite(best)] = -1
+        return best_ids, best
 
 
 def check_query(queries: np.ndarray, k: int, n_items: int, dim: int) -> None:

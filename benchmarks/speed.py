@@ -62,11 +62,17 @@ def timed(function, *args, **kwargs) -> float:
     return time.perf_counter() - started
 
 
-def matmul_blocks(users: np.ndarray, items: np.ndarray, block: int) -> None:
-    """The products alone, with BLAS on every core (whatever OPENBLAS_NUM_THREADS says)."""
+def matmul_blocks(users: np.ndarray, items: np.ndarray, block: int, chunk: int = 8192) -> None:
+    """The products alone, with BLAS on every core (whatever OPENBLAS_NUM_THREADS says):
+    blocks of users times cache-sized chunks of items, written into one reused buffer."""
+    buffer = np.empty((block, min(chunk, len(items))), dtype=np.float32)
     with threadpool_limits(limits=os.cpu_count(), user_api="blas"):
         for start in range(0, len(users), block):
-            users[start : start + block] @ items.T
+            queries = users[start : start + block]
+            for first in range(0, len(items), chunk):
+                last = min(first + chunk, len(items))
+                out = buffer.reshape(-1)[: len(queries) * (last - first)].reshape(len(queries), last - first)
+                np.matmul(queries, items[first:last].T, out=out)
 
 
 def implicit_recommend(users, items, seen, n):

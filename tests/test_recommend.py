@@ -202,9 +202,14 @@ def test_top_k_of_wide_rows_matches_a_full_sort(n):
     assert all(len(set(row[row >= 0])) == (row >= 0).sum() for row in ids)
 
 
+@pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("metric", ["dot", "angular"])
-def test_exact_index_over_a_wide_catalog_matches_brute_force(metric):
-    """Catalogs of 16k+ items are scored a chunk of items at a time with a running top-k."""
+def test_exact_index_over_a_wide_catalog_matches_brute_force(metric, chunked, monkeypatch):
+    """Wide catalogs: whole rows of scores with the chunk-maximum prefilter, or (the widest)
+    a chunk of items at a time with a running top-k."""
+    import recsys.index.exact as exact
+
+    monkeypatch.setattr(exact, "CHUNKED_MIN_COLUMNS", 16_384 if chunked else 10**9)
     rng = np.random.default_rng(9)
     n_items = 20_000
     items = rng.normal(size=(n_items, 8)).astype(np.float32)

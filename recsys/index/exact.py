@@ -19,10 +19,14 @@ from recsys.errors import QueryError
 # sized to stay in cache, but never fewer rows than MIN_BLOCK_ROWS (wide catalogs).
 DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
 MIN_BLOCK_ROWS = 32
-# Wide catalogs are scored WIDE_BLOCK_ROWS queries x CHUNK_COLUMNS items at a time (4 MB):
-# the product of a tall block with a cache-sized chunk runs near the machine's rate.
+# Catalogs of CHUNKED_MIN_COLUMNS items or more are scored WIDE_BLOCK_ROWS queries x
+# CHUNK_COLUMNS items at a time (4 MB) with a running top-k: a whole row of scores no longer
+# fits in cache there, and the product of a tall block with a cache-sized chunk runs near the
+# machine's rate (benchmarks/speed.py: 3.1x implicit's recommend at 1M items against 1.6x
+# for whole rows; whole rows win at 50k-100k items, 2.3-2.6x against 1.0-1.5x).
 WIDE_BLOCK_ROWS = 128
 CHUNK_COLUMNS = 8192
+CHUNKED_MIN_COLUMNS = 250_000
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -144,7 +148,7 @@ class ExactIndex(VectorIndex):
         check_query(queries, k, self.n_items, self.dim)
         if self.metric == "angular":
             queries = normalize_rows(queries)
-        wide = self.n_items >= PREFILTER_MIN_COLUMNS and k * 64 <= self.n_items
+        wide = self.n_items >= CHUNKED_MIN_COLUMNS and k * 64 <= self.n_items
         if wide:
             block = WIDE_BLOCK_ROWS
         else:
@@ -191,7 +195,8 @@ class ExactIndex(VectorIndex):
         buffer = np.empty((rows, min(CHUNK_COLUMNS, self.n_items)), dtype=np.float32)
         for first in range(0, self.n_items, CHUNK_COLUMNS):
             last = min(first + CHUNK_COLUMNS, self.n_items)
-            chunk = buffer[:, : last - first]
+            # a contiguous (rows, width) view: BLAS writes only into contiguous outputs
+            chunk = buffer.reshape(-1)[: rows * (last - first)].reshape(rows, last - first)
             np.matmul(queries, self.vectors[first:last].T, out=chunk)
             if exclude is not None:
                 lo, hi = np.searchsorted(excluded_columns, [first, last])

@@ -1,25 +1,34 @@
 """End-to-end time of `recsys run`, split into the work (fit, index build, scoring) and
-the pipeline's overhead (everything else: Prefect, reading and validating the table,
-evaluation, report, publishing), locally and on a local Dask cluster, in one run.
+the pipeline's overhead (everything else: starting Python and Prefect, reading and
+validating the table, evaluation, report, publishing), locally and on a local Dask
+cluster, in one run.
 
 Generates a synthetic interactions table (``--users`` x ``--items``, taste clusters,
-Zipf popularity), then times ``recsys run`` as a separate process (its wall time, as a
-scheduler sees it) with one ALS model, and reads the per-stage timings of its manifest.
+Zipf popularity) or reads ``--table``, then times ``recsys run`` as a separate process
+(its wall time, as a scheduler sees it) with one ALS model, and reads the per-stage
+timings of its manifest. With ``--server`` the runs are also timed against a running
+Prefect server (as scheduled deployments run) instead of the temporary API that each
+`recsys run` otherwise starts and stops itself.
 
-    python -m benchmarks.pipeline --users 200000 --items 50000 --dask
+    python -m benchmarks.pipeline --users 200000 --items 50000 --dask --server
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from recsys import storage
@@ -28,26 +37,58 @@ from recsys.data import generate_interactions
 WORK = ("fit", "index", "recommend", "similar_items")
 
 
-def run(root: Path, name: str, config: dict, table: Path) -> dict:
-    (root / f"{name}.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PREFECT_HOME": str(root / f"prefect-{name}")}
+@contextlib.contextmanager
+def prefect_server(root: Path) -> Iterator[str]:
+    """A Prefect server on a free loopback port for the duration; yields its API URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(root / "prefect-server"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    command = [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2):
+                break
+            time.sleep(0.5)
+        else:
+            sys.exit("the Prefect server did not start within 120 s")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def run(root: Path, name: str, config: dict, table: Path, api_url: str | None = None) -> dict:
+    slug = name.replace(", Prefect server", "-server")
+    (root / f"{slug}.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PREFECT_HOME": str(root / f"prefect-{slug}")}
     env.pop("PREFECT_API_URL", None)
-    command = [str(Path(sys.executable).with_name("recsys")), "run", "--config", str(root / f"{name}.yaml")]
-    command += ["--interactions", str(table), "--output", str(root / name), "--run-id", "bench"]
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    command = [str(Path(sys.executable).with_name("recsys")), "run", "--config", str(root / f"{slug}.yaml")]
+    command += ["--interactions", str(table), "--output", str(root / slug), "--run-id", "bench"]
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"{name} run failed:\n{done.stderr[-3000:]}")
-    manifest = storage.read_json(root / name / "runs" / "bench" / "manifest.json")
-    timings = manifest["models"]["als"]["timings"]
-    index = {metric: entry["backend"] for metric, entry in manifest["models"]["als"]["indices"].items()}
+    manifest = storage.read_json(root / slug / "runs" / "bench" / "manifest.json")
+    model = manifest["models"]["als"]
     return {
         "name": name,
         "wall": wall,
-        "timings": timings,
-        "index": index,
+        "timings": model["timings"],
         "prepare": manifest["timings"]["prepare"],
+        "index": {metric: entry["backend"] for metric, entry in model["indices"].items()},
     }
 
 
@@ -61,6 +102,8 @@ def main() -> None:
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--top-n", type=int, default=20)
     parser.add_argument("--dask", action="store_true", help="also run on a local Dask cluster of 2 workers")
+    parser.add_argument("--server", action="store_true", help="also run against a running Prefect server")
+    parser.add_argument("--table", help="an interactions table to use instead of generating one")
     args = parser.parse_args()
     config = {
         "models": [
@@ -70,39 +113,50 @@ def main() -> None:
         "similar_items": {"top_n": args.top_n},
         "evaluate": {"k": [10, args.top_n]},
     }
+    dask = {**config, "task_runner": {"type": "dask", "n_workers": 2}}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        frame = generate_interactions(
-            args.users, args.items, n_clusters=50, mean_items_per_user=args.per_user
-        )
-        table = root / "interactions.parquet"
-        frame.to_parquet(table)
+        if args.table:
+            table = Path(args.table)
+            rows = len(pd.read_parquet(table, columns=["user_id"]))
+        else:
+            frame = generate_interactions(
+                args.users, args.items, n_clusters=50, mean_items_per_user=args.per_user
+            )
+            table = root / "interactions.parquet"
+            frame.to_parquet(table)
+            rows = len(frame)
         print(
-            f"{args.users} users x {args.items} items, {len(frame)} interactions "
-            f"(generated in {time.perf_counter() - started:.0f} s); "
+            f"{rows} interactions (ready in {time.perf_counter() - started:.0f} s); "
             f"ALS {args.factors} factors, top-{args.top_n}"
         )
         results = [run(root, "local", config, table)]
         if args.dask:
-            dask = {**config, "task_runner": {"type": "dask", "n_workers": 2}}
             results.append(run(root, "dask", dask, table))
+        if args.server:
+            with prefect_server(root) as url:
+                results.append(run(root, "local, Prefect server", config, table, url))
+                if args.dask:
+                    results.append(run(root, "dask, Prefect server", dask, table, url))
     print(
-        "\n| runner | wall s | fit | index | recommend | similar_items | evaluate | overhead s | overhead |"
+        "\n| runner | wall s | prepare | fit | index | recommend | similar_items | evaluate "
+        "| overhead s | overhead |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         t = result["timings"]
-        work = sum(t.get(stage, 0.0) for stage in WORK)
-        overhead = result["wall"] - work
+        overhead = result["wall"] - sum(t.get(stage, 0.0) for stage in WORK)
         print(
-            f"| {result['name']} | {result['wall']:.1f} | {t['fit']:.1f} | {t['index']:.1f} | "
-            f"{t['recommend']:.1f} | {t['similar_items']:.1f} | {t['evaluate']:.1f} | "
+            f"| {result['name']} | {result['wall']:.1f} | {result['prepare']:.1f} | {t['fit']:.1f} | "
+            f"{t['index']:.1f} | {t['recommend']:.1f} | {t['similar_items']:.1f} | {t['evaluate']:.1f} | "
             f"{overhead:.1f} | {overhead / result['wall']:.0%} |"
         )
     print(f"\nindices served by: {json.dumps(results[0]['index'])}")
-    if len(results) == 2:
-        print(f"dask / local wall time: {results[1]['wall'] / results[0]['wall']:.2f}x")
+    walls = {result["name"]: result["wall"] for result in results}
+    for local, scaled in [("local", "dask"), ("local, Prefect server", "dask, Prefect server")]:
+        if local in walls and scaled in walls:
+            print(f"{scaled} / {local} wall time: {walls[scaled] / walls[local]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,11 @@ def ranked_on_workers(
     if rows == 0:
         log.info("%s: no user vectors, no recommendations", model)
         return {"timings": {"recommend": 0.0}}
-    bounds = stages.shard_bounds(rows, config.task_runner.shard_rows)
+    # at least two shards per worker, so that every worker has work (50k items in one
+    # shard of 50k would keep one worker busy and the other idle)
+    workers = config.task_runner.n_workers
+    shard_rows = min(config.task_runner.shard_rows, max(100, -(-rows // (2 * workers))))
+    bounds = stages.shard_bounds(rows, shard_rows)
     in_flight = max(2, 2 * config.task_runner.n_workers)
     label = "recommend" if kind == "recommendations" else "similar items"
 

@@ -200,11 +200,12 @@ class TaskRunnerConfig(_Strict):
     cluster of ``n_workers`` processes for the run. Workers read the run folder by path,
     so an existing cluster needs the output root on storage they all see."""
     n_workers: int = Field(default=2, ge=1, le=1024)
-    """Worker processes of the local cluster (ignored with ``address``)."""
+    """Worker processes of the local cluster; with ``address``, the workers to plan for.
+    Shards are cut so that each worker gets at least two."""
     threads_per_worker: int = Field(default=1, ge=1, le=256)
     """Query threads each worker uses (BLAS stays at one thread)."""
     shard_rows: int = Field(default=50_000, ge=100)
-    """Users (or items) per shard: the unit of work sent to a worker."""
+    """Most users (or items) per shard, the unit of work sent to a worker."""
 
     @model_validator(mode="after")
     def _address_for_dask(self) -> TaskRunnerConfig:

@@ -107,7 +107,7 @@ def dask_runner(config: PipelineConfig) -> Iterator[Any]:
         )
         where = f"a local cluster of {settings.n_workers} worker processes"
     logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines are per connection
-    log.info("scoring on Dask: %s (shards of %d rows)", where, settings.shard_rows)
+    log.info("scoring on Dask: %s (shards of at most %d rows)", where, settings.shard_rows)
     with temporary_settings(updates={PREFECT_API_URL: api_url}), runner:
         yield runner
 
@@ -127,6 +127,7 @@ def ranked_on_workers(
     workers = config.task_runner.n_workers
     shard_rows = min(config.task_runner.shard_rows, max(100, -(-rows // (2 * workers))))
     bounds = stages.shard_bounds(rows, shard_rows)
+    log.info("%s: %d shards of up to %d rows on the Dask workers", model, len(bounds), shard_rows)
     in_flight = max(2, 2 * config.task_runner.n_workers)
     label = "recommend" if kind == "recommendations" else "similar items"
 

@@ -252,7 +252,10 @@ def _answer(args: argparse.Namespace, kind: str, run: storage.RunPaths, manifest
         queries, exclude, query_ids, note = _fold_in_queries(args, entry, interactions, item_factors)
     elif kind == "recommend":
         metric, label = config["recommend"]["metric"], "user"
-        position = int(interactions.users.to_internal([interactions.users.parse(args.user)])[0])
+        parsed = interactions.users.parse(args.user)
+        if args.fallback == "popular" and interactions.users.to_internal([parsed], strict=False)[0] < 0:
+            return _popular(args, name, run, interactions, config)
+        position = int(interactions.users.to_internal([parsed])[0])
         user_factors = storage.read_array(run.dir / entry["factors"]["user"], mmap=True)
         queries = np.asarray(user_factors[position : position + 1], dtype=np.float32)
         exclude = interactions.user_items[position : position + 1]
@@ -307,6 +310,39 @@ def _answer(args: argparse.Namespace, kind: str, run: storage.RunPaths, manifest
         extra += f", {note}" if note else ""
         print(f"{title} {query_id} (model {name}, {metric} index, run {run.run_id}{extra})")
         print(_table(results, ["rank", "item_id", "score"]))
+    return 0
+
+
+def _popular(
+    args: argparse.Namespace, model: str, run: storage.RunPaths, interactions: Any, config: dict[str, Any]
+) -> int:
+    """The fallback for a user the run does not know (no interactions, so no vector): the
+    items with the most users in the run's interactions, the count as the score."""
+    n = args.n if args.n is not None else config["recommend"]["top_n"]
+    if not 1 <= n <= interactions.n_items:
+        raise QueryError(f"-n must be between 1 and the {interactions.n_items} items, found {n}")
+    users_per_item = np.diff(interactions.user_items.tocsc().indptr)
+    top = np.argsort(-users_per_item, kind="stable")[:n]
+    external = interactions.items.to_external(top).tolist()
+    results = [
+        {"rank": rank + 1, "item_id": item, "score": float(users_per_item[index])}
+        for rank, (item, index) in enumerate(zip(external, top, strict=True))
+    ]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "user": args.user,
+                    "model": model,
+                    "run_id": run.run_id,
+                    "fallback": "popular",
+                    "results": results,
+                }
+            )
+        )
+        return 0
+    print(f"user {args.user} is not in run {run.run_id}: the {n} most popular items (fallback popular)")
+    print(_table(results, ["rank", "item_id", "score"]))
     return 0
 
 
@@ -506,6 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "--user-items",
                 help="table of user_id, item_id[, weight] of new or changed users: folded in "
                 "against the run's item factors (ALS models), no retraining",
+            )
+            command.add_argument(
+                "--fallback",
+                choices=("none", "popular"),
+                default="none",
+                help="for a --user the run does not know: none (an error, the default) or popular "
+                "(the items most users of the run interacted with)",
             )
         else:
             what = command.add_mutually_exclusive_group(required=True)

@@ -255,3 +255,28 @@ def test_recommend_for_new_users_folds_them_in(published, workspace, tmp_path, c
     (tmp_path / "unknown.csv").write_text("user_id,item_id\n1,999999\n")
     assert main(["recommend", "--user-items", str(tmp_path / "unknown.csv"), "--output", str(published)]) == 2
     assert "none of its 1 items is in the run" in capsys.readouterr().err
+
+
+def test_unknown_user_gets_the_most_popular_items_with_fallback_popular(published, workspace, capsys):
+    """A user with no interactions in the run has no vector: by default an error (above);
+    with --fallback popular, the items most users interacted with, counts as scores."""
+    _, frame = workspace
+    assert (
+        main(
+            ["recommend", "--user", "999999", "--fallback", "popular", "-n", "4", "--json"]
+            + ["--output", str(published)]
+        )
+        == 0
+    )
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["fallback"] == "popular" and answer["user"] == "999999"
+    users_per_item = frame.groupby("item_id")["user_id"].nunique().sort_values(ascending=False, kind="stable")
+    scores = [result["score"] for result in answer["results"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] == users_per_item.iloc[0]
+    expected = users_per_item[users_per_item >= scores[-1]].index
+    assert {result["item_id"] for result in answer["results"]} <= set(expected)
+    assert [users_per_item[result["item_id"]] for result in answer["results"]] == scores
+    # a known user is still answered from the model, not from the fallback
+    known = int(frame["user_id"].iloc[0])
+    assert main(["recommend", "--user", str(known), "--fallback", "popular", "--output", str(published)]) == 0
+    assert "recommendations for user" in capsys.readouterr().out

@@ -542,7 +542,12 @@ def score_shard(
     """The lists of query rows start..stop as one block (ids int32, scores float32): the
     unit of work of a Dask worker, which reads the run folder and opens the index file
     itself, by path. BLAS is pinned to one thread here, whatever the worker's environment."""
-    key = (str(run.dir), model, kind, json.dumps(indices, sort_keys=True), str(threads))
+    # keyed on the files too: a long-lived worker may see the same run id written again
+    inputs = [run.model_dir(model) / "item_factors.npy"]
+    if kind == "recommendations":
+        inputs += [run.model_dir(model) / "user_factors.npy", run.data_dir / "user_items.npz"]
+    stamps = [f"{path.stat().st_mtime_ns}:{path.stat().st_size}" for path in inputs]
+    key = (str(run.dir), model, kind, json.dumps(indices, sort_keys=True), str(threads), *stamps)
     if key not in _WORKER_JOBS:
         _WORKER_JOBS.clear()
         job = ranked_job(run, config, model, indices, kind)
@@ -553,11 +558,6 @@ def score_shard(
     ids = np.concatenate([block[1] for block in blocks]).astype(np.int32)
     scores = np.concatenate([block[2] for block in blocks])
     return start, ids, scores
-
-
-def release_worker_jobs() -> None:
-    """Forget the cached job inputs and index of this process."""
-    _WORKER_JOBS.clear()
 
 
 def ranked_rows(run: RunPaths, model: str, kind: str) -> int:

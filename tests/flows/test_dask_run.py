@@ -135,3 +135,36 @@ def test_task_runner_config_is_checked(tmp_path):
         (tmp_path / "c.yaml").write_text(yaml.safe_dump({**CONFIG, "task_runner": task_runner}))
         with pytest.raises(ConfigError, match=message):
             load_config(tmp_path / "c.yaml")
+
+
+def test_precomputed_vectors_only_run_on_dask(prefect_harness, tmp_path):
+    """A run without interactions (item vectors only) scores its similar items on the
+    workers too."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flows.pipeline import pipeline_flow
+
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(900, 16)).astype(np.float32)
+    ids = [f"doc-{i}" for i in range(900)]
+    pq.write_table(
+        pa.table({"id": ids, "vector": pa.array(list(vectors), pa.list_(pa.float32(), 16))}),
+        tmp_path / "v.parquet",
+    )
+    config = {
+        "models": [{"name": "docs", "type": "precomputed", "params": {"items": str(tmp_path / "v.parquet")}}],
+        "index": {"backend": "exact"},
+        "similar_items": {"top_n": 5},
+        "task_runner": {"type": "dask", "n_workers": 2, "shard_rows": 200},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    manifest = pipeline_flow(config_path=str(tmp_path / "c.yaml"), output=str(tmp_path / "out"), run_id="r1")
+    sims = pd.read_parquet(
+        tmp_path / "out" / "runs" / "r1" / manifest["models"]["docs"]["outputs"]["similar_items"]
+    )
+    assert len(sims) == 900 * 5 and not (sims["item_id"] == sims["similar_item_id"]).any()
+    normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    best = np.argsort(-(normed @ normed.T), axis=1)[:, 1]  # column 0 is the item itself
+    first = sims[sims["rank"] == 1].set_index("item_id")["similar_item_id"]
+    assert (first.loc[ids].to_numpy() == np.array(ids, dtype=object)[best]).all()

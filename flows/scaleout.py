@@ -133,33 +133,22 @@ def ranked_on_workers(
 
     def blocks() -> Iterator[tuple[int, Any, Any]]:
         pending: deque[Any] = deque()
-        queued = iter(bounds)
         done = 0
-        for start, stop in queued:
-            pending.append(
-                runner.submit(
-                    score_shard,
-                    parameters={
-                        "run": run,
-                        "config": config,
-                        "model": model,
-                        "indices": indices,
-                        "kind": kind,
-                        "start": start,
-                        "stop": stop,
-                    },
-                )
-            )
-            if len(pending) < in_flight:
-                continue
+
+        def oldest() -> tuple[int, Any, Any]:
+            nonlocal done
             block = pending.popleft().result()
             done += 1
             log.info("%s: %s: shard %d/%d", model, label, done, len(bounds))
-            yield block
+            return block
+
+        for start, stop in bounds:
+            parameters = {"run": run, "config": config, "model": model, "indices": indices}
+            parameters.update(kind=kind, start=start, stop=stop)
+            pending.append(runner.submit(score_shard, parameters=parameters))
+            if len(pending) >= in_flight:
+                yield oldest()
         while pending:
-            block = pending.popleft().result()
-            done += 1
-            log.info("%s: %s: shard %d/%d", model, label, done, len(bounds))
-            yield block
+            yield oldest()
 
     return stages.write_ranked(run, model, kind, blocks())

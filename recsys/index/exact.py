@@ -75,6 +75,14 @@ def _top_k_select(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
 
 
+def _ragged_places(row: np.ndarray, rows: int, first_place: int = 0) -> tuple[np.ndarray, int]:
+    """Column of each entry when entries (sorted by row) are packed left into a padded
+    (rows, width) matrix from column first_place on; returns the places and the width."""
+    counts = np.bincount(row, minlength=rows)
+    place = first_place + np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return place, first_place + int(counts.max())
+
+
 def _top_k_prefiltered(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of wide rows: the k-th largest chunk maximum is a lower bound of the k-th
     largest score (k chunks reach it), so only scores at or above it are candidates."""
@@ -87,9 +95,8 @@ def _top_k_prefiltered(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     chunks = maxes.shape[1]
     threshold = np.partition(maxes, chunks - k, axis=1)[:, chunks - k]
     row, column = np.divmod(np.flatnonzero(scores >= threshold[:, None]), n)
-    counts = np.bincount(row, minlength=rows)
-    place = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
-    candidates = np.zeros((rows, int(counts.max())), dtype=np.int64)
+    place, width = _ragged_places(row, rows)
+    candidates = np.zeros((rows, width), dtype=np.int64)
     candidate_scores = np.full(candidates.shape, -np.inf, dtype=np.float32)
     candidates[row, place] = column
     candidate_scores[row, place] = scores[row, column]
@@ -204,9 +211,8 @@ class ExactIndex(VectorIndex):
             row, column = np.divmod(np.flatnonzero(chunk > threshold[:, None]), last - first)
             if len(row) == 0:
                 continue
-            counts = np.bincount(row, minlength=rows)
-            place = k + np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
-            merged = np.full((rows, k + int(counts.max())), -np.inf, dtype=np.float32)
+            place, width = _ragged_places(row, rows, first_place=k)
+            merged = np.full((rows, width), -np.inf, dtype=np.float32)
             merged_ids = np.full(merged.shape, -1, dtype=np.int64)
             merged[:, :k], merged_ids[:, :k] = best, best_ids
             merged[row, place] = chunk[row, column]

@@ -34,12 +34,14 @@ def _top_up(
     scores: np.ndarray,
     queries: np.ndarray,
     exclude: sp.csr_matrix | None,
-    exact: ExactIndex,
+    exact_index: Callable[[], ExactIndex],
 ) -> None:
-    """Fill the -1 places of rows in place with the best items not yet in the row."""
+    """Fill the -1 places of rows in place with the best items not yet in the row
+    (exact_index is called only when some row is short)."""
     short = np.flatnonzero((ids < 0).any(axis=1))
     if len(short) == 0:
         return
+    exact = exact_index()
     k = ids.shape[1]
     n_items = exact.n_items
     taken_rows, taken_cols = [], []
@@ -84,7 +86,15 @@ def search_batches(
     """
     if not 1 <= n <= index.n_items:
         raise QueryError(f"n must be between 1 and the {index.n_items} items, found {n}")
-    exact = index if isinstance(index, ExactIndex) else ExactIndex(exact_vectors, index.metric)
+    # the exact index for top-ups (a normalised copy of every vector for angular) is built
+    # only if some row comes back short, once per call
+    built: list[ExactIndex] = [index] if isinstance(index, ExactIndex) else []
+
+    def exact() -> ExactIndex:
+        if not built:
+            built.append(ExactIndex(exact_vectors, index.metric))
+        return built[0]
+
     total = len(queries)
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)

@@ -29,7 +29,7 @@ def main() -> None:
     apply_defaults()
     from flows.pipeline import pipeline_flow
     from recsys import storage
-    from recsys.data.importers import read_source, to_implicit
+    from recsys.storage.importers import read_source, to_implicit
 
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "movielens.parquet"

@@ -5,9 +5,7 @@ objects (Annoy indices do not pickle)."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
@@ -15,13 +13,11 @@ from prefect.cache_policies import NO_CACHE
 
 import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
 from flows.scaleout import dask_runner, ranked_on_workers
-from recsys import pipeline as stages
-from recsys import storage
-from recsys.config import ModelConfig, PipelineConfig, load_config
-from recsys.errors import ConfigError
+from recsys import stages, storage
+from recsys.config import DEFAULT_CONFIG, ModelConfig, PipelineConfig, resolve_inputs
 from recsys.storage import RunPaths
 
-DEFAULT_CONFIG = "configs/default.yaml"
+__all__ = ["DEFAULT_CONFIG", "pipeline_flow", "resolve_inputs"]
 
 
 @task(name="prepare-data", cache_policy=NO_CACHE)
@@ -62,8 +58,8 @@ def write_report(run: RunPaths, manifest: dict[str, Any]) -> str:
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish(run: RunPaths, manifest: dict[str, Any]) -> str:
-    return str(storage.publish_run(run, manifest).dir)
+def publish(transaction: storage.PublishTransaction, manifest: dict[str, Any]) -> str:
+    return str(transaction.publish(manifest).dir)
 
 
 def model_flow(
@@ -85,18 +81,6 @@ def model_flow(
     )
 
 
-def resolve_inputs(
-    config_path: str | None, interactions: str | None, output: str | None
-) -> tuple[PipelineConfig, str | None, str]:
-    """The config, the interactions table (None for runs of precomputed vectors only) and
-    the output root."""
-    config = load_config(config_path or DEFAULT_CONFIG)
-    input_path = interactions or config.input.path
-    if not input_path and not config.only_precomputed:
-        raise ConfigError("no interactions table: set input.path in the config or pass --interactions")
-    return config, input_path, output or config.output.root
-
-
 @flow(name="recsys-pipeline", log_prints=True)
 def pipeline_flow(
     config_path: str | None = None,
@@ -116,27 +100,21 @@ def pipeline_flow(
     selected = config.select_models(models) if models else list(config.models)
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
-    with storage.root_lock(root):
-        storage.clean_stale_staging(root)
-        run = storage.start_run(root, run_id)
-        try:
-            prepared = prepare_data(run, config, input_path, holdout)
-            with dask_runner(config) as runner:
-                results = {model.name: model_flow(run, config, model, runner) for model in selected}
-            results.update(stages.carry_over_models(run, config, prepared, set(results)))
-            timings = {
-                "prepare": prepared["seconds"],
-                "total_before_publish": round(time.perf_counter() - started, 3),
-            }
-            manifest = stages.build_manifest(run, config, prepared, results, created_at, timings)
-            manifest["report"] = write_report(run, manifest)
-            run_dir = publish(run, manifest)
-            if config.retention.keep_runs:
-                removed = storage.apply_retention(root, config.retention.keep_runs)
-                if removed:
-                    print(f"retention: removed {len(removed)} old run(s): {', '.join(removed)}")
-        except BaseException:
-            shutil.rmtree(run.dir, ignore_errors=True)
-            raise
+    with storage.PublishTransaction(root, run_id, config.retention.keep_runs) as transaction:
+        run = transaction.run
+        prepared = prepare_data(run, config, input_path, holdout)
+        with dask_runner(config) as runner:
+            results = {model.name: model_flow(run, config, model, runner) for model in selected}
+        results.update(stages.carry_over_models(run, config, prepared, set(results)))
+        timings = {
+            "prepare": prepared["seconds"],
+            "total_before_publish": round(time.perf_counter() - started, 3),
+        }
+        manifest = stages.assemble_manifest(run, config, prepared, results, created_at, timings)
+        report = write_report(run, manifest.model_dump(mode="json", exclude_none=True))
+        sealed = stages.seal_manifest(run, manifest, report)
+        run_dir = publish(transaction, sealed.model_dump(mode="json", exclude_none=True))
+    if transaction.removed:
+        print(f"retention: removed {len(transaction.removed)} old run(s): {', '.join(transaction.removed)}")
     print(f"published run {run.run_id} to {run_dir}")
-    return storage.read_json(Path(run_dir) / "manifest.json")
+    return sealed.model_dump(mode="json", exclude_none=True)

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from recsys import pipeline as stages
+from recsys import stages
 from recsys.config import PipelineConfig
 from recsys.errors import ConfigError
 from recsys.storage import RunPaths

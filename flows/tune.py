@@ -12,9 +12,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
-from flows.pipeline import resolve_inputs
 from recsys import storage, tuning
-from recsys.config import ModelConfig
+from recsys.config import ModelConfig, resolve_inputs
 
 
 @task(name="tune-trial", cache_policy=NO_CACHE, task_run_name="trial-{number}")

@@ -21,6 +21,7 @@ import numpy as np
 
 from recsys import __version__, storage
 from recsys.errors import ConfigError, QueryError, RecsysError
+from recsys.manifest import ModelEntry, RunManifest
 
 DEFAULT_OUTPUT = "data/outputs"
 
@@ -40,18 +41,18 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _served_by(model: dict[str, Any], metric: str) -> str:
-    """How an index is served: ``exact`` or ``annoy:<search_k>``."""
-    entry = model.get("indices", {}).get(metric)
+def _served_by(model: ModelEntry, metric: str) -> str:
+    """How an index is served: ``exact`` or ``<backend>:<setting>``."""
+    entry = model.indices.get(metric)  # type: ignore[call-overload]
     if entry is None:
         return "-"
-    setting = entry.get("search_k", entry.get("candidates"))
-    return entry["backend"] + (f":{setting}" if entry["backend"] != "exact" else "")
+    setting = getattr(entry, "search_k", None) or getattr(entry, "candidates", None)
+    return entry.backend + (f":{setting}" if setting is not None else "")
 
 
-def _ranking_columns(evaluation: dict[str, Any]) -> dict[str, str]:
+def _ranking_columns(model: ModelEntry) -> dict[str, str]:
     """recall@k and ndcg@k (largest k) of the published lists, and of exact top-N."""
-    ranking, exact = evaluation.get("ranking"), evaluation.get("ranking_exact", {})
+    ranking, exact = model.evaluation.ranking, model.evaluation.ranking_exact or {}
     if not ranking:
         return {}
     k = max(int(key.split("@")[1]) for key in ranking if key.startswith("recall@"))
@@ -62,50 +63,43 @@ def _ranking_columns(evaluation: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def run_summary(run_dir: str, manifest: dict[str, Any]) -> str:
+def run_summary(run_dir: str, manifest: RunManifest) -> str:
     """The table `recsys run` prints: one line per model with counts, timings and recall."""
-    inp = manifest["input"]
-    config = manifest["config"]
-    k_values = (
-        config["evaluate"]["k"] if isinstance(config["evaluate"]["k"], list) else [config["evaluate"]["k"]]
-    )
-    k_rec = min(max(k_values), config["recommend"]["top_n"])
-    k_sim = min(max(k_values), config["similar_items"]["top_n"])
+    inp = manifest.input
+    config = manifest.config
+    rec_metric, sim_metric = config["recommend"]["metric"], config["similar_items"]["metric"]
     rows = []
-    for name, model in manifest["models"].items():
-        ann = model.get("evaluation", {}).get("ann", {})
-        rec, sim = ann.get("recommendations", {}), ann.get("similar_items", {})
-        timings = model.get("timings", {})
+    for name, model in manifest.models.items():
+        rec, sim = model.evaluation.ann.recommendations, model.evaluation.ann.similar_items
+        timings = model.timings
         rows.append(
             {
                 "model": name,
-                "type": model["type"],
-                "dim": model["dim"],
+                "type": model.type,
+                "dim": model.dim,
                 "fit_s": _fmt(timings.get("fit", 0.0), 2),
                 "index_s": _fmt(timings.get("index", 0.0), 2),
                 "recommend_s": _fmt(timings.get("recommend", 0.0), 2),
                 "similar_s": _fmt(timings.get("similar_items", 0.0), 2),
-                "rec_index": _served_by(model, manifest["config"]["recommend"]["metric"]),
-                f"rec_recall@{k_rec}": _fmt(rec["recall_at_k"]) if rec else "-",
-                "rec_qps": _fmt(rec["queries_per_second"], 0) if rec else "-",
-                "sim_index": _served_by(model, manifest["config"]["similar_items"]["metric"]),
-                f"sim_recall@{k_sim}": _fmt(sim.get("recall_at_k", float("nan"))),
-                "sim_qps": _fmt(sim.get("queries_per_second", 0.0), 0),
-                **_ranking_columns(model.get("evaluation", {})),
-                "note": f"carried over from {model['carried_over_from']}"
-                if "carried_over_from" in model
-                else "",
+                "rec_index": _served_by(model, rec_metric),
+                f"rec_recall@{rec.k if rec else sim.k}": _fmt(rec.recall_at_k) if rec else "-",
+                "rec_qps": _fmt(rec.queries_per_second, 0) if rec else "-",
+                "sim_index": _served_by(model, sim_metric),
+                f"sim_recall@{sim.k}": _fmt(sim.recall_at_k),
+                "sim_qps": _fmt(sim.queries_per_second, 0),
+                **_ranking_columns(model),
+                "note": f"carried over from {model.carried_over_from}" if model.carried_over_from else "",
             }
         )
     header = (
-        f"run {manifest['run_id']} published to {run_dir}\n"
-        f"input {inp['path']}: {inp['rows']} rows, {inp['users']} users, {inp['items']} items, "
-        f"{inp['interactions']} interactions\n"
+        f"run {manifest.run_id} published to {run_dir}\n"
+        f"input {inp.path}: {inp.rows} rows, {inp.users} users, {inp.items} items, "
+        f"{inp.interactions} interactions\n"
     )
     if rows and not any(row["note"] for row in rows):
         for row in rows:
             del row["note"]
-    report = f"\nreport: {Path(run_dir) / manifest['report']}" if manifest.get("report") else ""
+    report = f"\nreport: {Path(run_dir) / manifest.report}" if manifest.report else ""
     return header + _table(rows, list(rows[0].keys()) if rows else ["model"]) + report
 
 
@@ -190,186 +184,146 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if watchdog is not None:
         watchdog.cancel()
-    run_dir = storage.RunPaths(Path(root), manifest["run_id"], staging=False).dir
-    print(run_summary(str(run_dir), manifest))
+    run_dir = storage.RunLayout(Path(root), manifest["run_id"], staging=False).dir
+    print(run_summary(str(run_dir), RunManifest.model_validate(manifest)))
     return 0
 
 
-def _model_entry(manifest: dict[str, Any], model: str | None) -> tuple[str, dict[str, Any]]:
-    models = manifest["models"]
-    name = model or next(iter(models))
-    if name not in models:
-        raise QueryError(f"model {name!r} is not in run {manifest['run_id']} (has: {', '.join(models)})")
-    return name, models[name]
-
-
 def _lookup(args: argparse.Namespace, kind: str) -> int:
+    from recsys.lookup import open_run
 
-    run, manifest = storage.open_run(args.output, args.run_id)
-    with storage.reading(run):  # retention leaves a run alone while it is read
-        return _answer(args, kind, run, manifest)
-
-
-def _fold_in_queries(
-    args: argparse.Namespace, entry: dict[str, Any], interactions: Any, item_factors: np.ndarray
-) -> tuple[np.ndarray, Any, list[Any], str]:
-    """Query vectors for the users of a --user-items table, folded in against the run's
-    item factors (their items excluded from the answers)."""
-    import scipy.sparse as sp
-
-    from recsys.data.interactions import clean_table
-    from recsys.models import fold_in_users
-
-    frame, _ = storage.read_interactions_table(args.user_items)
-    table = clean_table(frame, source=args.user_items)
-    items = interactions.items.to_internal(table.items, strict=False)
-    known = items >= 0
-    if not known.any():
-        raise QueryError(f"{args.user_items}: none of its {len(items)} items is in the run")
-    users, rows = np.unique(table.users[known].astype(object), return_inverse=True)
-    user_items = sp.csr_matrix(
-        (table.weights[known].astype(np.float32), (rows, items[known])),
-        shape=(len(users), interactions.n_items),
-    )
-    queries = fold_in_users(entry["type"], entry.get("params", {}), item_factors, user_items)
-    note = f"folded in from {args.user_items}"
-    if (~known).any():
-        note += f"; {int((~known).sum())} row(s) with items unknown to the run ignored"
-    return queries, user_items, users.tolist(), note
+    with open_run(args.output, args.run_id) as run:  # retention leaves a run alone while it is read
+        return _answer(args, kind, run)
 
 
-def _answer(args: argparse.Namespace, kind: str, run: storage.RunPaths, manifest: dict[str, Any]) -> int:
-    from recsys.pipeline import open_index
-    from recsys.recommend import exclude_items, search_all
-
-    name, entry = _model_entry(manifest, args.model)
-    interactions = storage.read_interactions(run.dir / Path(manifest["data"]["users"]).parent)
-    item_factors = storage.read_array(run.dir / entry["factors"]["item"])
-    config = manifest["config"]
+def _answer(args: argparse.Namespace, kind: str, run: Any) -> int:
+    """Print the answer of ``recsys recommend`` / ``recsys similar`` from the Python API."""
+    name, _ = run.model(args.model)
+    config = run.manifest.config
+    if args.n is not None and not 1 <= args.n <= run.interactions.n_items:
+        raise QueryError(f"-n must be between 1 and the {run.interactions.n_items} items, found {args.n}")
     note = ""
     if kind == "recommend" and args.user_items:
-        metric, label = config["recommend"]["metric"], "user"
-        queries, exclude, query_ids, note = _fold_in_queries(args, entry, interactions, item_factors)
+        frame, _ = storage.read_interactions_table(args.user_items)
+        try:
+            answer = run.fold_in(frame, n=args.n, model=name)
+        except QueryError as exc:
+            raise QueryError(f"{args.user_items}: {exc}") from None
+        metric, label, column = config["recommend"]["metric"], "user", "user_id"
+        query_ids = list(dict.fromkeys(answer["user_id"].tolist()))
+        note = f"folded in from {args.user_items}"
+        if answer.attrs.get("ignored_rows"):
+            note += f"; {answer.attrs['ignored_rows']} row(s) with items unknown to the run ignored"
     elif kind == "recommend":
-        metric, label = config["recommend"]["metric"], "user"
-        parsed = interactions.users.parse(args.user)
-        if args.fallback == "popular" and interactions.users.to_internal([parsed], strict=False)[0] < 0:
-            return _popular(args, name, run, interactions, config)
-        position = int(interactions.users.to_internal([parsed])[0])
-        user_factors = storage.read_array(run.dir / entry["factors"]["user"], mmap=True)
-        queries = np.asarray(user_factors[position : position + 1], dtype=np.float32)
-        exclude = interactions.user_items[position : position + 1]
+        user = run.interactions.users.parse(args.user)
+        known = run.interactions.users.to_internal([user], strict=False)[0] >= 0
+        if args.fallback == "popular" and not known:
+            return _popular(args, name, run)
+        answer = run.recommend([user], n=args.n, model=name)
+        metric, label, column = config["recommend"]["metric"], "user", "user_id"
         query_ids = [args.user]
+        answer["user_id"] = args.user
     elif args.vector:
-        import scipy.sparse as sp
+        from recsys.storage.vectors import read_query_vector
 
-        from recsys.data.vectors import read_query_vector
-
-        metric, label = config["similar_items"]["metric"], "vector"
-        queries = read_query_vector(args.vector)
-        if queries.shape[1] != item_factors.shape[1]:
+        vector = read_query_vector(args.vector)
+        factors = run.item_factors(name)
+        if vector.shape[1] != factors.shape[1]:
             raise QueryError(
-                f"{args.vector}: the vector has dimension {queries.shape[1]}, model {name} has "
-                f"{item_factors.shape[1]}"
+                f"{args.vector}: the vector has dimension {vector.shape[1]}, "
+                f"model {name} has {factors.shape[1]}"
             )
-        exclude = sp.csr_matrix((1, interactions.n_items), dtype=np.float32)
+        answer = run.similar(vector=vector, n=args.n, model=name)
+        metric, label, column = config["similar_items"]["metric"], "vector", "query"
         query_ids = [args.vector]
+        answer["query"] = args.vector
     else:
-        metric, label = config["similar_items"]["metric"], "item"
-        position = int(interactions.items.to_internal([interactions.items.parse(args.item)])[0])
-        queries = item_factors[position : position + 1]
-        exclude = exclude_items(np.array([position]), interactions.n_items)
+        item = run.interactions.items.parse(args.item)
+        answer = run.similar(items=[item], n=args.n, model=name)
+        metric, label, column = config["similar_items"]["metric"], "item", "item_id"
         query_ids = [args.item]
-    index_entry = entry["indices"][metric]
-    index = open_index(run.dir, index_entry, item_factors)
-    section = "recommend" if kind == "recommend" else "similar_items"
-    n = args.n if args.n is not None else config[section]["top_n"]
-    if not 1 <= n <= index.n_items:
-        raise QueryError(f"-n must be between 1 and the {index.n_items} items, found {n}")
-    ids, scores = search_all(index, queries, n, exclude, item_factors, int(index_entry.get("search_k", -1)))
-    answers = []
-    for row, query_id in enumerate(query_ids):
-        valid = ids[row] >= 0
-        external = interactions.items.to_external(ids[row][valid]).tolist()
+        answer["item_id"] = args.item
+    result_column = "item_id" if kind == "recommend" else "similar_item_id"
+    n = (
+        args.n
+        if args.n is not None
+        else config["recommend" if kind == "recommend" else "similar_items"]["top_n"]
+    )
+    for query_id in query_ids:
+        rows = answer[answer[column] == query_id]
         results = [
-            {"rank": rank + 1, "item_id": item, "score": round(float(score), 6)}
-            for rank, (item, score) in enumerate(zip(external, scores[row][valid], strict=True))
+            {"rank": int(rank), "item_id": _plain(item), "score": round(float(score), 6)}
+            for rank, item, score in zip(rows["rank"], rows[result_column], rows["score"], strict=True)
         ]
-        answers.append((query_id, results, interactions.n_items - exclude[row].nnz))
-    if args.json:
-        for query_id, results, _ in answers:
-            print(json.dumps({label: query_id, "model": name, "run_id": run.run_id, "results": results}))
-        return 0
-    for query_id, results, available in answers:
+        if args.json:
+            print(
+                json.dumps({label: _plain(query_id), "model": name, "run_id": run.run_id, "results": results})
+            )
+            continue
         title = {
             "user": "recommendations for user",
             "item": "items similar to",
             "vector": "items nearest to",
         }[label]
-        extra = f", only {available} candidates" if available < n else ""
+        extra = f", only {len(results)} candidates" if len(results) < n else ""
         extra += f", {note}" if note else ""
         print(f"{title} {query_id} (model {name}, {metric} index, run {run.run_id}{extra})")
         print(_table(results, ["rank", "item_id", "score"]))
     return 0
 
 
-def _popular(
-    args: argparse.Namespace, model: str, run: storage.RunPaths, interactions: Any, config: dict[str, Any]
-) -> int:
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the plain Python value JSON takes."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _popular(args: argparse.Namespace, model: str, run: Any) -> int:
     """The fallback for a user the run does not know (no interactions, so no vector): the
     items with the most users in the run's interactions, the count as the score."""
-    n = args.n if args.n is not None else config["recommend"]["top_n"]
-    if not 1 <= n <= interactions.n_items:
-        raise QueryError(f"-n must be between 1 and the {interactions.n_items} items, found {n}")
-    users_per_item = np.diff(interactions.user_items.tocsc().indptr)
-    top = np.argsort(-users_per_item, kind="stable")[:n]
-    external = interactions.items.to_external(top).tolist()
+    popular = run.popular(args.n)
     results = [
-        {"rank": rank + 1, "item_id": item, "score": float(users_per_item[index])}
-        for rank, (item, index) in enumerate(zip(external, top, strict=True))
+        {"rank": int(rank), "item_id": _plain(item), "score": float(score)}
+        for rank, item, score in zip(popular["rank"], popular["item_id"], popular["score"], strict=True)
     ]
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "user": args.user,
-                    "model": model,
-                    "run_id": run.run_id,
-                    "fallback": "popular",
-                    "results": results,
-                }
-            )
-        )
+        answer = {"user": args.user, "model": model, "run_id": run.run_id, "fallback": "popular"}
+        print(json.dumps({**answer, "results": results}))
         return 0
+    n = len(results)
     print(f"user {args.user} is not in run {run.run_id}: the {n} most popular items (fallback popular)")
     print(_table(results, ["rank", "item_id", "score"]))
     return 0
 
 
-def _headline_metrics(model: dict[str, Any]) -> dict[str, float]:
+def _headline_metrics(model: ModelEntry) -> dict[str, float]:
     """Flat numeric figures of one model's manifest entry, for comparing runs."""
     figures: dict[str, float] = {}
-    evaluation = model.get("evaluation", {})
-    for kind in ("ranking", "ranking_exact"):
-        for key, value in (evaluation.get(kind) or {}).items():
+    evaluation = model.evaluation
+    for kind, values in (("ranking", evaluation.ranking), ("ranking_exact", evaluation.ranking_exact)):
+        for key, value in (values or {}).items():
             if key != "users":
                 figures[f"{kind}.{key}"] = value
-    for name, ann in (evaluation.get("ann") or {}).items():
-        figures[f"ann.{name}.recall@{ann['k']}"] = ann["recall_at_k"]
-        figures[f"ann.{name}.queries_per_second"] = ann["queries_per_second"]
-    for stage, seconds in model.get("timings", {}).items():
+    for name, ann in (
+        ("recommendations", evaluation.ann.recommendations),
+        ("similar_items", evaluation.ann.similar_items),
+    ):
+        if ann is not None:
+            figures[f"ann.{name}.recall@{ann.k}"] = ann.recall_at_k
+            figures[f"ann.{name}.queries_per_second"] = ann.queries_per_second
+    for stage, seconds in model.timings.items():
         figures[f"seconds.{stage}"] = seconds
     return figures
 
 
 def compare_runs(root: str, run_a: str, run_b: str) -> str:
     """Metric deltas (b - a) per model between two complete runs."""
-    _, first = storage.open_run(root, run_a)
-    _, second = storage.open_run(root, run_b)
+    from recsys.lookup import open_run
+
+    first, second = open_run(root, run_a).manifest, open_run(root, run_b).manifest
     rows = []
-    for name in [m for m in first["models"] if m in second["models"]]:
-        before = _headline_metrics(first["models"][name])
-        after = _headline_metrics(second["models"][name])
+    for name in [m for m in first.models if m in second.models]:
+        before = _headline_metrics(first.models[name])
+        after = _headline_metrics(second.models[name])
         for key in [k for k in before if k in after]:
             delta = after[key] - before[key]
             relative = f"{100 * delta / before[key]:+.1f}%" if before[key] else ""
@@ -383,7 +337,7 @@ def compare_runs(root: str, run_a: str, run_b: str) -> str:
                     "relative": relative,
                 }
             )
-    only = sorted(set(first["models"]) ^ set(second["models"]))
+    only = sorted(set(first.models) ^ set(second.models))
     note = f"\nmodels in only one run: {', '.join(only)}" if only else ""
     if not rows:
         return f"runs {run_a} and {run_b} have no model in common{note}"
@@ -391,6 +345,9 @@ def compare_runs(root: str, run_a: str, run_b: str) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from recsys.errors import RunError
+    from recsys.manifest import read_manifest
+
     if args.compare:
         print(compare_runs(args.output, *args.compare))
         return 0
@@ -400,24 +357,30 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for entry in runs:
-        manifest = entry["manifest"] or {}
-        metrics = []
-        for name, model in manifest.get("models", {}).items():
-            rec = model.get("evaluation", {}).get("ann", {}).get("recommendations", {})
-            if rec:
-                metrics.append(f"{name} recall@{rec['k']}={rec['recall_at_k']:.3f}")
-        rows.append(
-            {
-                "run_id": entry["run_id"] + (" *" if entry["current"] else ""),
-                "status": entry["status"],
-                "created_at": manifest.get("created_at", ""),
-                "seconds": manifest.get("timings", {}).get("total_before_publish", ""),
-                "users": manifest.get("input", {}).get("users", ""),
-                "items": manifest.get("input", {}).get("items", ""),
-                "models": ", ".join(metrics),
-            }
-        )
-    print(_table(rows, list(rows[0])))
+        row = {"run_id": entry["run_id"] + (" *" if entry["current"] else ""), "status": entry["status"]}
+        manifest = None
+        if entry["status"] == "complete":
+            try:
+                manifest = read_manifest(storage.RunLayout(Path(args.output), entry["run_id"], staging=False))
+            except RunError as exc:
+                row["status"] = "unreadable"
+                row["models"] = str(exc)
+        if manifest is not None:
+            metrics = []
+            for name, model in manifest.models.items():
+                rec = model.evaluation.ann.recommendations
+                if rec is not None:
+                    metrics.append(f"{name} recall@{rec.k}={rec.recall_at_k:.3f}")
+            row.update(
+                created_at=manifest.created_at,
+                seconds=manifest.timings.get("total_before_publish", ""),
+                users=manifest.input.users,
+                items=manifest.input.items,
+                models=", ".join(metrics),
+            )
+        rows.append(row)
+    columns = ["run_id", "status", "created_at", "seconds", "users", "items", "models"]
+    print(_table(rows, columns))
     print("* = CURRENT")
     return 0
 
@@ -441,8 +404,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from recsys.data.importers import parse_mapping, read_source, to_implicit
     from recsys.data.interactions import clean_table
+    from recsys.storage.importers import parse_mapping, read_source, to_implicit
 
     mapping = parse_mapping(args.map) if args.map else None
     frame = read_source(args.format, args.input, mapping)
@@ -582,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--output", default=None, help="config to write (default configs/<model>-tuned.yaml)")
     tune.set_defaults(func=cmd_tune)
 
-    from recsys.data.importers import FORMATS, WEIGHTINGS
+    from recsys.storage.importers import FORMATS, WEIGHTINGS
 
     importer = add("import", "convert a public data set or any table into the input format")
     importer.add_argument("format", choices=FORMATS, help="source format")

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recsys.errors import ConfigError
+from recsys.models import get_model_type
+from recsys.models.base import ModelParams, params_problems
 
 Metric = Literal["dot", "angular"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -37,36 +39,58 @@ class OutputConfig(_Strict):
     names the newest complete run."""
 
 
-PRECOMPUTED_PARAMS = ("items", "item_ids", "users", "user_ids", "column")
-"""params of a ``precomputed`` model: ``items`` (parquet or .npy of item vectors),
-``item_ids`` (id table for .npy), ``users`` / ``user_ids`` (optional user vectors:
-then recommendations are made too), ``column`` (the list column, default ``vector``)."""
+class _ParamsProblems(ValueError):
+    """A model's params do not fit its type. ``problems`` keeps each one with its location
+    under the model (``params.factorz``), so that the error names the full dotted key."""
+
+    def __init__(self, problems: list[tuple[str, str, str]]) -> None:
+        self.problems = problems  # (location, kind: unknown | missing | invalid, message)
+        super().__init__("; ".join(f"{where}: {message}" for where, _, message in problems))
 
 
 class ModelConfig(_Strict):
     name: str
     """Unique name of the model in the run; used in paths and in every output row."""
-    type: Literal["als", "bpr", "lmf", "precomputed"]
-    """implicit algorithm: ``als`` (AlternatingLeastSquares), ``bpr``
-    (BayesianPersonalizedRanking) or ``lmf`` (LogisticMatrixFactorization); or
-    ``precomputed``: vectors made elsewhere, read from files (see params)."""
+    type: str
+    """Model type, one of the registry (``recsys.models.MODEL_TYPES``): ``als``
+    (implicit's AlternatingLeastSquares), ``bpr`` (BayesianPersonalizedRanking), ``lmf``
+    (LogisticMatrixFactorization), or ``precomputed``: vectors made elsewhere, read from
+    files (see params)."""
     params: dict[str, Any] = Field(default_factory=dict)
-    """Constructor arguments of the implicit model (factors, iterations, regularization,
-    alpha, learning_rate, ...). Unknown names are rejected when the model is built.
-    ``random_state`` defaults to the config's ``seed``."""
+    """Params of the type, checked against its typed params model when the config loads
+    (unknown names, wrong types and out-of-range values are refused): for the implicit
+    types the constructor arguments (factors, iterations, regularization, alpha,
+    learning_rate, ...); ``random_state`` defaults to the config's ``seed``. Kept as given,
+    so the config hash sees what the user wrote; ``typed_params`` is the checked object."""
+
+    @field_validator("type")
+    @classmethod
+    def _registered_type(cls, value: str) -> str:
+        try:
+            get_model_type(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
-    def _precomputed_params(self) -> ModelConfig:
-        if self.type == "precomputed":
-            unknown = sorted(set(self.params) - set(PRECOMPUTED_PARAMS))
-            if unknown:
-                raise ValueError(
-                    f"unknown parameter(s) {', '.join(unknown)} for precomputed "
-                    f"(expected some of: {', '.join(PRECOMPUTED_PARAMS)})"
-                )
-            if "items" not in self.params:
-                raise ValueError("a precomputed model needs params.items: the item vectors file")
+    def _params_fit_the_type(self) -> ModelConfig:
+        model_type = get_model_type(self.type)
+        try:
+            model_type.params.model_validate(self.params)
+        except ValidationError as exc:
+            expected = f"{self.type} params: {', '.join(sorted(model_type.params.model_fields))}"
+            raise _ParamsProblems(
+                [
+                    (f"params.{p.key}", p.kind, expected if p.kind == "unknown" else p.message)
+                    for p in params_problems(exc)
+                ]
+            ) from None
         return self
+
+    @property
+    def typed_params(self) -> ModelParams:
+        """``params`` as the type's typed params object (defaults filled in)."""
+        return get_model_type(self.type).params.model_validate(self.params)
 
     @field_validator("name")
     @classmethod
@@ -80,11 +104,12 @@ class ModelConfig(_Strict):
 
 
 class IndexConfig(_Strict):
-    backend: Literal["auto", "annoy", "exact"] = "auto"
+    backend: str = "auto"
     """``annoy`` (approximate, memory-mapped index files), ``exact`` (blocked matrix
-    product + top-k over the same interface) or ``auto``: per index, Annoy where it
-    reaches ``evaluate.target_recall`` faster than exact search, exact otherwise (the
-    manifest records the measurements and the reason)."""
+    product + top-k over the same interface), another backend of the registry, or
+    ``auto``: per index, the approximate strategy that reaches
+    ``evaluate.target_recall`` fastest, exact search where that is faster (the manifest
+    records the measurements and the reason)."""
     n_trees: int = Field(default=50, ge=1, le=10_000)
     """Annoy trees per index: more trees, larger file, better recall."""
     search_k: int | dict[Metric, int] | None = None
@@ -95,6 +120,15 @@ class IndexConfig(_Strict):
     for the same recall; the manifest reports the curve and the recall reached."""
     seed: int | None = None
     """Annoy's ``set_seed``; defaults to the config's ``seed``."""
+
+    @field_validator("backend")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from recsys.index.registry import backend_choices
+
+        if value not in backend_choices():
+            raise ValueError(f"unknown backend {value!r}: expected one of {', '.join(backend_choices())}")
+        return value
 
     def search_k_for(self, metric: Metric) -> int | None:
         """The configured search_k of one index, or None where it is to be tuned."""
@@ -283,14 +317,23 @@ class PipelineConfig(_Strict):
 def _format_validation_error(source: str, error: ValidationError) -> str:
     problems = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "<root>"
-        if item["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{where}'")
-        elif item["type"] == "missing":
-            problems.append(f"missing key '{where}'")
+        where = ".".join(str(p) for p in item["loc"])
+        nested = item.get("ctx", {}).get("error")
+        if isinstance(nested, _ParamsProblems):  # one entry per param, with its full key
+            for key, kind, message in nested.problems:
+                problems.append(_problem(f"{where}.{key}" if where else key, kind, message))
         else:
-            problems.append(f"{where}: {item['msg']}")
+            problems.append(_problem(where or "<root>", item["type"], item["msg"]))
     return f"{source}: invalid config: " + "; ".join(problems)
+
+
+def _problem(where: str, kind: str, message: str) -> str:
+    """One problem on one line: ``unknown key 'a.b'``, ``missing key 'a.b'``, ``a.b: message``."""
+    if kind in ("extra_forbidden", "unknown"):
+        return f"unknown key '{where}'" + (f" ({message})" if kind == "unknown" else "")
+    if kind == "missing":
+        return f"missing key '{where}'"
+    return f"{where}: {message.removeprefix('Value error, ')}"
 
 
 def parse_config(raw: Any, source: str = "<config>") -> PipelineConfig:
@@ -317,3 +360,18 @@ def load_config(path: str | Path) -> PipelineConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     return parse_config(raw, str(path))
+
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+def resolve_inputs(
+    config_path: str | None, interactions: str | None, output: str | None
+) -> tuple[PipelineConfig, str | None, str]:
+    """The config, the interactions table (None for runs of precomputed vectors only) and
+    the output root of a run, from the command line's choices and the config's."""
+    config = load_config(config_path or DEFAULT_CONFIG)
+    input_path = interactions or config.input.path
+    if not input_path and not config.only_precomputed:
+        raise ConfigError("no interactions table: set input.path in the config or pass --interactions")
+    return config, input_path, output or config.output.root

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.index.base import SearchIndex
 from recsys.index.exact import ExactIndex
-from recsys.recommend import SearchIndex, search_all
+from recsys.recommend import search_all
 
 
 def recall_at_k(
@@ -141,17 +142,6 @@ def ranking_metrics(
         metrics[f"popularity@{k}"] = float(popularity)
     metrics["users"] = int(len(users))
     return {key: round(value, 6) if isinstance(value, float) else value for key, value in metrics.items()}
-
-
-def default_search_ks(n_trees: int, k: int, n_items: int) -> list[int]:
-    """search_k values to sweep: n_trees x k x 1, 2, 4, ... up to n_trees x n_items (beyond
-    that Annoy inspects every item anyway)."""
-    values, value = [], n_trees * k
-    while True:
-        values.append(value)
-        if value >= n_trees * n_items:
-            return values
-        value *= 2
 
 
 def sweep_search_k(

@@ -9,24 +9,15 @@ remaining items: lists are never padded with seen items or sentinel scores.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.errors import QueryError
+from recsys.index.base import SearchIndex
 from recsys.index.exact import ExactIndex
 
 DEFAULT_BATCH = 2048
-
-
-class SearchIndex(Protocol):
-    metric: str
-    n_items: int
-
-    def search(
-        self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None = None, search_k: int = -1
-    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def _top_up(

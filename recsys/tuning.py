@@ -9,39 +9,41 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import ValidationError
 
 from recsys.config import ModelConfig, PipelineConfig
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
 from recsys.evaluate import ranking_metrics
 from recsys.index import ExactIndex
-from recsys.models import model_param_names, train
+from recsys.models import MODEL_TYPES, get_model_type, train
+from recsys.models.base import params_problems
 from recsys.recommend import search_all
 
-DEFAULT_SPACES: dict[str, dict[str, list[Any]]] = {
-    "als": {
-        "factors": [32, 64, 128],
-        "regularization": [0.01, 0.05, 0.1],
-        "alpha": [1.0, 5.0, 10.0, 20.0],
-        "iterations": [10, 15, 25],
-    },
-    "bpr": {
-        "factors": [32, 64, 128],
-        "learning_rate": [0.01, 0.05, 0.1],
-        "regularization": [0.001, 0.01],
-        "iterations": [50, 100, 200],
-    },
-    "lmf": {
-        "factors": [16, 32, 64],
-        "learning_rate": [0.5, 1.0],
-        "regularization": [0.3, 0.6, 1.0],
-        "iterations": [20, 30],
-    },
-}
+
+class _DefaultSpaces(Mapping[str, dict[str, list[Any]]]):
+    """Each registered model type's default tuning space, read from the registry on every
+    access (``get_model_type(t).space``); kept for callers of the old ``DEFAULT_SPACES``."""
+
+    def __getitem__(self, model_type: str) -> dict[str, list[Any]]:
+        if model_type not in MODEL_TYPES:
+            raise KeyError(model_type)
+        return MODEL_TYPES[model_type].space
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(MODEL_TYPES)
+
+    def __len__(self) -> int:
+        return len(MODEL_TYPES)
+
+
+DEFAULT_SPACES: Mapping[str, dict[str, list[Any]]] = _DefaultSpaces()
+"""Deprecated: use ``get_model_type(t).space``."""
 
 
 def trial_params(
@@ -50,8 +52,11 @@ def trial_params(
     """Parameter sets to try: the full grid (``grid``, cut to ``trials`` if smaller) or
     ``trials`` distinct random draws (``random``, seeded). Each set is the model's own
     params updated by the drawn values."""
-    space = space or DEFAULT_SPACES[model.type]
-    allowed = set(model_param_names(model.type))
+    model_type = get_model_type(model.type)
+    if model_type.source != "interactions":
+        raise ConfigError(f"model {model.name}: a {model.type} model is not trained, so not tuned")
+    space = space or model_type.space
+    allowed = set(model_type.params.model_fields)
     unknown = sorted(set(space) - allowed)
     if unknown:
         raise ConfigError(f"tune space: unknown parameter(s) {', '.join(unknown)} for {model.type}")
@@ -64,7 +69,13 @@ def trial_params(
         chosen = [grid[i] for i in rng.permutation(len(grid))[: min(trials, len(grid))]]
     else:
         raise ConfigError(f"tune method must be grid or random, found {method!r}")
-    return [{**model.params, **values} for values in chosen]
+    param_sets = [{**model.params, **values} for values in chosen]
+    for params in param_sets:  # a value out of range fails now, not after hours of trials
+        try:
+            model_type.params.model_validate(params)
+        except ValidationError as exc:
+            raise ConfigError(f"tune space: {model_type.describe_problems(params_problems(exc))}") from None
+    return param_sets
 
 
 def run_trial(

@@ -212,3 +212,105 @@ def test_invalid_values_in_a_file_name_the_file(tmp_path):
         ConfigError, match=f"^{re.escape(str(path))}: invalid config: unknown key 'index.n_tres'"
     ):
         load_config(path)
+
+
+# ------------------------------------------------------------------ typed model params
+
+
+def _model(type_: str, params: dict) -> dict:
+    return {"models": [{"name": "m", "type": type_, "params": params}]}
+
+
+@pytest.mark.parametrize(
+    "type_, params, message",
+    [
+        (
+            "als",
+            {"factorz": 64},
+            r"unknown key 'models\.0\.params\.factorz' \(als params: alpha, calculate_training_loss, "
+            r"factors, ",
+        ),
+        ("als", {"iterations": 0}, r"models\.0\.params\.iterations: .*greater than or equal to 1, found 0"),
+        ("als", {"factors": -1}, r"models\.0\.params\.factors: .*greater than or equal to 1, found -1"),
+        ("als", {"factors": "8"}, r"models\.0\.params\.factors: .*valid integer, found '8'"),
+        ("als", {"factors": 1.5}, r"models\.0\.params\.factors: .*valid integer, found 1\.5"),
+        ("als", {"regularization": float("nan")}, r"models\.0\.params\.regularization: .*finite number"),
+        ("als", {"alpha": 0}, r"models\.0\.params\.alpha: .*greater than 0"),
+        ("als", {"use_cg": "yes"}, r"models\.0\.params\.use_cg: .*valid boolean"),
+        ("bpr", {"learning_rate": 0}, r"models\.0\.params\.learning_rate: .*greater than 0, found 0"),
+        ("lmf", {"learning_rate": float("inf")}, r"models\.0\.params\.learning_rate: .*finite number"),
+        ("lmf", {"neg_prop": 0}, r"models\.0\.params\.neg_prop: .*greater than or equal to 1"),
+        (
+            "bpr",
+            {"random_state": -1},
+            r"models\.0\.params\.random_state: .*greater than or equal to 0, found -1",
+        ),
+        (
+            "als",
+            {"random_state": 2**40},
+            r"models\.0\.params\.random_state: .*less than or equal to 4294967295, found 1099511627776",
+        ),
+        ("bpr", {"alpha": 1.0}, r"unknown key 'models\.0\.params\.alpha' \(bpr params: "),
+        ("precomputed", {}, r"missing key 'models\.0\.params\.items'"),
+        ("precomputed", {"items": "v.parquet", "factors": 8}, r"unknown key 'models\.0\.params\.factors'"),
+        (
+            "svd",
+            {},
+            r"models\.0\.type: unknown model type 'svd': expected one of als, bpr, lmf, precomputed$",
+        ),
+    ],
+)
+def test_model_params_are_checked_when_the_config_loads(type_, params, message):
+    with pytest.raises(ConfigError, match=f"^x.yaml: invalid config: {message}") as caught:
+        parse_config(_model(type_, params), "x.yaml")
+    assert "\n" not in str(caught.value) and "Value error" not in str(caught.value)
+
+
+def test_every_params_problem_is_named_on_one_line():
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "models": [
+                    {"name": "a", "type": "als", "params": {"factorz": 64, "iterations": 0}},
+                    {"name": "b", "type": "bpr", "params": {"learning_rate": 0}},
+                ],
+                "index": {"n_tres": 3},
+            },
+            "x.yaml",
+        )
+    message = str(caught.value)
+    assert "\n" not in message
+    for part in ("models.0.params.factorz", "models.0.params.iterations", "models.1.params.learning_rate"):
+        assert part in message
+    assert "unknown key 'index.n_tres'" in message
+
+
+def test_a_params_problem_in_a_file_names_the_file_and_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("models:\n  - {name: als, type: als, params: {factorz: 64}}\n")
+    with pytest.raises(
+        ConfigError, match=f"^{re.escape(str(path))}: invalid config: unknown key 'models.0.params.factorz'"
+    ):
+        load_config(path)
+
+
+def test_valid_params_load_as_given_and_typed():
+    from recsys.models.als import ALSParams
+    from recsys.models.precomputed import PrecomputedParams
+
+    params = {"factors": 8, "alpha": 2, "regularization": 0.05, "use_cg": False, "random_state": 2**32 - 1}
+    model = parse_config(_model("als", params)).models[0]
+    assert model.params == params and isinstance(model.params["alpha"], int)  # as the user wrote it
+    typed = model.typed_params
+    assert isinstance(typed, ALSParams)
+    assert typed.factors == 8 and typed.alpha == 2.0 and isinstance(typed.alpha, float)
+    assert typed.use_cg is False and typed.iterations == 15  # implicit's default
+    assert parse_config(_model("lmf", {})).models[0].typed_params.factors == 30
+    vectors = parse_config(_model("precomputed", {"items": "v.parquet", "column": "embedding"})).models[0]
+    assert vectors.typed_params == PrecomputedParams(items="v.parquet", column="embedding")
+
+
+def test_default_config_params_are_typed():
+    config = load_config("configs/default.yaml")
+    assert [type(m.typed_params).__name__ for m in config.models] == ["ALSParams", "BPRParams", "LMFParams"]
+    assert config.models[1].typed_params.num_threads == 1

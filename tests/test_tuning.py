@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -25,6 +26,25 @@ def test_grid_and_random_trials():
     assert len(first) == 3 and len({json.dumps(p, sort_keys=True) for p in first}) == 3
     with pytest.raises(ConfigError, match="unknown parameter\\(s\\) factorz"):
         trial_params(ALS, {"factorz": [1]}, "grid", 1, 0)
+
+
+def test_default_space_comes_from_the_model_type():
+    from recsys.models import get_model_type
+    from recsys.tuning import DEFAULT_SPACES
+
+    trials = trial_params(ALS, None, "grid", 1000, seed=0)
+    space = get_model_type("als").space
+    assert len(trials) == len(list(itertools.product(*space.values())))
+    assert {p["alpha"] for p in trials} == set(space["alpha"])
+    assert DEFAULT_SPACES["als"] == space and "bpr" in DEFAULT_SPACES
+
+
+def test_space_values_are_checked_before_any_trial():
+    with pytest.raises(ConfigError, match="tune space: invalid parameter\\(s\\) for als: factors: .*found 0"):
+        trial_params(ALS, {"factors": [8, 0]}, "grid", 10, seed=0)
+    vectors = ModelConfig(name="v", type="precomputed", params={"items": "v.parquet"})
+    with pytest.raises(ConfigError, match="a precomputed model is not trained, so not tuned"):
+        trial_params(vectors, None, "grid", 10, seed=0)
 
 
 def test_best_trial_by_metric():

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Literal
 
 import annoy  # not `from annoy import AnnoyIndex`: Dask pickles task modules
 import numpy as np
@@ -24,6 +27,7 @@ import scipy.sparse as sp
 
 from recsys import faults
 from recsys.errors import AnnIndexError, IndexFrozenError
+from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase
 from recsys.index.exact import check_query
 from recsys.storage import file_sha256, write_json
 
@@ -256,3 +260,85 @@ class AnnoyIndex:
 
     def item_vector(self, item: int) -> np.ndarray:
         return np.asarray(self._index.get_item_vector(int(item)), dtype=np.float32)
+
+
+# ---------------------------------------------------------------- backend
+
+
+class AnnoyEntry(IndexEntryBase):
+    """Served by Annoy's own search of its file, with a search_k."""
+
+    backend: Literal["annoy"] = "annoy"
+    search_k: int
+
+    @property
+    def query_search_k(self) -> int:
+        return self.search_k
+
+
+def default_search_ks(n_trees: int, k: int, n_items: int) -> list[int]:
+    """search_k values to sweep: n_trees x k x 1, 2, 4, ... up to n_trees x n_items (beyond
+    that Annoy inspects every item anyway)."""
+    values, value = [], n_trees * k
+    while True:
+        values.append(value)
+        if value >= n_trees * n_items:
+            return values
+        value *= 2
+
+
+class AnnoyBackend(Backend):
+    """Annoy trees in a memory-mapped file; the setting is search_k."""
+
+    name = "annoy"
+    family = "annoy"
+    entry = AnnoyEntry
+
+    def build(self, context: BuildContext, k: int, configured: int | None) -> Built:
+        path = context.path_for("ann")
+        started = time.perf_counter()
+        manifest = build_annoy_index(
+            context.item_factors, context.metric, path, context.n_trees, context.seed
+        )
+        seconds = time.perf_counter() - started
+        index = AnnoyIndex(path, metric=context.metric, dim=manifest.dim, verify_checksum=False)
+        annoy_file = {
+            "path": context.relative(path),
+            "manifest": context.relative(manifest_path(path)),
+            "n_trees": manifest.n_trees,
+            "seed": manifest.seed,
+            "n_items": manifest.n_items,
+            "dim": manifest.dim,
+            "size_bytes": manifest.size_bytes,
+            "sha256": manifest.sha256,
+            "build_seconds": round(seconds, 3),
+        }
+        values = (
+            [configured]
+            if configured is not None
+            else default_search_ks(manifest.n_trees, k, len(context.item_factors))
+        )
+        return Built(
+            backend=self.name,
+            setting="search_k",
+            values=values,
+            index_for=lambda _value: index,
+            fields={"annoy": annoy_file},
+            setting_is_search_k=True,
+        )
+
+    def open(
+        self,
+        entry: IndexEntryBase,
+        item_factors: np.ndarray,
+        resolve: Callable[[str], Path],
+        threads: int | None,
+    ) -> AnnoyIndex:
+        assert entry.annoy is not None, "an annoy entry names its file"
+        return AnnoyIndex(
+            resolve(entry.annoy.path),
+            metric=entry.metric,
+            dim=item_factors.shape[1],
+            threads=threads,
+            verify_checksum=False,  # resolve() checked the file against the run's manifest
+        )

@@ -7,13 +7,17 @@ Scores are the inner product for ``dot`` and the cosine similarity for ``angular
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from recsys.errors import QueryError
+from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase
 
 # Queries per block: a block of scores is block x n_items float32 (one block per thread),
 # sized to stay in cache, but never fewer rows than MIN_BLOCK_ROWS (wide catalogs).
@@ -232,3 +236,34 @@ def check_query(queries: np.ndarray, k: int, n_items: int, dim: int) -> None:
         raise QueryError(f"k must be between 1 and the {n_items} indexed items, found {k}")
     if not np.isfinite(queries).all():
         raise QueryError(f"{int((~np.isfinite(queries)).any(axis=1).sum())} query vector(s) are not finite")
+
+
+# ---------------------------------------------------------------- backend
+
+
+class ExactEntry(IndexEntryBase):
+    """Served by exact search over the item factors (no file of its own)."""
+
+    backend: Literal["exact"] = "exact"
+
+
+class ExactBackend(Backend):
+    """Exact search: nothing to build or sweep; the baseline every approximate backend is
+    measured against."""
+
+    name = "exact"
+    family = "exact"
+    approximate = False
+    entry = ExactEntry
+
+    def build(self, context: BuildContext, k: int, configured: int | None) -> Built | None:
+        return None
+
+    def open(
+        self,
+        entry: IndexEntryBase,
+        item_factors: np.ndarray,
+        resolve: Callable[[str], Path],
+        threads: int | None,
+    ) -> ExactIndex:
+        return ExactIndex(item_factors, entry.metric, threads=threads)

@@ -9,9 +9,15 @@ by inner product and keep the top k. Scores are exact inner products.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 
+from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase
 from recsys.index.exact import VectorIndex, check_query, top_k_rows
 
 GATHER_BYTES = 32 * 1024 * 1024
@@ -50,3 +56,68 @@ class RerankIndex(VectorIndex):
         order, top = top_k_rows(scores, k)
         ids = np.where(order >= 0, np.take_along_axis(candidates, np.maximum(order, 0), axis=1), -1)
         return ids, top
+
+
+# ---------------------------------------------------------------- backend
+
+
+class RerankEntry(IndexEntryBase):
+    """Served by re-ranking an angular Annoy index's candidates by exact inner product."""
+
+    backend: Literal["annoy-rerank"] = "annoy-rerank"
+    candidates: int = Field(ge=1)
+    candidates_from: str  # type: ignore[assignment]  (required here)
+
+
+def default_candidates(k: int, n_items: int) -> list[int]:
+    """Candidate counts to sweep for re-ranking: 2k, 4k, 8k, ... up to the catalog."""
+    values, value = [], 2 * k
+    while value < n_items:
+        values.append(value)
+        value *= 2
+    return [*values, n_items]
+
+
+class RerankBackend(Backend):
+    """Inner products re-ranked from the angular Annoy index of the same model (built by
+    the ``annoy`` backend for similar items); the setting is the candidate count."""
+
+    name = "annoy-rerank"
+    family = "annoy"
+    entry = RerankEntry
+
+    def supports(self, metric: str) -> bool:
+        return metric == "dot"
+
+    def build(self, context: BuildContext, k: int, configured: int | None) -> Built | None:
+        angular = context.built.get(("annoy", "angular"))
+        if configured is not None or angular is None:
+            return None  # a configured search_k means Annoy's own search; no angular index here
+        index = angular.index_for(-1)
+        vectors = context.item_factors
+        return Built(
+            backend=self.name,
+            setting="candidates",
+            values=default_candidates(k, len(vectors)),
+            index_for=lambda value: RerankIndex(index, vectors, value),
+            fields={"candidates_from": angular.fields["annoy"]["path"]},
+        )
+
+    def open(
+        self,
+        entry: IndexEntryBase,
+        item_factors: np.ndarray,
+        resolve: Callable[[str], Path],
+        threads: int | None,
+    ) -> RerankIndex:
+        from recsys.index.annoy_index import AnnoyIndex
+
+        assert isinstance(entry, RerankEntry)
+        angular = AnnoyIndex(
+            resolve(entry.candidates_from),
+            metric="angular",
+            dim=item_factors.shape[1],
+            threads=threads,
+            verify_checksum=False,
+        )
+        return RerankIndex(angular, item_factors, entry.candidates)

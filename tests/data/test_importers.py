@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from recsys.cli import main
-from recsys.data.importers import map_columns, parse_mapping, read_source, to_implicit
 from recsys.errors import InputError
+from recsys.storage.importers import map_columns, parse_mapping, read_source, to_implicit
 
 
 def test_movielens_100k(tmp_path):

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.data.interactions import IdMap
-from recsys.data.vectors import align, read_query_vector, read_vectors
 from recsys.errors import InputError
+from recsys.storage.vectors import align, read_query_vector, read_vectors
 
 VECTORS = np.arange(12, dtype=np.float32).reshape(4, 3) + 1
 IDS = ["a", "b", "c", "d"]

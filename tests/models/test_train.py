@@ -113,8 +113,12 @@ def test_several_unknown_parameters_are_all_named(checkerboard):
 
 def test_bad_parameter_value_is_a_domain_error_not_a_raw_type_error(checkerboard):
     matrix, _, _ = checkerboard
-    with pytest.raises(ModelError, match="model m2: als failed to train with params .*'factors': 'eight'"):
+    with pytest.raises(
+        ModelError, match="model m2: invalid parameter\\(s\\) for als: factors: .*integer, found 'eight'"
+    ) as caught:
         train("als", {"factors": "eight"}, matrix, seed=0, name="m2", show_progress=False)
+    # refused before implicit sees it, as the config error it is
+    assert isinstance(caught.value, ConfigError)
 
 
 def test_unknown_model_type(checkerboard):

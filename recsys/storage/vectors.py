@@ -34,7 +34,7 @@ def _ids_from_column(column: pa.ChunkedArray, path: Path) -> tuple[np.ndarray, I
 
 
 def _read_id_table(path: Path, expected: int) -> tuple[np.ndarray, IdKind]:
-    from recsys.storage import read_any_table
+    from recsys.storage.tables import read_any_table
 
     frame = read_any_table(path)
     name = next(

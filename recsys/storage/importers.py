@@ -139,7 +139,7 @@ def read_source(fmt: str, path: str | Path, mapping: dict[str, str] | None = Non
     if fmt == "lastfm-360k":
         return read_lastfm_360k(path)
     if fmt == "table":
-        from recsys.storage import read_any_table
+        from recsys.storage.tables import read_any_table
 
         return map_columns(read_any_table(path), mapping or {"user": "user_id", "item": "item_id"}, path)
     raise InputError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")

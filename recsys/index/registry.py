@@ -1,0 +1,52 @@
+"""The index backends, by name: one line each. A new backend is one file (a
+:class:`~recsys.index.base.Backend` and its entry model) plus one line here; it then
+takes part in ``index.backend: auto``, is accepted by the config, validated in the
+manifest and covered by the contract tests in ``tests/index``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import PlainSerializer, PlainValidator
+
+from recsys.errors import ConfigError
+from recsys.index.annoy_index import AnnoyBackend
+from recsys.index.base import Backend, IndexEntryBase
+from recsys.index.exact import ExactBackend
+from recsys.index.rerank import RerankBackend
+
+BACKENDS: dict[str, Backend] = {
+    "exact": ExactBackend(),
+    "annoy": AnnoyBackend(),
+    "annoy-rerank": RerankBackend(),
+}
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown index backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def backend_choices() -> list[str]:
+    """Values of ``index.backend``: ``auto`` and every backend family."""
+    return ["auto", *dict.fromkeys(backend.family for backend in BACKENDS.values())]
+
+
+def _validate_entry(raw: Any) -> IndexEntryBase:
+    if isinstance(raw, IndexEntryBase):
+        return raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected an index entry object, found {type(raw).__name__}")
+    name = raw.get("backend")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown index backend {name!r} (known: {', '.join(BACKENDS)})")
+    return BACKENDS[name].entry.model_validate(raw)
+
+
+IndexEntry = Annotated[
+    IndexEntryBase,
+    PlainValidator(_validate_entry),
+    PlainSerializer(lambda entry: entry.model_dump(mode="json", exclude_none=True)),
+]
+"""A manifest's index entry: validated by the model of the backend it names."""

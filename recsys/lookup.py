@@ -1,0 +1,340 @@
+"""The Python API over a published run: what the CLI's lookups use too.
+
+::
+
+    import recsys
+
+    run = recsys.open_run("data/outputs")          # the run CURRENT names
+    run.recommendations("als")                      # every user's list, as published
+    run.recommend([42, 7], n=10, model="als")       # the same lists for given users
+    run.similar(items=[3])                          # similar items, or vector=v
+    run.fold_in(new_interactions, n=10)             # users the run has not seen
+    run.popular(n=10)                               # the most popular items
+
+Every file is verified against the run's manifest (size and sha256) before its first
+use: a truncated or bit-flipped file is refused with a one-line :class:`RunError`,
+never ranked. Use ``with recsys.open_run(root) as run:`` to hold the run for the
+block: retention never deletes a run that is being read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys import storage
+from recsys.data.interactions import IdMap, Interactions, clean_table
+from recsys.errors import QueryError, RunError
+from recsys.index import SearchIndex, get_backend
+from recsys.manifest import ModelEntry, RunManifest, read_manifest
+from recsys.recommend import exclude_items, search_all
+from recsys.storage import RunLayout
+
+DEFAULT_ROOT = "data/outputs"
+
+
+class Run:
+    """A published run, opened for reading (see :func:`open_run`)."""
+
+    def __init__(self, layout: RunLayout, manifest: RunManifest):
+        self.layout = layout
+        self.manifest = manifest
+        self._verified: dict[str, Path] = {}
+        self._interactions: Interactions | None = None
+        self._arrays: dict[str, np.ndarray] = {}
+        self._indices: dict[tuple[str, str], SearchIndex] = {}
+        self._lock: contextlib.ExitStack | None = None
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r}, models={self.models}, dir={str(self.dir)!r})"
+
+    # ---------------------------------------------------------- identity
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    @property
+    def dir(self) -> Path:
+        return self.layout.dir
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.manifest.models)
+
+    def model(self, name: str | None = None) -> tuple[str, ModelEntry]:
+        """A model's name and manifest entry (default: the run's first model)."""
+        return self.manifest.model(name)
+
+    def __enter__(self) -> Run:
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(storage.reading(self.layout))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    # ---------------------------------------------------------- verified files
+
+    def file(self, relative: str) -> Path:
+        """A file the manifest names, verified against its size and sha256 (once per Run)."""
+        if relative not in self._verified:
+            listed = self.manifest.files.get(relative)
+            if listed is None:
+                raise RunError(f"{self.layout.manifest}: {relative} has no checksum in the manifest")
+            self._verified[relative] = storage.verified_path(
+                self.dir, relative, listed.size_bytes, listed.sha256
+            )
+        return self._verified[relative]
+
+    @property
+    def interactions(self) -> Interactions:
+        """The run's id maps and the users x items matrix of what each user has seen."""
+        if self._interactions is None:
+            data = self.manifest.data
+            self._interactions = Interactions(
+                users=storage.read_id_map(self.file(data.users)),
+                items=storage.read_id_map(self.file(data.items)),
+                user_items=storage.read_sparse(self.file(data.user_items)),
+                stats=storage.read_json(self.file(data.stats)),
+            )
+        return self._interactions
+
+    def _array(self, relative: str) -> np.ndarray:
+        if relative not in self._arrays:
+            self._arrays[relative] = storage.read_array(self.file(relative), mmap=True)
+        return self._arrays[relative]
+
+    def item_factors(self, model: str | None = None) -> np.ndarray:
+        """float32 (items, dim), row = internal item id."""
+        _, entry = self.model(model)
+        return self._array(entry.factors.item)
+
+    def user_factors(self, model: str | None = None) -> np.ndarray:
+        """float32 (users, dim), row = internal user id; a QueryError for a model without
+        user vectors."""
+        name, entry = self.model(model)
+        if entry.factors.user is None:
+            raise QueryError(f"model {name} of run {self.run_id} has no user vectors (vectors of items only)")
+        return self._array(entry.factors.user)
+
+    def index(self, model: str | None, metric: str) -> SearchIndex:
+        """The index that serves ``metric`` for a model, opened by its backend (cached)."""
+        name, entry = self.model(model)
+        if metric not in entry.indices:
+            raise QueryError(f"model {name} of run {self.run_id} has no {metric} index")
+        if (name, metric) not in self._indices:
+            index_entry = entry.indices[metric]
+            backend = get_backend(index_entry.backend)
+            factors = np.ascontiguousarray(self.item_factors(name))
+            self._indices[(name, metric)] = backend.open(index_entry, factors, self.file, None)
+        return self._indices[(name, metric)]
+
+    def _config(self, section: str, key: str) -> Any:
+        return self.manifest.config[section][key]
+
+    # ---------------------------------------------------------- published lists
+
+    def recommendations(self, model: str | None = None) -> pd.DataFrame:
+        """Every user's published list: ``user_id, item_id, rank, score, model, run_id``."""
+        name, entry = self.model(model)
+        if entry.outputs.recommendations is None:
+            raise QueryError(f"model {name} of run {self.run_id} published no recommendations")
+        return pd.read_parquet(self.file(entry.outputs.recommendations))
+
+    def similar_items(self, model: str | None = None) -> pd.DataFrame:
+        """Every item's published similar items: ``item_id, similar_item_id, rank, score, model, run_id``."""
+        name, entry = self.model(model)
+        if entry.outputs.similar_items is None:
+            raise QueryError(f"model {name} of run {self.run_id} published no similar items")
+        return pd.read_parquet(self.file(entry.outputs.similar_items))
+
+    # ---------------------------------------------------------- answers
+
+    def _n(self, n: int | None, section: str, limit: int) -> int:
+        n = self._config(section, "top_n") if n is None else n
+        if not isinstance(n, int | np.integer) or not 1 <= n <= limit:
+            raise QueryError(f"n must be between 1 and the {limit} items, found {n}")
+        return int(n)
+
+    def _ranked(
+        self,
+        model: str | None,
+        section: str,
+        queries: np.ndarray,
+        exclude: sp.csr_matrix,
+        n: int | None,
+    ) -> tuple[str, np.ndarray, np.ndarray]:
+        name, entry = self.model(model)
+        metric = self._config(section, "metric")
+        index = self.index(name, metric)
+        n = self._n(n, section, index.n_items)
+        search_k = entry.indices[metric].query_search_k
+        ids, scores = search_all(index, queries, n, exclude, self.item_factors(name), search_k)
+        return name, ids, scores
+
+    def _frame(
+        self,
+        query_column: str,
+        query_ids: list[Any],
+        result_column: str,
+        name: str,
+        ids: np.ndarray,
+        scores: np.ndarray,
+    ) -> pd.DataFrame:
+        rows, places = np.nonzero(ids >= 0)
+        items = self.interactions.items
+        return pd.DataFrame(
+            {
+                query_column: pd.Series(np.asarray(query_ids, dtype=object)[rows]).astype(_dtype(query_ids)),
+                result_column: items.to_external(ids[rows, places]),
+                "rank": (places + 1).astype(np.int32),
+                "score": scores[rows, places].astype(np.float32),
+                "model": name,
+                "run_id": self.run_id,
+            }
+        )
+
+    def recommend(
+        self,
+        users: list[Any] | Any,
+        n: int | None = None,
+        model: str | None = None,
+        fallback: str | None = None,
+    ) -> pd.DataFrame:
+        """Top-n unseen items for users the run knows (external ids, typed as the run's),
+        as the published lists rank them. Unknown users: a QueryError, or with
+        ``fallback="popular"`` the most popular items (``model`` is then ``popular``)."""
+        users = _as_list(users)
+        interactions = self.interactions
+        positions = interactions.users.to_internal(users, strict=fallback is None)
+        known = positions >= 0
+        frames = []
+        if known.any():
+            rows = positions[known]
+            queries = np.asarray(self.user_factors(model)[rows], dtype=np.float32)
+            name, ids, scores = self._ranked(model, "recommend", queries, interactions.user_items[rows], n)
+            frames.append(
+                self._frame(
+                    "user_id",
+                    [u for u, k in zip(users, known, strict=True) if k],
+                    "item_id",
+                    name,
+                    ids,
+                    scores,
+                )
+            )
+        if not known.all():
+            if fallback != "popular":
+                raise QueryError(f"fallback must be None or 'popular', found {fallback!r}")
+            popular = self.popular(n)
+            for user in [u for u, k in zip(users, known, strict=True) if not k]:
+                frames.append(popular.assign(user_id=user, model="popular", run_id=self.run_id))
+        columns = ["user_id", "item_id", "rank", "score", "model", "run_id"]
+        return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+    def fold_in(
+        self, interactions: pd.DataFrame, n: int | None = None, model: str | None = None
+    ) -> pd.DataFrame:
+        """Top-n for users given as a table of ``user_id, item_id[, weight]`` (new users, or
+        known users with new items), folded in against the run's item factors without
+        retraining; their items are excluded from their lists. Rows of items the run does
+        not know are ignored (``attrs["ignored_rows"]`` counts them)."""
+        name, entry = self.model(model)
+        table = clean_table(interactions, source="fold_in interactions")
+        run_items = self.interactions.items
+        items = run_items.to_internal(table.items, strict=False)
+        known = items >= 0
+        if not known.any():
+            raise QueryError(f"none of the {len(items)} items given is in the run")
+        users, rows = np.unique(table.users[known].astype(object), return_inverse=True)
+        user_items = sp.csr_matrix(
+            (table.weights[known].astype(np.float32), (rows, items[known])),
+            shape=(len(users), len(run_items)),
+        )
+        from recsys.models import get_model_type
+
+        factors = np.array(self.item_factors(name))  # a writable copy: implicit needs one
+        queries = get_model_type(entry.type).fold_in(entry.params, factors, user_items)
+        name, ids, scores = self._ranked(name, "recommend", queries, user_items, n)
+        frame = self._frame("user_id", users.tolist(), "item_id", name, ids, scores)
+        frame.attrs["ignored_rows"] = int((~known).sum())
+        return frame
+
+    def similar(
+        self,
+        items: list[Any] | Any | None = None,
+        vector: np.ndarray | None = None,
+        n: int | None = None,
+        model: str | None = None,
+    ) -> pd.DataFrame:
+        """The n items most similar to given items (never the item itself), or nearest to
+        query vectors (one per row of ``vector``; column ``query`` is the row)."""
+        if (items is None) == (vector is None):
+            raise QueryError("give items or vector, not both")
+        run_items = self.interactions.items
+        factors = self.item_factors(model)
+        if vector is not None:
+            queries = np.asarray(vector, dtype=np.float32)
+            if queries.ndim == 1:
+                queries = queries[None, :]
+            if queries.ndim != 2 or queries.shape[1] != factors.shape[1]:
+                raise QueryError(
+                    f"a query vector must have the model's dimension {factors.shape[1]}, "
+                    f"found shape {queries.shape}"
+                )
+            if not np.isfinite(queries).all():
+                raise QueryError("a query vector has NaN or infinite values")
+            exclude = sp.csr_matrix((len(queries), len(run_items)), dtype=np.float32)
+            name, ids, scores = self._ranked(model, "similar_items", queries, exclude, n)
+            return self._frame("query", list(range(len(queries))), "similar_item_id", name, ids, scores)
+        item_list = _as_list(items)
+        positions = run_items.to_internal(item_list)
+        queries = np.asarray(factors[positions], dtype=np.float32)
+        name, ids, scores = self._ranked(
+            model, "similar_items", queries, exclude_items(positions, len(run_items)), n
+        )
+        return self._frame("item_id", item_list, "similar_item_id", name, ids, scores)
+
+    def popular(self, n: int | None = None) -> pd.DataFrame:
+        """The n items with the most users in the run's interactions (the count as the
+        score): the fallback for users the run does not know."""
+        interactions = self.interactions
+        n = self._n(n, "recommend", interactions.n_items)
+        users_per_item = np.diff(interactions.user_items.tocsc().indptr)
+        top = np.argsort(-users_per_item, kind="stable")[:n]
+        return pd.DataFrame(
+            {
+                "item_id": interactions.items.to_external(top),
+                "rank": np.arange(1, len(top) + 1, dtype=np.int32),
+                "score": users_per_item[top].astype(np.float32),
+            }
+        )
+
+
+def _as_list(ids: Any) -> list[Any]:
+    if isinstance(ids, str | bytes) or not hasattr(ids, "__iter__"):
+        return [ids]
+    return list(ids)
+
+
+def _dtype(ids: list[Any]) -> Any:
+    return np.int64 if all(isinstance(i, int | np.integer) for i in ids) and ids else object
+
+
+def open_run(root: str | Path = DEFAULT_ROOT, run_id: str | None = None) -> Run:
+    """The complete published run that ``CURRENT`` names under ``root`` (or ``run_id``),
+    with its manifest validated. A one-line RunError where there is none, it is
+    incomplete, or its manifest does not validate."""
+    layout = storage.find_run(root, run_id)
+    return Run(layout, read_manifest(layout))
+
+
+__all__ = ["DEFAULT_ROOT", "IdMap", "Run", "open_run"]

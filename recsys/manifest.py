@@ -1,0 +1,274 @@
+"""The published run as typed models: built by the stages, written once as
+``manifest.json``, and read back through these models by everything that uses a run
+(lookups, the report, carry-over, retention, ``recsys runs``).
+
+Every model forbids unknown keys, so a renamed or misspelt key is an error at the
+reader, naming the file and the field, not a ``KeyError`` three calls later.
+
+Every file of a run is listed in :attr:`RunManifest.files` with its size and sha256;
+every path is relative to the run folder (no absolute paths, no ``..``), and every
+path the manifest names elsewhere must be listed there. Readers verify a file against
+this table before they use it (:func:`recsys.storage.verified_path`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from recsys import storage
+from recsys.errors import RunError
+from recsys.index.registry import IndexEntry
+
+RUN_FORMAT = "recsys-run/2"
+Metric = Literal["dot", "angular"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_relative_path(path: str) -> str:
+    """A path inside a run folder as the manifest records it: relative, POSIX, no ``..``."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"path {path!r} must be relative to the run folder, without '..'")
+    return path
+
+
+RunPath = Annotated[str, Field(min_length=1)]
+
+
+class FileEntry(_Strict):
+    """Size and sha256 of one file of the run."""
+
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class InputInfo(_Strict):
+    """The input table (or, for runs of precomputed vectors only, the item vectors file)
+    and what validation made of it."""
+
+    path: str
+    size_bytes: int = Field(ge=0)
+    sha256: str
+    rows: int = Field(ge=0)
+    zero_weight_rows_dropped: int = Field(ge=0)
+    duplicate_rows_merged: int = Field(ge=0)
+    interactions: int = Field(ge=0)
+    users: int = Field(ge=0)
+    items: int = Field(ge=1)
+    user_id_type: Literal["int", "str"]
+    item_id_type: Literal["int", "str"]
+
+
+class DataFiles(_Strict):
+    """The run's id maps and interaction matrices (paths relative to the run folder)."""
+
+    users: RunPath
+    items: RunPath
+    user_items: RunPath
+    stats: RunPath
+    holdout: RunPath | None = None
+
+
+class HoldoutInfo(_Strict):
+    """Where the held-out interactions came from and how many were usable."""
+
+    method: Literal["supplied", "random", "leave_last", "time"]
+    fraction: float | None = None
+    n: int | None = None
+    path: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    pairs: int
+    pairs_evaluated: int
+    users_evaluated: int
+    unknown_users: int
+    pairs_of_unknown_users: int
+    unknown_items: int
+    pairs_of_unknown_items: int
+    pairs_seen_in_training: int
+
+
+class Factors(_Strict):
+    item: RunPath
+    user: RunPath | None = None
+
+
+class Outputs(_Strict):
+    similar_items: RunPath | None = None
+    recommendations: RunPath | None = None
+
+
+class Rows(_Strict):
+    similar_items: int | None = Field(default=None, ge=0)
+    recommendations: int | None = Field(default=None, ge=0)
+
+
+class AnnFigures(_Strict):
+    """Recall@k of the served lists against exact search with the same metric."""
+
+    metric: Metric
+    backend: str
+    k: int = Field(ge=1)
+    search_k: int
+    queries: int = Field(ge=0)
+    recall_at_k: float
+    queries_per_second: float
+    exact_queries_per_second: float
+
+
+class AnnEvaluation(_Strict):
+    similar_items: AnnFigures
+    recommendations: AnnFigures | None = None
+
+
+class Evaluation(_Strict):
+    ann: AnnEvaluation
+    ranking: dict[str, float] | None = None
+    """Ranking metrics of the published lists on held-out interactions (``users``: how many)."""
+    ranking_exact: dict[str, float] | None = None
+    """The same for exact top-N lists of the same users."""
+
+
+class ModelEntry(_Strict):
+    """One model of the run: what it is, its files, how its indices are served, its figures."""
+
+    type: str
+    params: dict[str, Any]
+    dim: int = Field(ge=1)
+    factors: Factors
+    indices: dict[Metric, IndexEntry]
+    outputs: Outputs
+    rows: Rows
+    timings: dict[str, float]
+    evaluation: Evaluation
+    carried_over_from: str | None = None
+
+    @property
+    def has_users(self) -> bool:
+        return self.factors.user is not None
+
+    def paths(self) -> list[str]:
+        """Every file of the run this entry names."""
+        named = [
+            self.factors.item,
+            self.factors.user,
+            self.outputs.similar_items,
+            self.outputs.recommendations,
+        ]
+        for index in self.indices.values():
+            named += index.paths()
+        return [p for p in named if p is not None]
+
+
+class RunManifest(_Strict):
+    """``manifest.json`` of a published run."""
+
+    format: Literal["recsys-run/2"] = RUN_FORMAT
+    run_id: str
+    created_at: str
+    completed_at: str
+    recsys_version: str
+    config: dict[str, Any]
+    """The validated config as JSON (``recsys.config.parse_config`` reads it back)."""
+    config_sha256: str
+    input: InputInfo
+    data: DataFiles
+    holdout: HoldoutInfo | None = None
+    timings: dict[str, float]
+    models: dict[str, ModelEntry] = Field(min_length=1)
+    report: RunPath | None = None
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+    """Every file of the run folder but the manifest and ``_SUCCESS``: size and sha256."""
+
+    @field_validator("files")
+    @classmethod
+    def _relative_files(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        for path in files:
+            check_relative_path(path)
+        return files
+
+    @model_validator(mode="after")
+    def _named_files_listed(self) -> RunManifest:
+        for path in self.paths():
+            check_relative_path(path)
+        if self.files:
+            missing = [p for p in self.paths() if p not in self.files]
+            if missing:
+                raise ValueError(f"files named but not listed with a checksum: {', '.join(missing)}")
+        return self
+
+    def paths(self) -> list[str]:
+        """Every file path the manifest names (outside :attr:`files`)."""
+        named = [self.data.users, self.data.items, self.data.user_items, self.data.stats]
+        named += [p for p in (self.data.holdout, self.report) if p is not None]
+        for model in self.models.values():
+            named += model.paths()
+        return named
+
+    def model(self, name: str | None = None) -> tuple[str, ModelEntry]:
+        """A model by name (default: the first), or a one-line error naming the ones there are."""
+        from recsys.errors import QueryError
+
+        name = name or next(iter(self.models))
+        if name not in self.models:
+            raise QueryError(f"model {name!r} is not in run {self.run_id} (has: {', '.join(self.models)})")
+        return name, self.models[name]
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2) + "\n"
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors()[:3]:
+        where = ".".join(str(p) for p in item["loc"]) or "<root>"
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {'unknown field' if item['type'] == 'extra_forbidden' else message}")
+    more = f" (and {error.error_count() - 3} more)" if error.error_count() > 3 else ""
+    return "; ".join(problems) + more
+
+
+def parse_manifest(text: str | bytes, source: str) -> RunManifest:
+    """A manifest from its JSON text; a one-line :class:`RunError` naming ``source`` and
+    the field when it does not validate."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{source}: not a readable manifest (invalid JSON: {exc})") from None
+    if not isinstance(raw, dict):
+        raise RunError(f"{source}: not a readable manifest (expected a JSON object)")
+    if raw.get("format") != RUN_FORMAT:
+        raise RunError(
+            f"{source}: manifest format {raw.get('format')!r} is not {RUN_FORMAT!r}: "
+            "written by another recsys version; run `recsys run` again"
+        )
+    try:
+        return RunManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise RunError(f"{source}: invalid manifest: {_describe(exc)}") from None
+
+
+def read_manifest(run: storage.RunLayout) -> RunManifest:
+    """The typed manifest of a run folder (a one-line RunError if it cannot be read or
+    does not validate)."""
+    try:
+        text = storage.read_text(run.manifest)
+    except OSError as exc:
+        raise RunError(f"{run.manifest}: cannot read the manifest ({exc.strerror or exc})") from None
+    return parse_manifest(text, str(run.manifest))

@@ -1,0 +1,96 @@
+"""What the implicit model types share: param types, one ``fit`` and the factor checks.
+
+A fresh implicit model object per fit (a second ``fit`` on one object continues from the
+old factors), BLAS pinned to one thread around construction and fit (implicit is up to
+26x slower otherwise, and checks the thread count when a model is built), factor shapes
+and finiteness checked afterwards. implicit is imported only inside ``fit``, so loading a
+config never imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated, Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field, Strict
+from threadpoolctl import threadpool_limits
+
+from recsys.errors import ModelError
+from recsys.models.base import Embeddings, ModelType
+
+PositiveInt = Annotated[int, Strict(), Field(ge=1)]
+"""An int >= 1; a string, float or bool is refused."""
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+"""A finite float > 0; an int is accepted (YAML ``alpha: 2``), a string or bool is not."""
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]
+"""numpy's seed range."""
+StrictBool = Annotated[bool, Strict()]
+
+
+class ImplicitModelType(ModelType):
+    """A model type trained by one implicit CPU class (``module:Class``)."""
+
+    implicit_class: ClassVar[str]
+
+    def model_class(self) -> type:
+        """The implicit class, imported now (implicit loads only when a model trains)."""
+        module, _, attribute = self.implicit_class.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def fit(
+        self,
+        params: dict[str, Any],
+        user_items: sp.csr_matrix,
+        seed: int,
+        name: str = "model",
+        show_progress: bool | None = None,
+    ) -> Embeddings:
+        """Fit one implicit model on a users x items CSR matrix and return its factors.
+
+        params: constructor arguments of the implicit model (see :attr:`params`);
+        ``random_state`` defaults to ``seed``.
+        """
+        if user_items.nnz == 0:
+            raise ModelError(f"model {name}: no interactions to train on")
+        typed = self.parse_params({"random_state": seed, **params}, name)
+        if show_progress is None:
+            show_progress = sys.stderr.isatty()
+        matrix = sp.csr_matrix(user_items, dtype=np.float32)
+        # implicit checks the BLAS thread count when the model is constructed: pin it first.
+        with threadpool_limits(limits=1, user_api="blas"):
+            model = self.model_class()(**typed.model_dump())
+            try:
+                model.fit(matrix, show_progress=show_progress)
+            except (TypeError, ValueError) as exc:
+                raise ModelError(
+                    f"model {name}: {self.name} failed to train with params {params}: {exc}"
+                ) from None
+        return checked_embeddings(model.user_factors, model.item_factors, user_items.shape, name)
+
+
+def checked_embeddings(
+    user_factors: np.ndarray, item_factors: np.ndarray, shape: tuple[int, int], name: str
+) -> Embeddings:
+    """Factors as C-contiguous float32 :class:`Embeddings`, checked against the
+    (n_users, n_items) ``shape`` of the training matrix and for finiteness."""
+    user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
+    item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+    n_users, n_items = shape
+    if user_factors.shape[0] != n_users or item_factors.shape[0] != n_items:
+        raise ModelError(
+            f"model {name}: factor shapes {user_factors.shape} / {item_factors.shape} do not "
+            f"match the {n_users} users x {n_items} items matrix"
+        )
+    for label, factors in (("user", user_factors), ("item", item_factors)):
+        bad = int((~np.isfinite(factors)).any(axis=1).sum())
+        if bad:
+            raise ModelError(
+                f"model {name}: {bad} {label} vector(s) are not finite after training "
+                "(lower the learning rate or raise regularization)"
+            )
+    return Embeddings(user_factors=user_factors, item_factors=item_factors)

@@ -1,0 +1,77 @@
+"""``als``: implicit's AlternatingLeastSquares (Hu, Koren and Volinsky's implicit-feedback
+ALS, conjugate-gradient solver by default). The only type that folds users in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from recsys.errors import ModelError
+from recsys.models._implicit import (
+    ImplicitModelType,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+    StrictBool,
+)
+from recsys.models.base import ModelParams
+
+
+class ALSParams(ModelParams):
+    """Constructor arguments of ``implicit.cpu.als.AlternatingLeastSquares``, with its defaults."""
+
+    factors: PositiveInt = 100
+    """Latent factors per user and item."""
+    regularization: NonNegativeFloat = 0.01
+    """L2 regularization of the factors."""
+    alpha: PositiveFloat = 1.0
+    """Confidence weight: an interaction of weight w counts as 1 + alpha * w."""
+    use_native: StrictBool = True
+    """Use implicit's native (Cython) solver instead of the pure-Python one."""
+    use_cg: StrictBool = True
+    """Conjugate gradient instead of the exact Cholesky solve (faster, nearly as good)."""
+    iterations: PositiveInt = 15
+    """Alternating passes over users and items."""
+    calculate_training_loss: StrictBool = False
+    """Log the training loss each iteration (slower)."""
+    num_threads: NonNegativeInt = 0
+    """implicit's own threads; 0 uses every core."""
+    random_state: Seed | None = None
+    """Seed of the initial factors; the config's ``seed`` when not given, null for a
+    different model every fit."""
+
+
+class ALS(ImplicitModelType):
+    name = "als"
+    params = ALSParams
+    implicit_class = "implicit.cpu.als:AlternatingLeastSquares"
+    space = {
+        "factors": [32, 64, 128],
+        "regularization": [0.01, 0.05, 0.1],
+        "alpha": [1.0, 5.0, 10.0, 20.0],
+        "iterations": [10, 15, 25],
+    }
+
+    def fold_in(
+        self, params: dict[str, Any], item_factors: np.ndarray, user_items: sp.csr_matrix
+    ) -> np.ndarray:
+        """implicit's own ``recalculate_user``: the least-squares user step of training, with
+        the model's regularization and alpha; ``factors`` comes from ``item_factors``.
+        item_factors: float32 (n_items, dim); user_items: CSR (users, n_items).
+        Returns float32 (users, dim)."""
+        typed = self.parse_params(params, "fold-in")
+        matrix = sp.csr_matrix(user_items, dtype=np.float32)
+        if matrix.shape[1] != item_factors.shape[0]:
+            raise ModelError(f"user_items has {matrix.shape[1]} items, the model {item_factors.shape[0]}")
+        kwargs = {**typed.model_dump(), "factors": item_factors.shape[1]}
+        with threadpool_limits(limits=1, user_api="blas"):
+            model = self.model_class()(**kwargs)
+            model.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+            model.user_factors = np.zeros((matrix.shape[0], item_factors.shape[1]), dtype=np.float32)
+            users = model.recalculate_user(np.arange(matrix.shape[0]), matrix)
+        return np.ascontiguousarray(users, dtype=np.float32).reshape(matrix.shape[0], -1)

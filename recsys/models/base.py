@@ -1,0 +1,158 @@
+"""What every model type is: its typed params, its tuning space, ``fit`` and ``fold_in``.
+
+A model type is one file of this package plus one line in the registry
+(:data:`recsys.models.MODEL_TYPES`); the contract tests in ``tests/models`` then run on it.
+This module imports only :mod:`recsys.errors` of the project.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from recsys.errors import ConfigError, ModelError
+
+Source = Literal["interactions", "vectors"]
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """Factors of one model.
+
+    user_factors: float32 (n_users, dim); item_factors: float32 (n_items, dim).
+    The dot product of a user row and an item row is the model's score.
+    """
+
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("user_factors", "item_factors"):
+            array = getattr(self, name)
+            if array.ndim != 2 or array.dtype != np.float32:
+                raise ModelError(f"{name} must be a 2-d float32 array, found {array.dtype} {array.shape}")
+        if self.user_factors.shape[1] != self.item_factors.shape[1]:
+            raise ModelError(
+                f"user and item factors differ in dimension: {self.user_factors.shape[1]} "
+                f"vs {self.item_factors.shape[1]}"
+            )
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_factors.shape[1])
+
+
+class ModelParams(BaseModel):
+    """Typed params of one model type: unknown keys are refused, values are checked
+    against their documented ranges when the config loads, not when training starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class ModelParamsError(ConfigError, ModelError):
+    """A model's params do not fit its type: a config problem, raised where a model is
+    fitted (so callers that catch either ConfigError or ModelError see it)."""
+
+
+class ParamsProblem(NamedTuple):
+    """One problem of a params mapping. ``key`` is the param's name, ``kind`` is
+    ``unknown``, ``missing`` or ``invalid``; ``message`` says what was expected and found."""
+
+    key: str
+    kind: Literal["unknown", "missing", "invalid"]
+    message: str
+
+
+def params_problems(error: ValidationError) -> list[ParamsProblem]:
+    """The problems of a params model's ValidationError, one per key, each on one line."""
+    problems: list[ParamsProblem] = []
+    seen: set[str] = set()
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "<params>"
+        if key in seen:  # a union reports one error per member: the first says enough
+            continue
+        seen.add(key)
+        if item["type"] == "extra_forbidden":
+            problems.append(ParamsProblem(key, "unknown", "unknown key"))
+        elif item["type"] == "missing":
+            problems.append(ParamsProblem(key, "missing", "missing key"))
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(ParamsProblem(key, "invalid", f"{message}, found {item['input']!r}"))
+    return problems
+
+
+class ModelType(ABC):
+    """One kind of model. Subclasses set the class attributes and implement ``fit``.
+
+    Instances are stateless: every ``fit`` builds a fresh model, so one instance serves
+    every config and thread.
+    """
+
+    name: ClassVar[str]
+    """Registry key, the ``type`` of a model in the config."""
+    params: ClassVar[type[ModelParams]]
+    """The typed params model that a config's ``params`` must satisfy."""
+    source: ClassVar[Source] = "interactions"
+    """``interactions``: ``fit`` trains on the users x items matrix. ``vectors``: the model
+    reads vectors made elsewhere (the pipeline stage reads them; ``fit`` is not used)."""
+    space: ClassVar[dict[str, list[Any]]] = {}
+    """Default tuning space: param name -> values to try (``recsys tune``)."""
+
+    def parse_params(self, params: dict[str, Any], name: str = "model") -> ModelParams:
+        """``params`` validated against :attr:`params`; :class:`ModelParamsError` names every
+        unknown key and every bad value (``model m1: unknown parameter(s) factorz for als ...``)."""
+        try:
+            return self.params.model_validate(params)
+        except ValidationError as exc:
+            raise ModelParamsError(f"model {name}: {self.describe_problems(params_problems(exc))}") from None
+
+    def describe_problems(self, problems: list[ParamsProblem]) -> str:
+        """One line for a list of params problems of this type."""
+        parts = []
+        unknown = sorted(p.key for p in problems if p.kind == "unknown")
+        if unknown:
+            parts.append(
+                f"unknown parameter(s) {', '.join(unknown)} for {self.name} "
+                f"(expected some of: {', '.join(sorted(self.params.model_fields))})"
+            )
+        missing = sorted(p.key for p in problems if p.kind == "missing")
+        if missing:
+            parts.append(f"missing parameter(s) {', '.join(missing)} for {self.name}")
+        invalid = [f"{p.key}: {p.message}" for p in problems if p.kind == "invalid"]
+        if invalid:
+            parts.append(f"invalid parameter(s) for {self.name}: {'; '.join(invalid)}")
+        return "; ".join(parts)
+
+    @abstractmethod
+    def fit(
+        self,
+        params: dict[str, Any],
+        user_items: sp.csr_matrix,
+        seed: int,
+        name: str = "model",
+        show_progress: bool | None = None,
+    ) -> Embeddings:
+        """Train on a users x items CSR matrix (float weights) and return the factors.
+
+        params: the config's params of this type (validated here too); ``seed`` is the
+        default of a ``random_state`` param. Same params, matrix and seed, same factors
+        (where the type's params make it deterministic). Raises :class:`ModelError` for an
+        empty matrix or unusable factors, :class:`ModelParamsError` for bad params.
+        """
+
+    def fold_in(
+        self, params: dict[str, Any], item_factors: np.ndarray, user_items: sp.csr_matrix
+    ) -> np.ndarray:
+        """User vectors for new or changed users against fixed item factors, without
+        retraining. item_factors: float32 (n_items, dim); user_items: CSR (users, n_items).
+        Returns float32 (users, dim). Types that cannot fold in raise :class:`ModelError`."""
+        raise ModelError(f"folding users in needs an ALS model; this one is {self.name}")
+
+    def __repr__(self) -> str:
+        return f"<model type {self.name!r} ({type(self).__name__})>"

@@ -1,0 +1,46 @@
+"""``bpr``: implicit's BayesianPersonalizedRanking (pairwise ranking loss, SGD)."""
+
+from __future__ import annotations
+
+from recsys.models._implicit import (
+    ImplicitModelType,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+    StrictBool,
+)
+from recsys.models.base import ModelParams
+
+
+class BPRParams(ModelParams):
+    """Constructor arguments of ``implicit.cpu.bpr.BayesianPersonalizedRanking``, with its defaults."""
+
+    factors: PositiveInt = 100
+    """Latent factors per user and item (implicit adds a bias column)."""
+    learning_rate: PositiveFloat = 0.01
+    """SGD step size."""
+    regularization: NonNegativeFloat = 0.01
+    """L2 regularization of the factors."""
+    iterations: PositiveInt = 100
+    """Epochs of sampled (user, liked item, other item) triples."""
+    num_threads: NonNegativeInt = 0
+    """implicit's own threads; 0 uses every core. Deterministic only with 1."""
+    verify_negative_samples: StrictBool = True
+    """Resample a negative item that the user has in fact interacted with."""
+    random_state: Seed | None = None
+    """Seed of the initial factors and of the sampling; the config's ``seed`` when not
+    given, null for a different model every fit."""
+
+
+class BPR(ImplicitModelType):
+    name = "bpr"
+    params = BPRParams
+    implicit_class = "implicit.cpu.bpr:BayesianPersonalizedRanking"
+    space = {
+        "factors": [32, 64, 128],
+        "learning_rate": [0.01, 0.05, 0.1],
+        "regularization": [0.001, 0.01],
+        "iterations": [50, 100, 200],
+    }

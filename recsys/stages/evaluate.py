@@ -1,0 +1,114 @@
+"""Evaluate: recall of the served lists against exact search, and ranking metrics of
+the published recommendations on held-out interactions."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from recsys import storage
+from recsys.config import PipelineConfig
+from recsys.data.interactions import Interactions
+from recsys.evaluate import ann_recall, ranking_metrics, sample_rows
+from recsys.index import ExactIndex
+from recsys.recommend import exclude_items, search_all
+from recsys.stages.index import list_k, parse_indices
+from recsys.stages.ranked import open_index
+from recsys.storage import RunLayout
+
+log = logging.getLogger("recsys.pipeline")
+
+
+def evaluate_stage(
+    run: RunLayout, config: PipelineConfig, model: str, indices: dict[str, Any]
+) -> dict[str, Any]:
+    """Recall@k of the served lists against exact search with the same metric, on samples
+    of users (recommendations, seen items excluded) and items (similar items, the item
+    itself excluded), with queries per second."""
+    entries = parse_indices(indices)
+    interactions: Interactions = storage.read_interactions(run.data_dir)
+    item_factors = storage.read_array(run.item_factors(model))
+    started = time.perf_counter()
+    ann: dict[str, Any] = {}
+    user_factors = None
+    if run.user_factors(model).exists():
+        user_factors = storage.read_array(run.user_factors(model))
+        users = sample_rows(interactions.n_users, config.evaluate.sample_users, config.seed)
+        entry = entries[config.recommend.metric]
+        ann["recommendations"] = ann_recall(
+            open_index(entry, item_factors, run.path),
+            item_factors,
+            user_factors[users],
+            list_k(config, config.recommend.metric),
+            exclude=interactions.user_items[users],
+            search_k=entry.query_search_k,
+        )
+    items = sample_rows(interactions.n_items, config.evaluate.sample_items, config.seed + 1)
+    entry = entries[config.similar_items.metric]
+    ann["similar_items"] = ann_recall(
+        open_index(entry, item_factors, run.path),
+        item_factors,
+        item_factors[items],
+        list_k(config, config.similar_items.metric),
+        exclude=exclude_items(items, interactions.n_items),
+        search_k=entry.query_search_k,
+    )
+    for label, figures in ann.items():
+        log.info(
+            "%s: %s recall@%d vs exact %s = %.3f (%.0f queries/s)",
+            model,
+            label,
+            figures["k"],
+            figures["metric"],
+            figures["recall_at_k"],
+            figures["queries_per_second"],
+        )
+    evaluation: dict[str, Any] = {"ann": ann}
+    if run.holdout.exists() and user_factors is not None:
+        evaluation.update(_ranking(run, config, model, interactions, user_factors, item_factors))
+    return {"evaluation": evaluation, "timings": {"evaluate": round(time.perf_counter() - started, 3)}}
+
+
+def _ranking(
+    run: RunLayout,
+    config: PipelineConfig,
+    model: str,
+    interactions: Interactions,
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+) -> dict[str, Any]:
+    """Ranking metrics of the published recommendations, and of exact top-N for the same
+    users, against the held-out interactions."""
+    holdout = storage.read_sparse(run.holdout)
+    top_n = config.recommend.top_n
+    users = np.flatnonzero(np.diff(holdout.indptr) > 0)
+    holdout = holdout[users]
+    published = storage.read_ranked_ids(
+        run.ranked(model, "recommendations"), interactions.users, interactions.items, top_n, rows=users
+    )
+    popularity = np.diff(interactions.user_items.tocsc().indptr).astype(np.float64)
+    exact, _ = search_all(
+        ExactIndex(item_factors, config.recommend.metric),
+        user_factors[users],
+        top_n,
+        interactions.user_items[users],
+        item_factors,
+    )
+    ranking = ranking_metrics(published, holdout, config.evaluate.ks, popularity)
+    ranking_exact = ranking_metrics(exact, holdout, config.evaluate.ks, popularity)
+    k = max(config.evaluate.ks)
+    log.info(
+        "%s: recall@%d %.4f, ndcg@%d %.4f on %d held-out users (exact top-N: %.4f, %.4f)",
+        model,
+        k,
+        ranking.get(f"recall@{k}", float("nan")),
+        k,
+        ranking.get(f"ndcg@{k}", float("nan")),
+        ranking.get("users", 0),
+        ranking_exact.get(f"recall@{k}", float("nan")),
+        ranking_exact.get(f"ndcg@{k}", float("nan")),
+    )
+    return {"ranking": ranking, "ranking_exact": ranking_exact}

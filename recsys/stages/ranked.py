@@ -1,0 +1,211 @@
+"""Recommend and similar items: every user's top-N unseen items and every item's top-N
+similar items, scored block by block (locally or in shards on Dask workers) and
+streamed into the model's parquet files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from recsys import storage
+from recsys.config import PipelineConfig
+from recsys.errors import QueryError
+from recsys.index import IndexEntryBase, SearchIndex, get_backend
+from recsys.recommend import exclude_items, search_batches
+from recsys.stages.index import parse_indices
+from recsys.storage import RANKED_KINDS, RunLayout
+
+log = logging.getLogger("recsys.pipeline")
+
+
+def progress_logger(label: str) -> Callable[[int, int], None]:
+    """A callback that logs progress at most every ~10% of the work."""
+    state = {"next": 0.0}
+
+    def report(done: int, total: int) -> None:
+        if done >= total or done / total >= state["next"]:
+            log.info("%s: %d/%d (%.0f%%)", label, done, total, 100.0 * done / total)
+            state["next"] = done / total + 0.1
+
+    return report
+
+
+def open_index(
+    entry: IndexEntryBase,
+    item_factors: np.ndarray,
+    resolve: Callable[[str], Path],
+    threads: int | None = None,
+) -> SearchIndex:
+    """The index an entry describes, opened by its backend (checks before loading).
+    resolve: a path as the manifest records it -> the file; threads: query threads."""
+    return get_backend(entry.backend).open(entry, item_factors, resolve, threads)
+
+
+@dataclass
+class RankedJob:
+    """What scoring one kind of ranked list of one model needs: queries (memory-mapped),
+    the items each query must never get, the index entry to ask and how many results."""
+
+    kind: str
+    queries: np.ndarray
+    exclude: sp.csr_matrix
+    item_factors: np.ndarray
+    entry: IndexEntryBase
+    n: int
+
+    @property
+    def rows(self) -> int:
+        return len(self.queries)
+
+
+def ranked_job(
+    run: RunLayout, config: PipelineConfig, model: str, indices: dict[str, Any], kind: str
+) -> RankedJob:
+    """The inputs of ``recommendations`` (users, seen items excluded) or ``similar_items``
+    (items, the item itself excluded) of one model, read from the run folder."""
+    entries = parse_indices(indices)
+    item_factors = storage.read_array(run.item_factors(model), mmap=True)
+    if kind == "recommendations":
+        queries = storage.read_array(run.user_factors(model), mmap=True)
+        exclude = storage.read_sparse(run.data_file("user_items"))
+        entry, n = entries[config.recommend.metric], config.recommend.top_n
+        return RankedJob(kind, queries, exclude, item_factors, entry, n)
+    if kind != "similar_items":
+        raise ValueError(f"kind must be one of {RANKED_KINDS}, found {kind!r}")
+    n_items = len(item_factors)
+    entry, n = entries[config.similar_items.metric], config.similar_items.top_n
+    if n >= n_items:
+        raise QueryError(f"similar items top_n must be below the {n_items} items, found {n}")
+    exclude = exclude_items(np.arange(n_items), n_items)
+    return RankedJob(kind, item_factors, exclude, item_factors, entry, n)
+
+
+def open_job_index(run: RunLayout, job: RankedJob, threads: int | None = None) -> SearchIndex:
+    """The index that serves a job, opened from its file (checks first)."""
+    return open_index(job.entry, np.ascontiguousarray(job.item_factors), run.path, threads=threads)
+
+
+def score_blocks(
+    index: SearchIndex,
+    job: RankedJob,
+    start: int = 0,
+    stop: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (first_row, ids, scores) blocks of the top-n lists of query rows start..stop."""
+    stop = job.rows if stop is None else stop
+    queries = job.queries[start:stop]  # memory-mapped: each batch is read as it is searched
+    for first, ids, scores in search_batches(
+        index,
+        queries,
+        job.n,
+        job.exclude[start:stop],
+        job.item_factors,
+        job.entry.query_search_k,
+        progress=progress,
+    ):
+        yield start + first, ids, scores
+
+
+# A worker scores many shards of the same job: it reads the job's inputs and opens (and
+# checks) the index once, not once per shard.
+_WORKER_JOBS: dict[tuple[str, ...], tuple[RankedJob, SearchIndex]] = {}
+
+
+def score_shard(
+    run: RunLayout,
+    config: PipelineConfig,
+    model: str,
+    indices: dict[str, Any],
+    kind: str,
+    start: int,
+    stop: int,
+    threads: int = 1,
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """The lists of query rows start..stop as one block (ids int32, scores float32): the
+    unit of work of a Dask worker, which reads the run folder and opens the index file
+    itself, by path. BLAS is pinned to one thread here, whatever the worker's environment."""
+    # keyed on the files too: a long-lived worker may see the same run id written again
+    inputs = [run.item_factors(model)]
+    if kind == "recommendations":
+        inputs += [run.user_factors(model), run.data_file("user_items")]
+    stamps = [f"{path.stat().st_mtime_ns}:{path.stat().st_size}" for path in inputs]
+    key = (str(run.dir), model, kind, json.dumps(indices, sort_keys=True), str(threads), *stamps)
+    if key not in _WORKER_JOBS:
+        _WORKER_JOBS.clear()
+        job = ranked_job(run, config, model, indices, kind)
+        _WORKER_JOBS[key] = (job, open_job_index(run, job, threads))
+    job, index = _WORKER_JOBS[key]
+    with threadpool_limits(limits=1, user_api="blas"):
+        blocks = list(score_blocks(index, job, start, stop))
+    ids = np.concatenate([block[1] for block in blocks]).astype(np.int32)
+    scores = np.concatenate([block[2] for block in blocks])
+    return start, ids, scores
+
+
+def ranked_rows(run: RunLayout, model: str, kind: str) -> int:
+    """Queries of ``kind``: users with vectors for recommendations (0 for a model without
+    user vectors), items for similar items."""
+    path = run.user_factors(model) if kind == "recommendations" else run.item_factors(model)
+    return len(storage.read_array(path, mmap=True)) if path.exists() else 0
+
+
+def shard_bounds(rows: int, shard_rows: int) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of at most shard_rows rows covering 0..rows."""
+    return [(start, min(start + shard_rows, rows)) for start in range(0, rows, max(1, shard_rows))]
+
+
+def write_ranked(
+    run: RunLayout, model: str, kind: str, blocks: Iterable[tuple[int, np.ndarray, np.ndarray]]
+) -> dict[str, Any]:
+    """Stream blocks of lists into the model's ``<kind>.parquet`` (one row group per
+    ~1M rows; the file appears only when complete). Returns the stage's manifest part."""
+    started = time.perf_counter()
+    items = storage.read_id_map(run.data_file("items"))
+    path = run.ranked(model, kind)
+    if kind == "recommendations":
+        users = storage.read_id_map(run.data_file("users"))
+        writer = storage.recommendations_writer(path, users, items, model, run.run_id)
+    else:
+        writer = storage.similar_items_writer(path, items, model, run.run_id)
+    with writer:
+        for first_row, ids, scores in blocks:
+            writer.write(first_row, ids, scores)
+    timing = "recommend" if kind == "recommendations" else "similar_items"
+    return {
+        "outputs": {kind: run.relative(path)},
+        "rows": {kind: writer.rows},
+        "timings": {timing: round(time.perf_counter() - started, 3)},
+    }
+
+
+def recommend_stage(
+    run: RunLayout, config: PipelineConfig, model: str, indices: dict[str, Any]
+) -> dict[str, Any]:
+    """Top-N unseen items for every user, streamed to parquet a block of users at a time."""
+    if not run.user_factors(model).exists():
+        log.info("%s: no user vectors, no recommendations", model)
+        return {"timings": {"recommend": 0.0}}
+    job = ranked_job(run, config, model, indices, "recommendations")
+    index = open_job_index(run, job)
+    blocks = score_blocks(index, job, progress=progress_logger(f"{model}: recommend"))
+    return write_ranked(run, model, job.kind, blocks)
+
+
+def similar_stage(
+    run: RunLayout, config: PipelineConfig, model: str, indices: dict[str, Any]
+) -> dict[str, Any]:
+    """Top-N similar items for every item (never itself), streamed to parquet."""
+    job = ranked_job(run, config, model, indices, "similar_items")
+    index = open_job_index(run, job)
+    blocks = score_blocks(index, job, progress=progress_logger(f"{model}: similar items"))
+    return write_ranked(run, model, job.kind, blocks)

@@ -1,0 +1,84 @@
+"""Train: one model's user and item vectors, fitted (model types that learn from
+interactions) or read and aligned (model types that bring their own vectors)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from recsys import faults, storage
+from recsys.config import ModelConfig, PipelineConfig
+from recsys.data.interactions import Interactions
+from recsys.errors import ModelError
+from recsys.models import get_model_type
+from recsys.storage import RunLayout
+
+log = logging.getLogger("recsys.pipeline")
+
+
+def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> dict[str, Any]:
+    """Fit one model (or read its vectors); write its user and item factors."""
+    interactions = storage.read_interactions(run.data_dir)
+    model_type = get_model_type(model.type)
+    if model_type.source == "vectors":
+        return _vectors_stage(run, model, interactions)
+    log.info("%s: training %s on %d interactions", model.name, model.type, interactions.nnz)
+    started = time.perf_counter()
+    embeddings = model_type.fit(model.params, interactions.user_items, config.seed, model.name)
+    fit_seconds = time.perf_counter() - started
+    faults.point("after-fit")
+    run.model_dir(model.name).mkdir(parents=True, exist_ok=True)
+    storage.write_array(run.user_factors(model.name), embeddings.user_factors)
+    storage.write_array(run.item_factors(model.name), embeddings.item_factors)
+    log.info("%s: trained in %.1fs, %d factors", model.name, fit_seconds, embeddings.dim)
+    return {
+        "type": model.type,
+        "params": {"random_state": config.seed, **model.params},
+        "dim": embeddings.dim,
+        "factors": {
+            "user": run.relative(run.user_factors(model.name)),
+            "item": run.relative(run.item_factors(model.name)),
+        },
+        "timings": {"fit": round(fit_seconds, 3)},
+    }
+
+
+def _vectors_stage(run: RunLayout, model: ModelConfig, interactions: Interactions) -> dict[str, Any]:
+    """Read, validate and align a precomputed model's vectors to the run's ids."""
+    from recsys.storage.vectors import align, read_vectors
+
+    started = time.perf_counter()
+    params = model.params
+    ids, vectors = read_vectors(params["items"], params.get("item_ids"), params.get("column"))
+    item_factors = align(ids, vectors, interactions.items, params["items"], "item")
+    run.model_dir(model.name).mkdir(parents=True, exist_ok=True)
+    storage.write_array(run.item_factors(model.name), item_factors)
+    factors = {"item": run.relative(run.item_factors(model.name))}
+    if params.get("users") and interactions.n_users:
+        user_ids, user_vectors = read_vectors(
+            params["users"], params.get("user_ids"), params.get("column"), "user"
+        )
+        if user_vectors.shape[1] != item_factors.shape[1]:
+            raise ModelError(
+                f"model {model.name}: user vectors have dimension {user_vectors.shape[1]}, "
+                f"item vectors {item_factors.shape[1]}"
+            )
+        storage.write_array(
+            run.user_factors(model.name),
+            align(user_ids, user_vectors, interactions.users, params["users"], "user"),
+        )
+        factors["user"] = run.relative(run.user_factors(model.name))
+    log.info(
+        "%s: read %d precomputed item vectors of dimension %d",
+        model.name,
+        len(item_factors),
+        item_factors.shape[1],
+    )
+    return {
+        "type": model.type,
+        "params": dict(params),
+        "dim": int(item_factors.shape[1]),
+        "factors": factors,
+        "timings": {"fit": round(time.perf_counter() - started, 3)},
+    }

@@ -1,0 +1,113 @@
+"""Everything that touches paths: input tables, run folders, parquet outputs, CURRENT.
+
+- :mod:`recsys.storage.files`: atomic writes, checksums, paths that must stay inside a run
+- :mod:`recsys.storage.tables`: input tables (parquet, CSV)
+- :mod:`recsys.storage.parquet`: published parquet schemas, streamed ranked lists, id maps
+- :mod:`recsys.storage.layout`: :class:`RunLayout`, the name of every file of a run
+- :mod:`recsys.storage.runs`: the run protocol (lock, staging, publish, CURRENT, retention)
+"""
+
+from recsys.storage.files import (
+    atomic_path,
+    file_sha256,
+    fsync_dir,
+    hash_tree,
+    inside,
+    link_or_copy,
+    read_array,
+    read_json,
+    read_sparse,
+    read_text,
+    verified_path,
+    write_array,
+    write_json,
+    write_sparse,
+    write_text,
+)
+from recsys.storage.layout import DATA_FILES, RANKED_KINDS, RunLayout, RunPaths
+from recsys.storage.parquet import (
+    ROW_GROUP_ROWS,
+    RankedWriter,
+    read_id_map,
+    read_interactions,
+    read_ranked_ids,
+    recommendations_schema,
+    recommendations_writer,
+    similar_items_schema,
+    similar_items_writer,
+    write_interactions,
+    write_recommendations,
+    write_similar_items,
+)
+from recsys.storage.runs import (
+    PublishTransaction,
+    apply_retention,
+    check_run_id,
+    clean_stale_staging,
+    current_run_id,
+    find_run,
+    list_runs,
+    new_run_id,
+    open_run,
+    publish_run,
+    reading,
+    root_lock,
+    start_run,
+)
+from recsys.storage.tables import (
+    INPUT_COLUMNS,
+    read_any_table,
+    read_interactions_table,
+    write_interactions_table,
+)
+
+__all__ = [
+    "DATA_FILES",
+    "INPUT_COLUMNS",
+    "RANKED_KINDS",
+    "ROW_GROUP_ROWS",
+    "PublishTransaction",
+    "RankedWriter",
+    "RunLayout",
+    "RunPaths",
+    "apply_retention",
+    "atomic_path",
+    "check_run_id",
+    "clean_stale_staging",
+    "current_run_id",
+    "file_sha256",
+    "find_run",
+    "fsync_dir",
+    "hash_tree",
+    "inside",
+    "link_or_copy",
+    "list_runs",
+    "new_run_id",
+    "open_run",
+    "publish_run",
+    "read_any_table",
+    "read_array",
+    "read_id_map",
+    "read_interactions",
+    "read_interactions_table",
+    "read_json",
+    "read_ranked_ids",
+    "read_sparse",
+    "read_text",
+    "reading",
+    "recommendations_schema",
+    "recommendations_writer",
+    "root_lock",
+    "similar_items_schema",
+    "similar_items_writer",
+    "start_run",
+    "verified_path",
+    "write_array",
+    "write_interactions",
+    "write_interactions_table",
+    "write_json",
+    "write_recommendations",
+    "write_similar_items",
+    "write_sparse",
+    "write_text",
+]

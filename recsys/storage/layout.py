@@ -1,0 +1,111 @@
+"""Where every file of a run lives. Stages and readers ask the layout for a path and
+never spell a file name themselves.
+
+Run folder (paths relative to it, as the manifest records them)::
+
+    data/users.parquet, data/items.parquet    external ids, position = internal id
+    data/user_items.npz                       CSR (users x items) of seen items
+    data/holdout.npz                          CSR of held-out items (evaluation runs)
+    data/stats.json                           what validation read, merged and dropped
+    models/<name>/user_factors.npy            float32 (users, dim)
+    models/<name>/item_factors.npy            float32 (items, dim)
+    models/<name>/<metric>.ann (+ .ann.json)  Annoy index and its own manifest
+    models/<name>/recommendations.parquet
+    models/<name>/similar_items.parquet
+    report.html
+    manifest.json                             written last, before the folder is published
+    _SUCCESS                                  written after the folder is in place
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_FILES = {
+    "users": "users.parquet",
+    "items": "items.parquet",
+    "user_items": "user_items.npz",
+    "stats": "stats.json",
+}
+RANKED_KINDS = ("recommendations", "similar_items")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run, being written (``staging``: a hidden folder under ``runs/``) or
+    published (``runs/<run_id>``)."""
+
+    root: Path
+    run_id: str
+    staging: bool = True
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def dir(self) -> Path:
+        return self.runs_dir / (f".staging-{self.run_id}" if self.staging else self.run_id)
+
+    def published(self) -> RunLayout:
+        return RunLayout(self.root, self.run_id, staging=False)
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.dir).as_posix()
+
+    def path(self, relative: str) -> Path:
+        """The path of a file the manifest names (unchecked: see ``storage.inside``)."""
+        return self.dir / relative
+
+    # ---------------------------------------------------------- data
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    def data_file(self, key: str) -> Path:
+        return self.data_dir / DATA_FILES[key]
+
+    @property
+    def holdout(self) -> Path:
+        return self.data_dir / "holdout.npz"
+
+    # ---------------------------------------------------------- models
+
+    def model_dir(self, model: str) -> Path:
+        return self.dir / "models" / model
+
+    def user_factors(self, model: str) -> Path:
+        return self.model_dir(model) / "user_factors.npy"
+
+    def item_factors(self, model: str) -> Path:
+        return self.model_dir(model) / "item_factors.npy"
+
+    def index_file(self, model: str, metric: str, suffix: str = "ann") -> Path:
+        """The file of one index of a model (``<metric>.<suffix>``)."""
+        return self.model_dir(model) / f"{metric}.{suffix}"
+
+    def ranked(self, model: str, kind: str) -> Path:
+        """``recommendations`` or ``similar_items`` parquet of a model."""
+        if kind not in RANKED_KINDS:
+            raise ValueError(f"kind must be one of {RANKED_KINDS}, found {kind!r}")
+        return self.model_dir(model) / f"{kind}.parquet"
+
+    # ---------------------------------------------------------- run
+
+    @property
+    def report(self) -> Path:
+        return self.dir / "report.html"
+
+    @property
+    def manifest(self) -> Path:
+        return self.dir / "manifest.json"
+
+    @property
+    def success(self) -> Path:
+        return self.dir / "_SUCCESS"
+
+
+RunPaths = RunLayout
+"""The name this class had before it named every file."""

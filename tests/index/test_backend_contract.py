@@ -1,0 +1,157 @@
+"""The contract every index backend of the registry passes (a new backend inherits it):
+agreement with brute force, seen-item exclusion, short and empty results, a manifest
+entry that round-trips, refusal of corrupt files. The dummy backend of
+``dummy_backend.py`` shows that a backend in one file joins the registry, the config,
+the manifest and a whole run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from pydantic import TypeAdapter
+
+from recsys import storage
+from recsys.errors import AnnIndexError, RecsysError, RunError
+from recsys.index import BACKENDS, BuildContext, ExactIndex, IndexEntry
+from recsys.recommend import search_all
+from tests.index.dummy_backend import StrideBackend
+
+ENTRY = TypeAdapter(IndexEntry)
+K = 10
+
+
+@pytest.fixture
+def with_dummy(monkeypatch):
+    monkeypatch.setitem(BACKENDS, "stride", StrideBackend())
+
+
+def _vectors(n_items=400, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(8, dim))
+    items = centers[rng.integers(0, 8, n_items)] + 0.3 * rng.normal(size=(n_items, dim))
+    queries = centers[rng.integers(0, 8, 50)] + 0.3 * rng.normal(size=(50, dim))
+    return items.astype(np.float32), queries.astype(np.float32)
+
+
+def _cases():
+    """Every (backend, metric) the backend serves, the dummy backend included."""
+    backends = {**BACKENDS, "stride": StrideBackend()}
+    return [
+        (name, metric)
+        for name, backend in backends.items()
+        for metric in ("dot", "angular")
+        if backend.supports(metric)
+    ]
+
+
+def _built(tmp_path, name, metric, items):
+    """Build one backend's index for one metric (what the index stage does), with the
+    angular Annoy index built first where a backend uses it; returns (entry, index)."""
+    backend = BACKENDS[name]
+    built = {}
+    paths = {}
+
+    def context(for_metric):
+        return BuildContext(
+            model="m",
+            metric=for_metric,
+            item_factors=items,
+            path_for=lambda suffix: tmp_path / f"{for_metric}.{suffix}",
+            relative=lambda path: path.relative_to(tmp_path).as_posix(),
+            n_trees=20,
+            seed=1,
+            built=built,
+        )
+
+    if metric == "dot":
+        built[("annoy", "angular")] = BACKENDS["annoy"].build(context("angular"), K, None)
+    made = backend.build(context(metric), K, None)
+    fields = {"backend": name, "metric": metric, "reason": "contract test"}
+    if made is None:  # exact: nothing to build
+        return ENTRY.validate_python(fields), paths
+    value = made.values[-1]  # the most thorough setting
+    fields.update(made.fields)
+    fields.update(backend.serve(made, value))
+    return ENTRY.validate_python(fields), paths
+
+
+def _open(tmp_path, entry, items):
+    return BACKENDS[entry.backend].open(entry, items, lambda relative: tmp_path / relative, None)
+
+
+@pytest.mark.parametrize(("name", "metric"), _cases())
+def test_agrees_with_brute_force(tmp_path, with_dummy, name, metric):
+    items, queries = _vectors()
+    entry, _ = _built(tmp_path, name, metric, items)
+    index = _open(tmp_path, entry, items)
+    ids, _ = index.search(queries, K, search_k=entry.query_search_k)
+    exact_ids, _ = ExactIndex(items, metric).search(queries, K)
+    overlap = np.mean([len(set(a) & set(b)) / K for a, b in zip(ids, exact_ids, strict=True)])
+    assert overlap >= 0.9, f"{name} {metric}: recall@{K} {overlap:.3f} at its most thorough setting"
+
+
+@pytest.mark.parametrize(("name", "metric"), _cases())
+def test_never_returns_an_excluded_item_and_fills_short_rows(tmp_path, with_dummy, name, metric):
+    items, queries = _vectors(n_items=60)
+    entry, _ = _built(tmp_path, name, metric, items)
+    index = _open(tmp_path, entry, items)
+    rng = np.random.default_rng(3)
+    exclude = sp.csr_matrix((rng.random((len(queries), len(items))) < 0.3).astype(np.float32))
+    ids, _ = search_all(index, queries, K, exclude, items, entry.query_search_k)
+    for row in range(len(queries)):
+        assert not set(ids[row]) & set(exclude[row].indices)
+        assert (ids[row] >= 0).all() and len(set(ids[row])) == K
+    # only 3 items left for the first query: exactly those 3, then empty places
+    only = np.ones((1, len(items)), dtype=np.float32)
+    only[0, [5, 17, 33]] = 0
+    short_ids, short_scores = search_all(
+        index, queries[:1], K, sp.csr_matrix(only), items, entry.query_search_k
+    )
+    assert set(short_ids[0][:3]) == {5, 17, 33} and (short_ids[0][3:] == -1).all()
+    assert np.isneginf(short_scores[0][3:]).all()
+
+
+@pytest.mark.parametrize(("name", "metric"), _cases())
+def test_manifest_entry_round_trips(tmp_path, with_dummy, name, metric):
+    items, _ = _vectors(n_items=100)
+    entry, _ = _built(tmp_path, name, metric, items)
+    dumped = ENTRY.dump_python(entry, mode="json")
+    again = ENTRY.validate_python(dumped)
+    assert again == entry and type(again) is type(entry) and again.backend == name
+    with pytest.raises(ValueError, match="unknown index backend"):
+        ENTRY.validate_python({**dumped, "backend": "nope"})
+    with pytest.raises(ValueError):
+        ENTRY.validate_python({**dumped, "unexpected_key": 1})
+
+
+@pytest.mark.parametrize(("name", "metric"), _cases())
+def test_corrupt_files_are_refused(tmp_path, with_dummy, name, metric):
+    items, _ = _vectors(n_items=100)
+    entry, _ = _built(tmp_path, name, metric, items)
+    files = entry.paths() + ([entry.candidates_from] if entry.candidates_from else [])
+    if not files:  # nothing of its own to corrupt: it serves from the (verified) item factors
+        assert _open(tmp_path, entry, items).n_items == len(items)
+        return
+    listed = storage.hash_tree(tmp_path)
+    for relative in files:
+        path = tmp_path / relative
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        path.write_bytes(bytes(data))
+        with pytest.raises(RunError, match="checksum"):
+            storage.verified_path(tmp_path, relative, **listed[relative])
+        path.write_bytes(bytes(data[:-8]))  # truncated: refused by the backend itself too
+        with pytest.raises((AnnIndexError, RecsysError)):
+            _open(tmp_path, entry, items)
+        break
+
+
+def test_registry_values_are_config_choices(with_dummy):
+    from recsys.config import parse_config
+    from recsys.errors import ConfigError
+
+    config = parse_config({"models": [{"name": "m", "type": "als"}], "index": {"backend": "stride"}})
+    assert config.index.backend == "stride"
+    with pytest.raises(ConfigError, match="unknown backend 'nope'"):
+        parse_config({"models": [{"name": "m", "type": "als"}], "index": {"backend": "nope"}})

@@ -8,7 +8,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo sample test lint format clean
+.PHONY: setup demo sample test test-fast lint format clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ demo: setup $(SAMPLE)
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check recsys flows tests benchmarks

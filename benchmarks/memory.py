@@ -31,7 +31,7 @@ from benchmarks.speed import factors, seen_items
 from recsys import storage
 from recsys.config import PipelineConfig
 from recsys.data.interactions import IdMap, Interactions
-from recsys.storage import RunPaths
+from recsys.storage import RunLayout as RunPaths
 
 MODES = ("inputs", "streamed", "in memory")
 REPO = Path(__file__).resolve().parents[1]
@@ -65,26 +65,26 @@ def peak_rss_mib() -> float:
 
 def measure(root: Path, top_n: int, mode: str) -> dict:
     """Run in a fresh process: score (or only load) and report peak RSS."""
-    from recsys import pipeline
+    from recsys import stages as pipeline
 
     run = RunPaths(root, "bench")
     config = PipelineConfig.model_validate(
         {"models": [{"name": "als", "type": "als"}], "recommend": {"top_n": top_n}, "evaluate": {"k": 10}}
     )
-    indices = {"dot": {"backend": "exact", "metric": "dot"}}
+    indices = {"dot": {"backend": "exact", "metric": "dot", "reason": "benchmark"}}
     started = time.perf_counter()
     rows = 0
     if mode == "inputs":
         job = pipeline.ranked_job(run, config, "als", indices, "recommendations")
         np.asarray(job.queries).sum()  # touch the memory-mapped user factors
-        pipeline.open_job_index(run.dir, job)
+        pipeline.open_job_index(run, job)
     elif mode == "streamed":
         rows = pipeline.recommend_stage(run, config, "als", indices)["rows"]["recommendations"]
     else:
         from recsys.recommend import recommend_all
 
         job = pipeline.ranked_job(run, config, "als", indices, "recommendations")
-        index = pipeline.open_job_index(run.dir, job)
+        index = pipeline.open_job_index(run, job)
         ids, scores = recommend_all(index, np.asarray(job.queries), job.exclude, job.item_factors, top_n)
         interactions = storage.read_interactions(run.data_dir)
         path = run.model_dir("als") / "recommendations_in_memory.parquet"

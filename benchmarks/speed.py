@@ -32,10 +32,9 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from recsys.evaluate import sample_rows, sweep_search_k, sweep_setting
-from recsys.index.annoy_index import default_search_ks
 from recsys.index import AnnoyIndex, ExactIndex, build_annoy_index
-from recsys.index.rerank import RerankIndex
-from recsys.index.rerank import default_candidates
+from recsys.index.annoy_index import default_search_ks
+from recsys.index.rerank import RerankIndex, default_candidates
 from recsys.recommend import recommend_all
 
 

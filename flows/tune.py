@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
 from recsys import storage, tuning
 from recsys.config import ModelConfig, resolve_inputs
+from recsys.models import get_model_type
 
 
 @task(name="tune-trial", cache_policy=NO_CACHE, task_run_name="trial-{number}")
@@ -23,7 +24,7 @@ def trial(
     train_items = storage.read_sparse(Path(work) / "train.npz")
     validation = storage.read_sparse(Path(work) / "validation.npz")
     result = tuning.run_trial(model, params, train_items, validation, ks, seed)
-    drawn = {k: v for k, v in params.items() if k in tuning.DEFAULT_SPACES[model.type]}
+    drawn = {k: v for k, v in params.items() if k in get_model_type(model.type).space}
     get_run_logger().info(
         "trial %d/%d %s -> %s",
         number,

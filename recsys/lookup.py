@@ -117,6 +117,11 @@ class Run:
         _, entry = self.model(model)
         return self._array(entry.factors.item)
 
+    def item_vectors(self, items: list[Any] | Any, model: str | None = None) -> np.ndarray:
+        """float32 (len(items), dim): the vectors of items given by their external ids."""
+        positions = self.interactions.items.to_internal(_as_list(items))
+        return np.asarray(self.item_factors(model)[positions], dtype=np.float32)
+
     def user_factors(self, model: str | None = None) -> np.ndarray:
         """float32 (users, dim), row = internal user id; a QueryError for a model without
         user vectors."""
@@ -253,7 +258,7 @@ class Run:
         items = run_items.to_internal(table.items, strict=False)
         known = items >= 0
         if not known.any():
-            raise QueryError(f"none of the {len(items)} items given is in the run")
+            raise QueryError(f"none of its {len(items)} items is in the run")
         users, rows = np.unique(table.users[known].astype(object), return_inverse=True)
         user_items = sp.csr_matrix(
             (table.weights[known].astype(np.float32), (rows, items[known])),

@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
+from recsys.manifest import RunManifest
+
 RANKING_NAMES = ("recall", "ndcg", "precision", "map", "hit_rate", "coverage", "popularity")
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
@@ -148,8 +150,11 @@ def _distributions(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
     return images
 
 
-def render_report(run_dir: Path, manifest: dict[str, Any]) -> str:
-    """The report of a run folder (published or staging) as one HTML string."""
+def render_report(run_dir: Path, manifest: RunManifest | dict[str, Any]) -> str:
+    """The report of a run folder (published or staging) as one HTML string. The manifest
+    is validated first: a field the report reads can never be missing or renamed."""
+    typed = manifest if isinstance(manifest, RunManifest) else RunManifest.model_validate(manifest)
+    manifest = typed.model_dump(mode="json", exclude_none=True)
     inp = manifest["input"]
     parts = [
         f"<h1>recsys run {_esc(manifest['run_id'])}</h1>",

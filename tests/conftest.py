@@ -26,3 +26,17 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# `make test-fast` (pytest -m "not slow") leaves these out: end-to-end runs through Prefect,
+# fault injection, the real server, Dask. `make test` runs everything.
+SLOW_PATHS = ("tests/flows/", "tests/test_faults.py")
+SLOW_FIXTURES = {"prefect_harness", "published"}
+
+
+def pytest_collection_modifyitems(config, items):
+    root = config.rootpath
+    for item in items:
+        path = item.path.relative_to(root).as_posix()
+        if path.startswith(SLOW_PATHS) or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

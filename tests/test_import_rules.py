@@ -40,7 +40,7 @@ ALLOWED: dict[str, set[str]] = {
         "lookup",  # run_pipeline returns the run it published, opened
     },
     "lookup": {"errors", "data", "models", "storage", "index", "recommend", "evaluate", "manifest"},
-    "flows": {"errors", "config", "storage", "stages", "manifest", "tuning", "data"},
+    "flows": {"errors", "config", "storage", "stages", "manifest", "tuning", "data", "models"},
 }
 ALLOWED["__init__"] = {"lookup", "stages"}
 ALLOWED["cli"] = set(ALLOWED) | {"flows"}

@@ -76,7 +76,7 @@ def carry_over_models(
     return carried
 
 
-def report_stage(run: RunLayout, manifest: dict[str, Any]) -> str:
+def report_stage(run: RunLayout, manifest: RunManifest | dict[str, Any]) -> str:
     """Write the run's self-contained ``report.html``; returns its path relative to the run."""
     from recsys.report import render_report
 

@@ -134,3 +134,24 @@ def test_an_unregistered_type_is_refused():
     assert "mean" not in MODEL_TYPES
     with pytest.raises(ConfigError, match="models.0.type: unknown model type 'mean'"):
         parse_config({"models": [{"name": "m", "type": "mean"}]}, "x.yaml")
+
+
+def test_a_registered_type_runs_through_the_whole_pipeline(mean_type, tmp_path):
+    """Trained, indexed, scored, evaluated, published and answered from like any type."""
+    import recsys
+    from recsys.data import generate_interactions
+
+    frame = generate_interactions(n_users=100, n_items=60, n_clusters=3, seed=4)
+    config = {
+        "models": [{"name": "co", "type": "mean", "params": {"factors": 8}}],
+        "index": {"backend": "exact"},
+        "recommend": {"top_n": 5},
+        "similar_items": {"top_n": 5},
+    }
+    run = recsys.run_pipeline(frame, config, output=tmp_path / "out")
+    entry = run.manifest.models["co"]
+    assert entry.type == "mean" and entry.dim == 8
+    lists = run.recommendations("co")
+    assert len(lists) == 100 * 5 and set(lists["model"]) == {"co"}
+    user = lists["user_id"].iloc[0]
+    assert run.recommend([user])["item_id"].tolist() == lists[lists["user_id"] == user]["item_id"].tolist()

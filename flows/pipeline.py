@@ -89,14 +89,17 @@ def pipeline_flow(
     run_id: str | None = None,
     models: list[str] | None = None,
     holdout: str | None = None,
+    config: PipelineConfig | None = None,
 ) -> dict[str, Any]:
     """Train, index, recommend, evaluate and publish one run.
 
+    config: the loaded config (``recsys run`` has read and checked it already); else it
+    is read from ``config_path`` (deployments pass a path).
     models: names of the config's models to (re)train; the others are carried over
     from the current run when it was made from the same input. holdout: a test table
     for ranking metrics (overrides ``evaluate.holdout``). Returns the manifest.
     """
-    config, input_path, root = resolve_inputs(config_path, interactions, output)
+    config, input_path, root = resolve_inputs(config_path, interactions, output, config)
     selected = config.select_models(models) if models else list(config.models)
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     started = time.perf_counter()

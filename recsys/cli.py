@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from recsys import __version__, storage
+from recsys.config import resolve_inputs
 from recsys.errors import ConfigError, QueryError, RecsysError
 from recsys.manifest import ModelEntry, RunManifest
 
@@ -46,8 +47,7 @@ def _served_by(model: ModelEntry, metric: str) -> str:
     entry = model.indices.get(metric)  # type: ignore[call-overload]
     if entry is None:
         return "-"
-    setting = getattr(entry, "search_k", None) or getattr(entry, "candidates", None)
-    return entry.backend + (f":{setting}" if setting is not None else "")
+    return entry.backend + (f":{entry.setting[1]}" if entry.setting else "")
 
 
 def _ranking_columns(model: ModelEntry) -> dict[str, str]:
@@ -161,7 +161,7 @@ def _start_watchdog(seconds: float) -> threading.Timer:
 
 def cmd_run(args: argparse.Namespace) -> int:
     pipeline = _import_flows(args.debug)
-    config, input_path, root = pipeline.resolve_inputs(args.config, args.interactions, args.output)
+    config, input_path, root = resolve_inputs(args.config, args.interactions, args.output)
     if input_path and not Path(input_path).exists():
         hint = " (make the bundled sample with `recsys generate`)" if "sample" in input_path else ""
         raise ConfigError(f"{input_path}: interactions file not found{hint}")
@@ -181,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         models=models,
         holdout=args.holdout,
+        config=config,
     )
     if watchdog is not None:
         watchdog.cancel()
@@ -420,10 +421,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    pipeline = _import_flows(args.debug)
+    _import_flows(args.debug)
     from flows.tune import tune_flow
 
-    config, input_path, _ = pipeline.resolve_inputs(args.config, args.interactions, None)
+    config, input_path, _ = resolve_inputs(args.config, args.interactions, None)
     config.select_models([args.model])
     if not Path(input_path).exists():
         raise ConfigError(f"{input_path}: interactions file not found")

@@ -366,11 +366,15 @@ DEFAULT_CONFIG = "configs/default.yaml"
 
 
 def resolve_inputs(
-    config_path: str | None, interactions: str | None, output: str | None
+    config_path: str | None,
+    interactions: str | None,
+    output: str | None,
+    config: PipelineConfig | None = None,
 ) -> tuple[PipelineConfig, str | None, str]:
-    """The config, the interactions table (None for runs of precomputed vectors only) and
-    the output root of a run, from the command line's choices and the config's."""
-    config = load_config(config_path or DEFAULT_CONFIG)
+    """The config (``config``, else read from ``config_path``), the interactions table
+    (None for runs of precomputed vectors only) and the output root of a run, from the
+    command line's choices and the config's."""
+    config = config if config is not None else load_config(config_path or DEFAULT_CONFIG)
     input_path = interactions or config.input.path
     if not input_path and not config.only_precomputed:
         raise ConfigError("no interactions table: set input.path in the config or pass --interactions")

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 
 from recsys import storage
 from recsys.data.interactions import IdMap, Interactions, clean_table
+from recsys.data.vectors import vector_problem
 from recsys.errors import QueryError, RunError
 from recsys.index import SearchIndex, get_backend
 from recsys.manifest import ModelEntry, RunManifest, read_manifest
@@ -295,8 +296,9 @@ class Run:
                     f"a query vector must have the model's dimension {factors.shape[1]}, "
                     f"found shape {queries.shape}"
                 )
-            if not np.isfinite(queries).all():
-                raise QueryError("a query vector has NaN or infinite values")
+            problem = vector_problem(queries, "query vectors")
+            if problem:
+                raise QueryError(problem)
             exclude = sp.csr_matrix((len(queries), len(run_items)), dtype=np.float32)
             name, ids, scores = self._ranked(model, "similar_items", queries, exclude, n)
             return self._frame("query", list(range(len(queries))), "similar_item_id", name, ids, scores)

@@ -187,9 +187,9 @@ def render_report(run_dir: Path, manifest: RunManifest | dict[str, Any]) -> str:
             [name, model["type"], model.get("dim", ""), model.get("carried_over_from", "")]
             + [model.get("timings", {}).get(stage, "") for stage in stages]
         )
-        for metric, entry in model.get("indices", {}).items():
-            setting = entry.get("search_k", entry.get("candidates", ""))
-            rows.append([name, metric, entry["backend"], setting, entry.get("reason", "")])
+        for metric, entry in typed.models[name].indices.items():
+            setting = entry.setting[1] if entry.setting else ""
+            rows.append([name, metric, entry.backend, setting, entry.reason])
     parts.append(
         _table(["model", "type", "dim", "carried over from"] + [f"{s} s" for s in stages], timing_rows, 4)
     )

@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"errors"},
     "config": {"errors", "models", "index"},
     "storage": {"errors", "faults", "data"},
-    "index": {"errors", "faults", "storage"},
+    "index": {"errors", "faults", "data", "storage"},
     "recommend": {"errors", "index"},
     "evaluate": {"errors", "index", "recommend"},
     "manifest": {"errors", "storage", "index"},

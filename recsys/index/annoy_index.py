@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys import faults
+from recsys.data.vectors import check_vector_rows
 from recsys.errors import AnnIndexError, IndexFrozenError
 from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase
 from recsys.index.exact import check_query
@@ -69,16 +70,7 @@ def check_vectors(vectors: np.ndarray, what: str = "item vectors") -> np.ndarray
     NaN or inf vectors are accepted by Annoy and destroy recall for every item; zero
     vectors have no direction. Both are refused with the count.
     """
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
-        raise AnnIndexError(f"{what} must be a non-empty 2-d array, found shape {vectors.shape}")
-    bad = ~np.isfinite(vectors).all(axis=1)
-    if bad.any():
-        raise AnnIndexError(f"{int(bad.sum())} of {len(vectors)} {what} are not finite (NaN or inf)")
-    zero = np.linalg.norm(vectors, axis=1) == 0
-    if zero.any():
-        raise AnnIndexError(f"{int(zero.sum())} of {len(vectors)} {what} have zero norm")
-    return vectors
+    return check_vector_rows(vectors, what, AnnIndexError)
 
 
 class AnnoyBuilder:
@@ -274,6 +266,10 @@ class AnnoyEntry(IndexEntryBase):
     @property
     def query_search_k(self) -> int:
         return self.search_k
+
+    @property
+    def setting(self) -> tuple[str, int]:
+        return ("search_k", self.search_k)
 
 
 def default_search_ks(n_trees: int, k: int, n_items: int) -> list[int]:

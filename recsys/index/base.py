@@ -108,6 +108,11 @@ class IndexEntryBase(_Strict):
         """The search_k handed to ``search`` (-1: the backend's own)."""
         return -1
 
+    @property
+    def setting(self) -> tuple[str, int] | None:
+        """The backend's setting and its value (``("search_k", 4000)``), None for none."""
+        return None
+
     def paths(self) -> list[str]:
         """Files of the run this entry names."""
         return [self.annoy.path, self.annoy.manifest] if self.annoy else []

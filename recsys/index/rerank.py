@@ -68,6 +68,10 @@ class RerankEntry(IndexEntryBase):
     candidates: int = Field(ge=1)
     candidates_from: str  # type: ignore[assignment]  (required here)
 
+    @property
+    def setting(self) -> tuple[str, int]:
+        return ("candidates", self.candidates)
+
 
 def default_candidates(k: int, n_items: int) -> list[int]:
     """Candidate counts to sweep for re-ranking: 2k, 4k, 8k, ... up to the catalog."""

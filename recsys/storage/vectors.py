@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.data.interactions import IdKind, IdMap
+from recsys.data.vectors import check_vector_rows, vector_problem
 from recsys.errors import InputError
 
 ID_COLUMNS = ("id", "item_id", "user_id")
@@ -120,14 +121,7 @@ def _validated(
             f"{path}: {int((counts > 1).sum())} {what} id(s) appear more than once, "
             f"e.g. {unique[counts > 1][0]!r}"
         )
-    bad = ~np.isfinite(matrix).all(axis=1)
-    if bad.any():
-        raise InputError(
-            f"{path}: {int(bad.sum())} of {len(matrix)} {what} vectors are not finite (NaN or inf)"
-        )
-    zero = np.linalg.norm(matrix, axis=1) == 0
-    if zero.any():
-        raise InputError(f"{path}: {int(zero.sum())} of {len(matrix)} {what} vectors have zero norm")
+    check_vector_rows(matrix, f"{what} vectors", InputError, f"{path}: ")
     return IdMap.from_ids(ids, kind), np.ascontiguousarray(matrix)
 
 
@@ -171,7 +165,6 @@ def read_query_vector(path: str | Path) -> np.ndarray:
             )
     else:
         raise InputError(f"{path}: unsupported vector file {path.suffix!r}: expected .npy or .parquet")
-    vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-    if not np.isfinite(vector).all() or not np.linalg.norm(vector):
+    if vector_problem(np.asarray(vector, dtype=np.float32).reshape(1, -1), "query vectors"):
         raise InputError(f"{path}: the query vector must be finite with non-zero norm")
-    return vector
+    return np.asarray(vector, dtype=np.float32).reshape(1, -1)

@@ -380,6 +380,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 models=", ".join(metrics),
             )
         rows.append(row)
+    if args.json:
+        for row in rows:
+            row["run_id"] = row["run_id"].removesuffix(" *")
+            row["current"] = row["run_id"] == storage.current_run_id(args.output)
+        print(json.dumps(rows))
+        return 0
     columns = ["run_id", "status", "created_at", "seconds", "users", "items", "models"]
     print(_table(rows, columns))
     print("* = CURRENT")
@@ -530,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = add("runs", "list runs with status and headline metrics")
     runs.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")
     runs.add_argument("--compare", nargs=2, metavar=("A", "B"), help="metric deltas from run A to run B")
+    runs.add_argument("--json", action="store_true", help="print the list as JSON")
     runs.set_defaults(func=cmd_runs)
 
     deploy = add("deploy", "serve the pipeline as a Prefect deployment on the config's cron schedule")

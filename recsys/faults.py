@@ -4,7 +4,9 @@ test can prove what a crash there leaves behind. Without the variable a point co
 dictionary lookup.
 
 Points: ``after-fit``, ``index-before-replace``, ``parquet-before-replace``,
-``publish-before-success``, ``publish-before-current``.
+``publish-before-success``, ``publish-between-renames``, ``publish-before-current``.
+Switches (several names, comma-separated): ``no-exchange`` makes publishing take the path
+of filesystems without an atomic exchange of two folders.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ import os
 import signal
 
 
+def enabled(name: str) -> bool:
+    """Whether the environment names this point or switch."""
+    value = os.environ.get("RECSYS_FAILPOINT")
+    return value is not None and name in value.split(",")
+
+
 def point(name: str) -> None:
     """Die here, at once and without cleanup, if the environment names this point."""
-    if os.environ.get("RECSYS_FAILPOINT") == name:
+    if enabled(name):
         os.kill(os.getpid(), signal.SIGKILL)

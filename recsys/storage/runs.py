@@ -19,6 +19,7 @@ respects. :class:`PublishTransaction` is the whole protocol as one context manag
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import fcntl
 import logging
@@ -55,12 +56,21 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+MARKER = ".recsys-run"
+"""Written into a run folder when this program starts the run: cleanup and retention
+delete only folders that carry it, never anything else under ``runs/``."""
+HIDDEN_PREFIXES = (".staging-", ".replaced-", ".deleting-")
+
+
 def start_run(root: str | Path, run_id: str | None = None) -> RunLayout:
-    """Create a fresh staging folder for a run; stale staging folders of the same id go."""
+    """Create a fresh staging folder for a run, marked as this program's; stale staging
+    folders of the same id go."""
     run = RunLayout(Path(root), check_run_id(new_run_id() if run_id is None else run_id))
     if run.dir.exists():
         shutil.rmtree(run.dir)
     run.dir.mkdir(parents=True)
+    marker = {"run_id": run.run_id, "pid": os.getpid(), "started_at": dt.datetime.now(dt.UTC).isoformat()}
+    write_json(run.dir / MARKER, marker)
     return run
 
 
@@ -77,45 +87,91 @@ def root_lock(root: str | Path) -> Iterator[None]:
         yield
 
 
+def is_ours(folder: Path) -> bool:
+    """Whether this program made a run folder (it carries the marker)."""
+    return (folder / MARKER).is_file()
+
+
+def _recover_replaced(root: Path) -> None:
+    """Where a same-id republish was cut between its two renames (only on filesystems
+    without an atomic exchange), put the complete run back under its name."""
+    current = current_run_id(root)
+    runs = root / "runs"
+    if current is None or (runs / current / "_SUCCESS").exists():
+        return
+    for entry in sorted(runs.glob(f".replaced-{current}-*")):
+        if (entry / "_SUCCESS").exists() and is_ours(entry) and not (runs / current).exists():
+            os.replace(entry, runs / current)
+            log.warning("restored run %s, which CURRENT names, from %s", current, entry.name)
+            return
+
+
 def clean_stale_staging(root: str | Path) -> list[str]:
-    """Remove what killed runs left (call with the root lock held): staging folders, and
-    run folders moved into place whose ``_SUCCESS`` was never written."""
+    """Remove what killed runs of this program left (call with the root lock held): hidden
+    staging, replaced and deleting folders that carry the marker. Anything else under
+    ``runs/`` is left alone; every deletion is logged."""
     runs = Path(root) / "runs"
     removed = []
-    if runs.is_dir():
-        for entry in runs.iterdir():
-            if not entry.is_dir():
-                continue
-            hidden = entry.name.startswith((".staging-", ".replaced-", ".deleting-"))
-            unfinished = (
-                not hidden and not (entry / "_SUCCESS").exists() and (entry / "manifest.json").exists()
-            )
-            if hidden or unfinished:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry.name)
+    if not runs.is_dir():
+        return removed
+    _recover_replaced(Path(root))
+    for entry in sorted(runs.iterdir()):
+        if not entry.is_dir() or entry.is_symlink() or not entry.name.startswith(HIDDEN_PREFIXES):
+            continue
+        if not is_ours(entry):
+            log.warning("left %s alone: not made by recsys (no %s)", entry, MARKER)
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        log.info("removed %s, left unfinished by an earlier run", entry)
+        removed.append(entry.name)
     return removed
 
 
-def publish_run(run: RunLayout, manifest: dict[str, Any]) -> RunLayout:
-    """Publish a staged run: manifest into the staging folder, the folder renamed into
-    place, ``_SUCCESS`` written, then ``CURRENT`` pointed at it. A crash before
-    ``_SUCCESS`` leaves a run folder without it (incomplete; removed by the next run); a
-    crash before ``CURRENT`` moves leaves a complete run that is not current."""
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system or filesystem cannot."""
+    if faults.enabled("no-exchange"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange)
+    return result == 0
+
+
+def publish_run(run: RunLayout, manifest: dict[str, Any], move_current: bool = True) -> RunLayout:
+    """Publish a staged run: manifest and ``_SUCCESS`` into the staging folder, then the
+    complete folder into place in one step, then ``CURRENT`` pointed at it.
+
+    A crash before the folder is in place leaves only the hidden staging folder (removed
+    by the next run); a crash after it leaves a complete run that is not current. A
+    re-run with an id that is already published swaps the two folders atomically, so the
+    id always names a complete run. ``move_current=False`` publishes without moving
+    ``CURRENT`` (evaluation runs)."""
     write_json(run.manifest, manifest)
+    faults.point("publish-before-success")
+    write_text(run.success, run.run_id + "\n")
     fsync_dir(run.dir)
     final = run.published()
     replaced = None
     if final.dir.exists():  # a re-run with the same --run-id replaces that run whole
         replaced = final.dir.with_name(f".replaced-{run.run_id}-{secrets.token_hex(3)}")
-        os.replace(final.dir, replaced)
-    os.replace(run.dir, final.dir)
+        if _exchange(run.dir, final.dir):
+            os.replace(run.dir, replaced)  # the old run, now at the staging name
+        else:
+            os.replace(final.dir, replaced)
+            faults.point("publish-between-renames")
+            os.replace(run.dir, final.dir)
+    else:
+        os.replace(run.dir, final.dir)
     fsync_dir(final.dir.parent)
-    faults.point("publish-before-success")
-    write_text(final.success, run.run_id + "\n")
-    fsync_dir(final.dir)
     faults.point("publish-before-current")
-    write_text(run.root / "CURRENT", run.run_id + "\n")
-    fsync_dir(run.root)
+    if move_current:
+        write_text(run.root / "CURRENT", run.run_id + "\n")
+        fsync_dir(run.root)
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)
     return final
@@ -130,24 +186,34 @@ def reading(run: RunLayout) -> Iterator[None]:
 
 
 def apply_retention(root: str | Path, keep_runs: int) -> list[str]:
-    """Delete the oldest complete runs beyond ``keep_runs`` (by creation order of run ids
-    as listed, newest first), never CURRENT and never a run a reader holds. Each run goes
-    first to a hidden name (one rename), then is removed. Call with the root lock held."""
+    """Delete the oldest complete runs of this program beyond ``keep_runs`` (newest
+    first by publication), never CURRENT, never a run a reader holds, never a folder
+    this program did not make. Each run goes first to a hidden name (one rename), then is
+    removed. What cannot be removed is skipped with a warning: retention never fails a
+    run that is already published. Call with the root lock held."""
     current = current_run_id(root)
-    complete = [r["run_id"] for r in list_runs(root) if r["status"] == "complete"]
+    complete = [r for r in list_runs(root) if r["status"] == "complete"]
+    ours = [r["run_id"] for r in complete if is_ours(Path(root) / "runs" / r["run_id"])]
+    for foreign in sorted({r["run_id"] for r in complete} - set(ours)):
+        log.warning("retention: left runs/%s alone: not made by recsys (no %s)", foreign, MARKER)
     removed = []
-    for run_id in complete[keep_runs:]:
+    for run_id in ours[keep_runs:]:
         if run_id == current:
             continue
         run = RunLayout(Path(root), run_id, staging=False)
-        with open(run.dir / "_SUCCESS") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a lookup is reading it
-            doomed = run.dir.with_name(f".deleting-{run_id}")
-            os.replace(run.dir, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        try:
+            with open(run.success) as handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a lookup is reading it
+                doomed = run.dir.with_name(f".deleting-{run_id}")
+                os.replace(run.dir, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+        except OSError as exc:
+            log.warning("retention: could not remove runs/%s (%s); left in place", run_id, exc)
+            continue
+        log.info("retention: removed runs/%s", run_id)
         removed.append(run_id)
     return removed
 
@@ -193,8 +259,13 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
     listed = []
     if not runs_dir.is_dir():
         return listed
-    entries = [e for e in runs_dir.iterdir() if e.is_dir() and not e.name.startswith((".", "_"))]
-    for entry in sorted(entries, key=_published_at, reverse=True):
+    entries = []
+    for entry in runs_dir.iterdir():
+        if entry.is_symlink() or not entry.is_dir() or entry.name.startswith((".", "_")):
+            continue
+        with contextlib.suppress(OSError):
+            entries.append((_published_at(entry), entry))
+    for _, entry in sorted(entries, key=lambda pair: pair[0], reverse=True):
         complete = (entry / "_SUCCESS").exists()
         manifest = None
         if complete:
@@ -243,11 +314,15 @@ class PublishTransaction:
             raise
         return self
 
-    def publish(self, manifest: dict[str, Any]) -> RunLayout:
-        """Publish the staged run with its manifest, then apply retention."""
-        self.published = publish_run(self.run, manifest)
+    def publish(self, manifest: dict[str, Any], move_current: bool = True) -> RunLayout:
+        """Publish the staged run with its manifest, then apply retention. Once the run is
+        published nothing here raises: a retention problem is a warning."""
+        self.published = publish_run(self.run, manifest, move_current)
         if self.keep_runs:
-            self.removed = apply_retention(self.root, self.keep_runs)
+            try:
+                self.removed = apply_retention(self.root, self.keep_runs)
+            except Exception as exc:  # noqa: BLE001  (the run is published: only warn)
+                log.warning("retention skipped: %s", exc)
         return self.published
 
     def __exit__(self, kind: Any, error: Any, trace: Any) -> None:

@@ -1,0 +1,57 @@
+"""Running the real `recsys` command in its own process group, for tests that need a
+process: exit status, stderr lines, kills and signals."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+RECSYS = str(Path(sys.executable).with_name("recsys"))
+
+
+def environment(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a test process: BLAS at one thread, its own Prefect home."""
+    env = {
+        **os.environ,
+        "OPENBLAS_NUM_THREADS": "1",
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        **extra,
+    }
+    for key in ("PREFECT_API_URL", "RECSYS_FAILPOINT"):
+        if key not in extra:
+            env.pop(key, None)
+    return env
+
+
+def recsys(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 300, failpoint: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run `recsys ARGS` to the end; afterwards end whatever it left running."""
+    env = {**env, **({"RECSYS_FAILPOINT": failpoint} if failpoint else {})}
+    with open(cwd / ".stdout.log", "w+") as stdout, open(cwd / ".stderr.log", "w+") as stderr:
+        process = subprocess.Popen(
+            [RECSYS, *args], stdout=stdout, stderr=stderr, env=env, cwd=cwd, start_new_session=True
+        )
+        try:
+            returncode = process.wait(timeout=timeout)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        stdout.seek(0)
+        stderr.seek(0)
+        return subprocess.CompletedProcess([RECSYS, *args], returncode, stdout.read(), stderr.read())
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file below a folder, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

@@ -24,7 +24,7 @@ $(SAMPLE): | setup
 sample: $(SAMPLE)
 
 demo: setup $(SAMPLE)
-	$(BIN)/recsys run --config configs/default.yaml
+	$(BIN)/recsys run --config configs/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -1,11 +1,10 @@
-"""The recsys pipeline flow: prepare -> per model (train -> index -> recommend ->
-similar items -> evaluate) -> publish. Tasks pass paths and small dicts, never index
-objects (Annoy indices do not pickle)."""
+"""The recsys pipeline flow: the stages of ``recsys.stages.runner`` (prepare -> per model
+train -> index -> recommend -> similar items -> evaluate -> report -> publish), each a
+Prefect task. Tasks pass paths and small dicts, never index objects (Annoy indices do not
+pickle)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 from typing import Any
 
 from prefect import flow, task
@@ -15,6 +14,7 @@ import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
 from flows.scaleout import dask_runner, ranked_on_workers
 from recsys import stages, storage
 from recsys.config import DEFAULT_CONFIG, ModelConfig, PipelineConfig, resolve_inputs
+from recsys.stages.runner import Steps, execute
 from recsys.storage import RunPaths
 
 __all__ = ["DEFAULT_CONFIG", "pipeline_flow", "resolve_inputs"]
@@ -52,32 +52,45 @@ def evaluate(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -
     return stages.evaluate_stage(run, config, model, indices)
 
 
+@task(name="evaluate-split", cache_policy=NO_CACHE, task_run_name="evaluate-split-{model}")
+def evaluate_split(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
+    return stages.holdout_stage(run, config, model, indices)
+
+
 @task(name="report", cache_policy=NO_CACHE)
 def write_report(run: RunPaths, manifest: dict[str, Any]) -> str:
     return stages.report_stage(run, manifest)
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish(transaction: storage.PublishTransaction, manifest: dict[str, Any]) -> str:
-    return str(transaction.publish(manifest).dir)
+def publish(
+    transaction: storage.PublishTransaction, manifest: dict[str, Any], move_current: bool
+) -> RunPaths:
+    return transaction.publish(manifest, move_current)
 
 
-def model_flow(
-    run: RunPaths, config: PipelineConfig, model: ModelConfig, runner: Any = None
-) -> dict[str, Any]:
-    """All stages of one model; returns its manifest entry. With a Dask task runner, the
-    recommendations and similar items are scored shard by shard on its workers."""
-    trained = train_model(run, config, model)
-    indexed = build_indices(run, config, model.name)
-    indices = indexed["indices"]
+def flow_steps(runner: Any = None) -> Steps:
+    """The stages as Prefect tasks. With a Dask task runner, the recommendations and
+    similar items are scored shard by shard on its workers."""
     if runner is None:
-        recommended = recommend(run, config, model.name, indices)
-        similar = similar_items(run, config, model.name, indices)
+        ranked = {"recommend": recommend, "similar": similar_items}
     else:
-        recommended = ranked_on_workers(runner, run, config, model.name, indices, "recommendations")
-        similar = ranked_on_workers(runner, run, config, model.name, indices, "similar_items")
-    return stages.merge_model_results(
-        trained, indexed, recommended, similar, evaluate(run, config, model.name, indices)
+
+        def ranked_on(kind: str) -> Any:
+            return lambda run, config, model, indices: ranked_on_workers(
+                runner, run, config, model, indices, kind
+            )
+
+        ranked = {"recommend": ranked_on("recommendations"), "similar": ranked_on("similar_items")}
+    return Steps(
+        prepare=prepare_data,
+        train=train_model,
+        index=build_indices,
+        evaluate=evaluate,
+        holdout=evaluate_split,
+        report=write_report,
+        publish=publish,
+        **ranked,
     )
 
 
@@ -100,24 +113,16 @@ def pipeline_flow(
     for ranking metrics (overrides ``evaluate.holdout``). Returns the manifest.
     """
     config, input_path, root = resolve_inputs(config_path, interactions, output, config)
-    selected = config.select_models(models) if models else list(config.models)
-    created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    started = time.perf_counter()
-    with storage.PublishTransaction(root, run_id, config.retention.keep_runs) as transaction:
-        run = transaction.run
-        prepared = prepare_data(run, config, input_path, holdout)
-        with dask_runner(config) as runner:
-            results = {model.name: model_flow(run, config, model, runner) for model in selected}
-        results.update(stages.carry_over_models(run, config, prepared, set(results)))
-        timings = {
-            "prepare": prepared["seconds"],
-            "total_before_publish": round(time.perf_counter() - started, 3),
-        }
-        manifest = stages.assemble_manifest(run, config, prepared, results, created_at, timings)
-        report = write_report(run, manifest.model_dump(mode="json", exclude_none=True))
-        sealed = stages.seal_manifest(run, manifest, report)
-        run_dir = publish(transaction, sealed.model_dump(mode="json", exclude_none=True))
-    if transaction.removed:
-        print(f"retention: removed {len(transaction.removed)} old run(s): {', '.join(transaction.removed)}")
-    print(f"published run {run.run_id} to {run_dir}")
-    return sealed.model_dump(mode="json", exclude_none=True)
+    with dask_runner(config) as runner:
+        manifest, published, removed = execute(
+            config, input_path, root, run_id, models, holdout, flow_steps(runner)
+        )
+    if removed:
+        print(f"retention: removed {len(removed)} old run(s): {', '.join(removed)}")
+    kind = (
+        "published run"
+        if manifest.purpose == "production"
+        else "published evaluation run (CURRENT not moved)"
+    )
+    print(f"{kind} {manifest.run_id} to {published.dir}")
+    return manifest.model_dump(mode="json", exclude_none=True)

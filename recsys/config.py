@@ -29,14 +29,15 @@ class _Strict(BaseModel):
 
 class InputConfig(_Strict):
     path: str | None = None
-    """Interactions table (parquet or CSV). Relative paths resolve against the working
-    directory. ``recsys run --interactions`` overrides it."""
+    """Interactions table (parquet or CSV). A relative path in a config file resolves
+    against the config file's folder. ``recsys run --interactions`` overrides it."""
 
 
 class OutputConfig(_Strict):
     root: str = "data/outputs"
     """Output root: runs are published under ``<root>/runs/<run_id>`` and ``<root>/CURRENT``
-    names the newest complete run."""
+    names the newest complete run. A relative path set in a config file resolves against
+    the config file's folder; the default is relative to the working directory."""
 
 
 class _ParamsProblems(ValueError):
@@ -167,6 +168,11 @@ class SplitConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
+    refit: bool = True
+    """With a ``split``: evaluate models trained on the training part, then train them
+    again on all the input for publication, so that the published lists never miss what
+    was held out and never contain an input interaction. ``false``: publish the models
+    trained on the training part as an evaluation run (``CURRENT`` does not move)."""
     k: int | list[int] = 10
     """Cut-off(s) for ranking metrics (each at most recommend.top_n); recall@k of the
     index against exact search uses the largest."""
@@ -208,8 +214,29 @@ class ScheduleConfig(_Strict):
     @field_validator("cron")
     @classmethod
     def _five_fields(cls, value: str) -> str:
+        import datetime as dt
+
+        from cronsim import CronSim, CronSimError
+
         if len(value.split()) != 5:
             raise ValueError(f"cron must have 5 fields, found {len(value.split())}: {value!r}")
+        try:
+            CronSim(value, dt.datetime(2000, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"cron {value!r} is not a valid expression ({exc})") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name such as UTC or Europe/Berlin)"
+            ) from None
         return value
 
 
@@ -346,23 +373,98 @@ def parse_config(raw: Any, source: str = "<config>") -> PipelineConfig:
         raise ConfigError(_format_validation_error(source, exc)) from None
 
 
+MAX_YAML_NODES = 100_000
+"""A config expands to at most this many YAML nodes (aliases counted each time they are
+used): a small file of nested aliases cannot blow up into gigabytes."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_nodes(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes of a YAML graph with every alias expanded (memoised: linear in the file)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts once, then construction refuses it
+    if isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded_nodes(k, memo) + _expanded_nodes(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded_nodes(item, memo) for item in node.value)
+    else:
+        total = 1
+    memo[id(node)] = min(total, MAX_YAML_NODES + 1)
+    return memo[id(node)]
+
+
+PATH_KEYS = (("input", "path"), ("output", "root"), ("evaluate", "holdout"))
+MODEL_PATH_PARAMS = ("items", "item_ids", "users", "user_ids")
+
+
+def _resolve_paths(raw: Any, folder: Path) -> Any:
+    """Relative paths set in a config file, resolved against the file's folder."""
+    if not isinstance(raw, dict):
+        return raw
+
+    def resolved(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str((folder / value).resolve())
+        return value
+
+    for section, key in PATH_KEYS:
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raw[section][key] = resolved(raw[section][key])
+    for model in raw.get("models") or []:
+        params = model.get("params") if isinstance(model, dict) else None
+        if isinstance(params, dict) and model.get("type") == "precomputed":
+            for key in MODEL_PATH_PARAMS:
+                if key in params:
+                    params[key] = resolved(params[key])
+    return raw
+
+
 def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a YAML config file."""
+    """Read and validate a YAML config file. Relative paths in it resolve against its
+    folder; duplicate keys and alias bombs are refused."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: cannot read config: it is a folder, expected a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte {exc.start}); expected a YAML config"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        if node is not None and _expanded_nodes(node, {}) > MAX_YAML_NODES:
+            raise ConfigError(f"{path}: the YAML expands to more than {MAX_YAML_NODES} nodes (aliases)")
+        raw = _UniqueKeyLoader(text).get_single_data() if node is not None else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_config(raw, str(path))
+        problem = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    return parse_config(_resolve_paths(raw, path.resolve().parent), str(path))
 
 
-DEFAULT_CONFIG = "configs/default.yaml"
+DEFAULT_CONFIG = str(Path(__file__).with_name("defaults") / "production.yaml")
+"""The config ``recsys run`` and ``recsys deploy`` use without ``--config``: one ALS
+model, trained on all the input, no split (shipped with the package)."""
 
 
 def resolve_inputs(

@@ -178,6 +178,9 @@ class RunManifest(_Strict):
 
     format: Literal["recsys-run/2"] = RUN_FORMAT
     run_id: str
+    purpose: Literal["production", "evaluation"] = "production"
+    """``evaluation``: models trained on a split and not refit; published without moving
+    ``CURRENT``, never served by default."""
     created_at: str
     completed_at: str
     recsys_version: str

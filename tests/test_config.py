@@ -14,7 +14,7 @@ MODELS = [{"name": "als", "type": "als"}]
 
 
 def test_default_config_loads():
-    config = load_config("configs/default.yaml")
+    config = load_config("configs/demo.yaml")
     assert isinstance(config, PipelineConfig)
     assert [m.name for m in config.models] == ["als", "bpr", "lmf"]
     assert [m.type for m in config.models] == ["als", "bpr", "lmf"]
@@ -169,7 +169,7 @@ def test_hash_sees_explicit_defaults_as_equal_and_values_as_different():
 
 
 def test_select_models():
-    config = load_config("configs/default.yaml")
+    config = load_config("configs/demo.yaml")
     assert [m.name for m in config.select_models(["bpr"])] == ["bpr"]
     # config order, not argument order
     assert [m.name for m in config.select_models(["lmf", "als"])] == ["als", "lmf"]
@@ -311,6 +311,6 @@ def test_valid_params_load_as_given_and_typed():
 
 
 def test_default_config_params_are_typed():
-    config = load_config("configs/default.yaml")
+    config = load_config("configs/demo.yaml")
     assert [type(m.typed_params).__name__ for m in config.models] == ["ALSParams", "BPRParams", "LMFParams"]
     assert config.models[1].typed_params.num_threads == 1

@@ -7,7 +7,7 @@ can be re-run alone, and returns a small JSON-able dict that goes into the manif
 ``flows/`` wraps each stage in a Prefect task.
 """
 
-from recsys.stages.evaluate import evaluate_stage
+from recsys.stages.evaluate import evaluate_stage, holdout_stage
 from recsys.stages.index import index_stage
 from recsys.stages.prepare import prepare_stage
 from recsys.stages.publish import (
@@ -36,6 +36,7 @@ __all__ = [
     "assemble_manifest",
     "carry_over_models",
     "evaluate_stage",
+    "holdout_stage",
     "index_stage",
     "merge_model_results",
     "open_job_index",

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from recsys import storage
 from recsys.config import PipelineConfig
@@ -83,21 +84,67 @@ def _ranking(
     """Ranking metrics of the published recommendations, and of exact top-N for the same
     users, against the held-out interactions."""
     holdout = storage.read_sparse(run.holdout)
-    top_n = config.recommend.top_n
     users = np.flatnonzero(np.diff(holdout.indptr) > 0)
-    holdout = holdout[users]
     published = storage.read_ranked_ids(
-        run.ranked(model, "recommendations"), interactions.users, interactions.items, top_n, rows=users
+        run.ranked(model, "recommendations"),
+        interactions.users,
+        interactions.items,
+        config.recommend.top_n,
+        rows=users,
     )
-    popularity = np.diff(interactions.user_items.tocsc().indptr).astype(np.float64)
-    exact, _ = search_all(
-        ExactIndex(item_factors, config.recommend.metric),
+    return _metrics(
+        config, model, interactions, holdout[users], published, user_factors[users], item_factors, users
+    )
+
+
+def holdout_stage(
+    part: RunLayout, config: PipelineConfig, model: str, indices: dict[str, Any]
+) -> dict[str, Any]:
+    """Ranking metrics of a model trained on the training split (the run's evaluation
+    part), on the held-out interactions: its top-N lists as its index serves them, and
+    exact top-N. Nothing of it is published; the run's lists come from the refit model."""
+    started = time.perf_counter()
+    entry = parse_indices(indices)[config.recommend.metric]
+    interactions = storage.read_interactions(part.data_dir)
+    item_factors = storage.read_array(part.item_factors(model))
+    user_factors = storage.read_array(part.user_factors(model))
+    holdout = storage.read_sparse(part.holdout)
+    users = np.flatnonzero(np.diff(holdout.indptr) > 0)
+    top_n = config.recommend.top_n
+    served, _ = search_all(
+        open_index(entry, item_factors, part.path),
         user_factors[users],
         top_n,
         interactions.user_items[users],
         item_factors,
+        entry.query_search_k,
     )
-    ranking = ranking_metrics(published, holdout, config.evaluate.ks, popularity)
+    evaluation = _metrics(
+        config, model, interactions, holdout[users], served, user_factors[users], item_factors, users
+    )
+    return {"evaluation": evaluation, "timings": {"evaluate_split": round(time.perf_counter() - started, 3)}}
+
+
+def _metrics(
+    config: PipelineConfig,
+    model: str,
+    interactions: Interactions,
+    holdout: sp.csr_matrix,
+    served: np.ndarray,
+    queries: np.ndarray,
+    item_factors: np.ndarray,
+    users: np.ndarray,
+) -> dict[str, Any]:
+    """Ranking metrics of served top-N lists and of exact top-N for the same users."""
+    popularity = np.diff(interactions.user_items.tocsc().indptr).astype(np.float64)
+    exact, _ = search_all(
+        ExactIndex(item_factors, config.recommend.metric),
+        queries,
+        config.recommend.top_n,
+        interactions.user_items[users],
+        item_factors,
+    )
+    ranking = ranking_metrics(served, holdout, config.evaluate.ks, popularity)
     ranking_exact = ranking_metrics(exact, holdout, config.evaluate.ks, popularity)
     k = max(config.evaluate.ks)
     log.info(

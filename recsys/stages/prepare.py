@@ -70,6 +70,18 @@ def _prepare_from_vectors(run: RunLayout, config: PipelineConfig, started: float
     }
 
 
+def _check_top_n(config: PipelineConfig, interactions: Interactions, input_path: Any) -> None:
+    for section, top_n, limit in (
+        ("recommend", config.recommend.top_n, interactions.n_items),
+        ("similar_items", config.similar_items.top_n, interactions.n_items - 1),
+    ):
+        if top_n > limit:
+            raise ConfigError(
+                f"{section}.top_n is {top_n} but {input_path} has only {interactions.n_items} "
+                f"items (at most {limit} possible)"
+            )
+
+
 def prepare_stage(
     run: RunLayout,
     config: PipelineConfig,
@@ -77,8 +89,10 @@ def prepare_stage(
     holdout_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Read and validate the interactions table, split off held-out interactions if the
-    config says so (or read a supplied holdout table); write id maps, the training CSR
-    matrix and the holdout CSR."""
+    config says so (or read a supplied holdout table); write id maps, the CSR matrix of
+    what each user has seen and the holdout CSR. With a split and ``evaluate.refit``
+    (the default) the published data is all of the input and the training split with its
+    holdout goes to the run's evaluation part; ``result["refit"]`` says which."""
     started = time.perf_counter()
     if input_path is None:
         return _prepare_from_vectors(run, config, started)
@@ -89,23 +103,21 @@ def prepare_stage(
     split = config.evaluate.split
     test = None
     holdout_info: dict[str, Any] | None = None
+    refit = False
+    train_table = table
     if holdout_path:
         holdout_frame, holdout_fingerprint = storage.read_interactions_table(holdout_path)
         test = clean_table(holdout_frame, source=str(holdout_path))
         holdout_info = {"method": "supplied", **holdout_fingerprint}
     elif split.method != "none":
-        table, test = split_table(table, split.method, split.fraction, split.n, config.seed, str(input_path))
+        train_table, test = split_table(
+            table, split.method, split.fraction, split.n, config.seed, str(input_path)
+        )
         holdout_info = {"method": split.method, "fraction": split.fraction, "n": split.n}
-    interactions = interactions_from_table(table)
-    for section, top_n, limit in (
-        ("recommend", config.recommend.top_n, interactions.n_items),
-        ("similar_items", config.similar_items.top_n, interactions.n_items - 1),
-    ):
-        if top_n > limit:
-            raise ConfigError(
-                f"{section}.top_n is {top_n} but {input_path} has only {interactions.n_items} "
-                f"items (at most {limit} possible)"
-            )
+        refit = config.evaluate.refit
+    # published data: all of the input, unless this is an evaluation run without refit
+    interactions = interactions_from_table(table if refit else train_table)
+    _check_top_n(config, interactions, input_path)
     storage.write_interactions(run.data_dir, interactions)
     log.info(
         "read %s: %d rows -> %d users x %d items, %d interactions (%d duplicate rows merged)",
@@ -124,15 +136,21 @@ def prepare_stage(
             "item_id_type": interactions.items.kind,
         },
         "data": _data_files(run),
+        "refit": refit,
     }
     if test is not None and holdout_info is not None:
-        holdout, holdout_stats = map_holdout(interactions, test)
-        storage.write_sparse(run.holdout, holdout)
-        result["data"] = _data_files(run, with_holdout=True)
+        evaluated = run.evaluation() if refit else run
+        trained = interactions_from_table(train_table) if refit else interactions
+        if refit:
+            storage.write_interactions(evaluated.data_dir, trained)
+        holdout, holdout_stats = map_holdout(trained, test)
+        storage.write_sparse(evaluated.holdout, holdout)
+        if not refit:
+            result["data"] = _data_files(run, with_holdout=True)
         result["holdout"] = {**holdout_info, **holdout_stats}
         log.info(
             "holdout (%s): %d pairs, %d evaluated for %d users; %d pairs of unknown users, "
-            "%d of unknown items, %d already in training",
+            "%d of unknown items, %d already in training%s",
             holdout_info["method"],
             holdout_stats["pairs"],
             holdout_stats["pairs_evaluated"],
@@ -140,6 +158,7 @@ def prepare_stage(
             holdout_stats["pairs_of_unknown_users"],
             holdout_stats["pairs_of_unknown_items"],
             holdout_stats["pairs_seen_in_training"],
+            "; models are evaluated on the split, then refit on all the input" if refit else "",
         )
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result

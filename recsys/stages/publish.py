@@ -91,12 +91,14 @@ def assemble_manifest(
     models: dict[str, Any],
     created_at: str,
     timings: dict[str, float],
+    purpose: str = "production",
 ) -> RunManifest:
     """The run manifest from the stages' parts (paths relative to the run folder),
     validated; :func:`seal_manifest` adds the report and the files' checksums."""
     return RunManifest.model_validate(
         {
             "run_id": run.run_id,
+            "purpose": purpose,
             "created_at": created_at,
             "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "recsys_version": __version__,

@@ -1,21 +1,27 @@
-"""The whole pipeline in this process, without an orchestrator: the same stages and the
-same publish transaction as the Prefect flow (``flows/pipeline.py``), one after the
-other. The Python API's ``recsys.run_pipeline`` uses it; so can any scheduler."""
+"""The order of the stages, written once: prepare; per model (the evaluation on the
+training split first when the run refits, then) train -> index -> recommend -> similar
+items -> evaluate; carry-over, manifest, report, publish. :class:`Steps` says how each
+stage is called: directly (``recsys.run_pipeline``, any scheduler) or as Prefect tasks
+(``flows/pipeline.py``), with recommendations scored locally or on Dask workers."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import logging
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from recsys import storage
-from recsys.config import PipelineConfig, parse_config
+from recsys.config import ModelConfig, PipelineConfig, parse_config
 from recsys.manifest import RunManifest
-from recsys.stages.evaluate import evaluate_stage
+from recsys.stages.evaluate import evaluate_stage, holdout_stage
 from recsys.stages.index import index_stage
 from recsys.stages.prepare import prepare_stage
 from recsys.stages.publish import (
@@ -27,6 +33,95 @@ from recsys.stages.publish import (
 )
 from recsys.stages.ranked import recommend_stage, similar_stage
 from recsys.stages.train import train_stage
+from recsys.storage import RunLayout
+
+log = logging.getLogger("recsys.pipeline")
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """How each stage is called (same arguments as the stage functions)."""
+
+    prepare: Callable[..., dict[str, Any]] = prepare_stage
+    train: Callable[..., dict[str, Any]] = train_stage
+    index: Callable[..., dict[str, Any]] = index_stage
+    recommend: Callable[..., dict[str, Any]] = recommend_stage
+    similar: Callable[..., dict[str, Any]] = similar_stage
+    evaluate: Callable[..., dict[str, Any]] = evaluate_stage
+    holdout: Callable[..., dict[str, Any]] = holdout_stage
+    report: Callable[..., str] = report_stage
+    publish: Callable[..., Any] = lambda transaction, manifest, move_current: transaction.publish(
+        manifest, move_current
+    )
+
+
+def model_chain(
+    run: RunLayout, config: PipelineConfig, model: ModelConfig, refit: bool, steps: Steps
+) -> dict[str, Any]:
+    """All stages of one model; returns its manifest entry. With ``refit``, the model is
+    first trained on the training split and ranked against the held-out interactions (the
+    run's evaluation part), then trained again on all the input for what is published."""
+    split: dict[str, Any] = {}
+    if refit:
+        part = run.evaluation()
+        steps.train(part, config, model)
+        evaluated = steps.holdout(part, config, model.name, steps.index(part, config, model.name)["indices"])
+        split = {"evaluation": evaluated["evaluation"], "timings": evaluated["timings"]}
+    trained = steps.train(run, config, model)
+    indexed = steps.index(run, config, model.name)
+    indices = indexed["indices"]
+    recommended = steps.recommend(run, config, model.name, indices)
+    similar = steps.similar(run, config, model.name, indices)
+    evaluated = steps.evaluate(run, config, model.name, indices)
+    if split:  # the ranking figures come from the split, the ANN figures from the refit model
+        evaluated = {**evaluated, "evaluation": {**evaluated["evaluation"], **split["evaluation"]}}
+    return merge_model_results(
+        trained, indexed, recommended, similar, evaluated, {"timings": split.get("timings", {})}
+    )
+
+
+def execute(
+    config: PipelineConfig,
+    input_path: str | Path | None,
+    root: str | Path,
+    run_id: str | None = None,
+    models: list[str] | None = None,
+    holdout: str | Path | None = None,
+    steps: Steps | None = None,
+) -> tuple[RunManifest, RunLayout, list[str]]:
+    """One run, start to publish: returns the published manifest, where it is, and the
+    runs retention removed. A run evaluated on a split without refit is published as an
+    evaluation run: ``CURRENT`` does not move."""
+    steps = steps or Steps()
+    selected = config.select_models(models) if models else list(config.models)
+    created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    with storage.PublishTransaction(root, run_id, config.retention.keep_runs) as transaction:
+        run = transaction.run
+        prepared = steps.prepare(run, config, input_path, holdout)
+        refit = prepared.get("refit", False)
+        results = {model.name: model_chain(run, config, model, refit, steps) for model in selected}
+        results.update(carry_over_models(run, config, prepared, set(results)))
+        if refit:
+            shutil.rmtree(run.evaluation().dir, ignore_errors=True)  # not part of what is published
+        timings = {
+            "prepare": prepared["seconds"],
+            "total_before_publish": round(time.perf_counter() - started, 3),
+        }
+        purpose = (
+            "evaluation"
+            if config.evaluate.split.method != "none" and not refit and not holdout
+            else "production"
+        )
+        manifest = assemble_manifest(run, config, prepared, results, created_at, timings, purpose)
+        report = steps.report(run, manifest.model_dump(mode="json", exclude_none=True))
+        sealed = seal_manifest(run, manifest, report)
+        published = steps.publish(
+            transaction, sealed.model_dump(mode="json", exclude_none=True), purpose == "production"
+        )
+    if purpose == "evaluation":
+        log.info("evaluation run %s published; CURRENT not moved (evaluate.refit is false)", run.run_id)
+    return sealed, published, transaction.removed
 
 
 def run_local(
@@ -37,36 +132,8 @@ def run_local(
     models: list[str] | None = None,
     holdout: str | Path | None = None,
 ) -> RunManifest:
-    """Prepare, per model train -> index -> recommend -> similar items -> evaluate, then
-    report and publish; returns the published manifest."""
-    selected = config.select_models(models) if models else list(config.models)
-    created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    started = time.perf_counter()
-    with storage.PublishTransaction(root, run_id, config.retention.keep_runs) as transaction:
-        run = transaction.run
-        prepared = prepare_stage(run, config, input_path, holdout)
-        results = {}
-        for model in selected:
-            trained = train_stage(run, config, model)
-            indexed = index_stage(run, config, model.name)
-            indices = indexed["indices"]
-            results[model.name] = merge_model_results(
-                trained,
-                indexed,
-                recommend_stage(run, config, model.name, indices),
-                similar_stage(run, config, model.name, indices),
-                evaluate_stage(run, config, model.name, indices),
-            )
-        results.update(carry_over_models(run, config, prepared, set(results)))
-        timings = {
-            "prepare": prepared["seconds"],
-            "total_before_publish": round(time.perf_counter() - started, 3),
-        }
-        manifest = assemble_manifest(run, config, prepared, results, created_at, timings)
-        report = report_stage(run, manifest.model_dump(mode="json", exclude_none=True))
-        sealed = seal_manifest(run, manifest, report)
-        transaction.publish(sealed.model_dump(mode="json", exclude_none=True))
-    return sealed
+    """The whole pipeline in this process; returns the published manifest."""
+    return execute(config, input_path, root, run_id, models, holdout)[0]
 
 
 def run_pipeline(

@@ -39,6 +39,9 @@ class RunLayout:
     root: Path
     run_id: str
     staging: bool = True
+    part: str = ""
+    """A part of the run with the same layout inside its folder (``evaluation``: the data
+    and models of the held-out evaluation, removed before publishing)."""
 
     @property
     def runs_dir(self) -> Path:
@@ -46,10 +49,15 @@ class RunLayout:
 
     @property
     def dir(self) -> Path:
-        return self.runs_dir / (f".staging-{self.run_id}" if self.staging else self.run_id)
+        folder = self.runs_dir / (f".staging-{self.run_id}" if self.staging else self.run_id)
+        return folder / self.part if self.part else folder
 
     def published(self) -> RunLayout:
         return RunLayout(self.root, self.run_id, staging=False)
+
+    def evaluation(self) -> RunLayout:
+        """The layout of the evaluation part: models trained on the training split."""
+        return RunLayout(self.root, self.run_id, self.staging, part="evaluation")
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.dir).as_posix()

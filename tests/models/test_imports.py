@@ -47,5 +47,5 @@ def test_importing_the_registry_loads_nothing_above_it():
 
 
 def test_loading_a_config_does_not_import_implicit():
-    loaded = _loaded_after("from recsys.config import load_config; load_config('configs/default.yaml')")
+    loaded = _loaded_after("from recsys.config import load_config; load_config('configs/demo.yaml')")
     assert "implicit" not in loaded and "prefect" not in loaded, loaded

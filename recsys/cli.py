@@ -21,7 +21,7 @@ import numpy as np
 
 from recsys import __version__, storage
 from recsys.config import resolve_inputs
-from recsys.errors import ConfigError, QueryError, RecsysError
+from recsys.errors import ConfigError, InputError, QueryError, RecsysError
 from recsys.manifest import ModelEntry, RunManifest
 
 DEFAULT_OUTPUT = "data/outputs"
@@ -159,12 +159,23 @@ def _start_watchdog(seconds: float) -> threading.Timer:
     return timer
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    pipeline = _import_flows(args.debug)
-    config, input_path, root = resolve_inputs(args.config, args.interactions, args.output)
+def _preflight(config: Any, input_path: str | None, root: str, args: argparse.Namespace) -> list[str] | None:
+    """Everything that can be checked before any Prefect machinery starts: the config,
+    the input table's header, the holdout table, the run id, the models and the output
+    root. A bad input is one line in about a second, not after the API has started."""
+    from recsys.data.interactions import import_hint
+
     if input_path and not Path(input_path).exists():
         hint = " (make the bundled sample with `recsys generate`)" if "sample" in input_path else ""
         raise ConfigError(f"{input_path}: interactions file not found{hint}")
+    for path in [p for p in (input_path, args.holdout) if p]:
+        columns = storage.table_columns(path)
+        missing = [c for c in ("user_id", "item_id") if c not in columns]
+        if missing:
+            found = ", ".join(columns) or "none"
+            raise InputError(
+                f"{path}: missing column {', '.join(missing)} (found columns: {found})" + import_hint(columns)
+            )
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     if models:
         config.select_models(models)
@@ -172,6 +183,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         storage.check_run_id(args.run_id)
     if args.holdout and not Path(args.holdout).exists():
         raise ConfigError(f"{args.holdout}: holdout file not found")
+    storage.check_output_root(root)
+    if config.task_runner.type == "dask" and config.task_runner.address:
+        _check_scheduler(config.task_runner.address)
+    return models
+
+
+def _check_scheduler(address: str, timeout: float = 5.0) -> None:
+    """A Dask scheduler address that answers (a TCP connection), before the run starts."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise ConfigError(f"task_runner.address {address!r}: expected tcp://HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"task_runner.address {address}: cannot reach the Dask scheduler ({exc.strerror or exc}); "
+            "start it with `dask scheduler` or fix the address"
+        ) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config, input_path, root = resolve_inputs(args.config, args.interactions, args.output)
+    models = _preflight(config, input_path, root, args)
+    pipeline = _import_flows(args.debug)
     timeout = args.timeout if args.timeout is not None else config.run.timeout_seconds
     watchdog = _start_watchdog(timeout) if timeout else None
     manifest = pipeline.pipeline_flow(
@@ -216,6 +258,8 @@ def _answer(args: argparse.Namespace, kind: str, run: Any) -> int:
         if answer.attrs.get("ignored_rows"):
             note += f"; {answer.attrs['ignored_rows']} row(s) with items unknown to the run ignored"
     elif kind == "recommend":
+        if args.fallback != "popular":
+            run.user_factors(name)  # a model of item vectors only: say so first
         user = run.interactions.users.parse(args.user)
         known = run.interactions.users.to_internal([user], strict=False)[0] >= 0
         if args.fallback == "popular" and not known:
@@ -417,6 +461,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     mapping = parse_mapping(args.map) if args.map else None
     frame = read_source(args.format, args.input, mapping)
     frame = to_implicit(frame, min_rating=args.min_rating, weighting=args.weighting)
+    if frame.attrs.get("dropped_not_positive"):
+        print(f"dropped {frame.attrs['dropped_not_positive']} row(s) with a zero or negative rating")
     table = clean_table(frame, source=args.input)  # refuse now what `recsys run` would refuse
     path = storage.write_interactions_table(frame, args.output)
     print(
@@ -588,6 +634,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("recsys: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `recsys runs | head`: the reader has gone; so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a full disk, a read-only or missing folder, ...
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"recsys: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

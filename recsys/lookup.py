@@ -219,6 +219,8 @@ class Run:
         as the published lists rank them. Unknown users: a QueryError, or with
         ``fallback="popular"`` the most popular items (``model`` is then ``popular``)."""
         users = _as_list(users)
+        if fallback is None:
+            self.user_factors(model)  # a model of item vectors only: say so, not "unknown user"
         interactions = self.interactions
         positions = interactions.users.to_internal(users, strict=fallback is None)
         known = positions >= 0

@@ -155,6 +155,9 @@ class ModelEntry(_Strict):
     timings: dict[str, float]
     evaluation: Evaluation
     carried_over_from: str | None = None
+    fingerprint: str | None = None
+    """sha256 of what the model's files depend on (input, split, params, seed, settings):
+    a partial run carries the model over only while it is unchanged."""
 
     @property
     def has_users(self) -> bool:

@@ -3,12 +3,15 @@ against that run's manifest: a corrupt file is refused, and nothing is published
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from recsys import storage
 from recsys.config import parse_config
 from recsys.data import generate_interactions
 from recsys.errors import RunError
+from recsys.manifest import read_manifest
 from recsys.stages.runner import run_local
 
 CONFIG = {
@@ -51,3 +54,45 @@ def test_a_corrupt_file_in_the_current_run_is_not_carried(first_run):
     with pytest.raises(RunError, match="item_factors.npy: checksum does not match"):
         run_local(config, path, root, run_id="r2", models=["als"])
     assert storage.current_run_id(root) == "r1" and not (root / "runs/r2").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: c["models"][1]["params"].update(factors=12),  # the carried model's params
+        lambda c: c.update(seed=7),
+        lambda c: c.update(evaluate={"split": {"method": "random", "fraction": 0.2}}),
+        lambda c: c.update(recommend={"top_n": 4}),
+    ],
+)
+def test_a_model_whose_inputs_changed_is_retrained_not_carried(first_run, change, caplog):
+    _, path, root = first_run
+    changed = json.loads(json.dumps(CONFIG))
+    change(changed)
+    manifest = run_local(parse_config(changed), path, root, run_id="r2", models=["als"])
+    bpr = manifest.models["bpr"]
+    assert bpr.carried_over_from is None and "not carried over from run r1" in caplog.text
+    old = root / "runs/r1/models/bpr/item_factors.npy"
+    new = root / "runs/r2" / bpr.factors.item
+    assert old.stat().st_ino != new.stat().st_ino  # trained in this run, not linked from r1
+    previous = read_manifest(storage.find_run(root, "r1")).models["bpr"]
+    assert bpr.fingerprint != previous.fingerprint
+
+
+def test_with_a_different_input_nothing_is_carried(first_run, tmp_path):
+    config, _, root = first_run
+    other = storage.write_interactions_table(
+        generate_interactions(n_users=90, n_items=50, n_clusters=3, seed=6), tmp_path / "other.parquet"
+    )
+    manifest = run_local(config, other, root, run_id="r2", models=["als"])
+    assert manifest.models["bpr"].carried_over_from is None
+    assert len(manifest.models["bpr"].fingerprint) == 64  # recorded, for the next partial run
+
+
+def test_without_a_current_run_a_partial_run_trains_everything(tmp_path):
+    path = storage.write_interactions_table(
+        generate_interactions(n_users=60, n_items=40, n_clusters=3, seed=5), tmp_path / "in.parquet"
+    )
+    manifest = run_local(parse_config(CONFIG), path, tmp_path / "out", run_id="first", models=["als"])
+    assert set(manifest.models) == {"als", "bpr"}
+    assert all(entry.carried_over_from is None for entry in manifest.models.values())

@@ -7,6 +7,7 @@ integers (kept as int64) or all strings, and keep that type in every output.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -78,10 +79,15 @@ class IdMap:
         """An external id typed as this map's ids, from a command-line string."""
         if self.kind == "str":
             return text
-        try:
+        if re.fullmatch(r"-?(0|[1-9][0-9]*)", text):
             return int(text)
+        try:
+            meant = int(text)
         except ValueError:
             raise QueryError(f"id {text!r} is not an integer; this run's ids are integers") from None
+        # '01', ' 1', '+1', '1_000' read as 1 by int(): answering for user 1 would answer
+        # for someone else than the caller named
+        raise QueryError(f"id {text!r} is not written as this run writes integer ids (did you mean {meant}?)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,6 +240,27 @@ class InteractionTable:
         )
 
 
+KNOWN_LAYOUTS = (
+    ({"userId", "movieId"}, "MovieLens ratings", "movielens"),
+    ({"userID", "artistID"}, "Last.fm (HetRec) user_artists", "lastfm-hetrec"),
+)
+
+
+def import_hint(columns: list[str]) -> str:
+    """A pointer to ``recsys import`` where the columns look like a known public data set."""
+    for needed, what, fmt in KNOWN_LAYOUTS:
+        if needed <= set(columns):
+            return (
+                f"; this looks like {what}: convert it with `recsys import {fmt} FILE --output FILE.parquet`"
+            )
+    if len(columns) >= 2:
+        return (
+            "; name the columns user_id and item_id, or convert with "
+            "`recsys import table FILE --map user=COL,item=COL --output FILE.parquet`"
+        )
+    return ""
+
+
 def clean_table(frame: pd.DataFrame, source: str = "interactions") -> InteractionTable:
     """Validate a raw interactions table; drop zero weights; sum duplicate (user, item) rows
     (keeping the latest timestamp).
@@ -244,8 +271,12 @@ def clean_table(frame: pd.DataFrame, source: str = "interactions") -> Interactio
     """
     missing_columns = [c for c in (USER, ITEM) if c not in frame.columns]
     if missing_columns:
-        found = ", ".join(map(str, frame.columns)) or "none"
-        raise InputError(f"{source}: missing column {', '.join(missing_columns)} (found columns: {found})")
+        columns = [str(c) for c in frame.attrs.get("columns", frame.columns)]
+        found = ", ".join(columns) or "none"
+        raise InputError(
+            f"{source}: missing column {', '.join(missing_columns)} (found columns: {found})"
+            + import_hint(columns)
+        )
     if len(frame) == 0:
         raise InputError(f"{source}: the table is empty (0 rows)")
     user_values, user_kind = _id_column(frame, USER, source)

@@ -70,7 +70,25 @@ class ImplicitModelType(ModelType):
                 raise ModelError(
                     f"model {name}: {self.name} failed to train with params {params}: {exc}"
                 ) from None
-        return checked_embeddings(model.user_factors, model.item_factors, user_items.shape, name)
+            except Exception as exc:  # implicit's ModelFitError: the factors diverged
+                if type(exc).__name__ != "ModelFitError":
+                    raise
+                raise ModelError(_diverged(name, self.name, matrix)) from None
+        try:
+            return checked_embeddings(model.user_factors, model.item_factors, user_items.shape, name)
+        except ModelError:
+            raise ModelError(_diverged(name, self.name, matrix)) from None
+
+
+def _diverged(name: str, model_type: str, matrix: sp.csr_matrix) -> str:
+    """Why training produced NaN or infinite factors, and what to do."""
+    largest = float(matrix.data.max()) if matrix.nnz else 0.0
+    return (
+        f"model {name}: {model_type} training diverged (factors not finite); the weight column "
+        f"goes up to {largest:.3g}: rescale it, or convert the table with "
+        "`recsys import table FILE --weighting log` (or bm25), or lower the learning rate / "
+        "raise regularization"
+    )
 
 
 def checked_embeddings(

@@ -16,7 +16,7 @@ from recsys import storage
 from recsys.config import PipelineConfig
 from recsys.data.interactions import IdMap, Interactions, clean_table, interactions_from_table
 from recsys.data.splits import map_holdout, split_table
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, InputError
 from recsys.storage import RunLayout
 
 log = logging.getLogger("recsys.pipeline")
@@ -71,6 +71,11 @@ def _prepare_from_vectors(run: RunLayout, config: PipelineConfig, started: float
 
 
 def _check_top_n(config: PipelineConfig, interactions: Interactions, input_path: Any) -> None:
+    if interactions.nnz == interactions.n_users * interactions.n_items:
+        raise InputError(
+            f"{input_path}: every one of the {interactions.n_users} users has interacted with every one "
+            f"of the {interactions.n_items} items: there is nothing left to recommend"
+        )
     for section, top_n, limit in (
         ("recommend", config.recommend.top_n, interactions.n_items),
         ("similar_items", config.similar_items.top_n, interactions.n_items - 1),

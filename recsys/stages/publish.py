@@ -5,11 +5,15 @@ carries over from the current run."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from recsys import __version__, storage
-from recsys.config import PipelineConfig
+from recsys.config import ModelConfig, PipelineConfig
 from recsys.errors import RunError
 from recsys.manifest import RunManifest, read_manifest
 from recsys.storage import RunLayout
@@ -29,43 +33,77 @@ def merge_model_results(*parts: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def carry_over_models(
-    run: RunLayout, config: PipelineConfig, prepared: dict[str, Any], trained: set[str]
-) -> dict[str, Any]:
-    """Models of the config not trained in this run, carried from the current run.
+def model_fingerprint(config: PipelineConfig, model: ModelConfig, prepared: dict[str, Any]) -> str:
+    """sha256 of everything a model's published files depend on: the input file, the held
+    out part, the model's type and params, the seed, and the index, list and evaluation
+    settings (and the recsys version). Equal fingerprints: the files would be the same."""
+    settings = config.to_dict()
+    basis = {
+        "recsys": __version__,
+        "input": prepared["input"]["sha256"],
+        "holdout": prepared.get("holdout"),
+        "model": model.model_dump(mode="json"),
+        "seed": settings["seed"],
+        **{key: settings[key] for key in ("index", "recommend", "similar_items", "evaluate")},
+    }
+    canonical = json.dumps(basis, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
-    A run with ``--models als`` retrains als only; the other models' published files are
-    hard-linked from the current run when it was made from the same input file, so the
-    new run stays complete for downstream readers. Every file carried is verified
-    against the current run's manifest first.
-    """
-    wanted = [m.name for m in config.models if m.name not in trained]
+
+@dataclass
+class CarryOver:
+    """The models a partial run takes from the current run, and where from."""
+
+    previous: RunLayout | None = None
+    manifest: RunManifest | None = None
+    models: dict[str, str] = field(default_factory=dict)
+    """name -> fingerprint of each model carried."""
+
+
+def plan_carry_over(
+    root: Path, config: PipelineConfig, fingerprints: dict[str, str], wanted: list[str]
+) -> CarryOver:
+    """Which of the ``wanted`` models (those a ``--models`` run does not retrain) can be
+    carried from the current run: only those whose fingerprint is unchanged. The others
+    are retrained, and the log says why."""
+    plan = CarryOver()
     if not wanted:
-        return {}
+        return plan
     try:
-        previous, _ = storage.open_run(run.root)
+        previous = storage.find_run(root)
         manifest = read_manifest(previous)
     except RunError as exc:
-        log.warning("no current run to carry %s over from (%s)", ", ".join(wanted), exc)
-        return {}
-    if manifest.input.sha256 != prepared["input"]["sha256"]:
         log.warning(
-            "not carrying %s over from run %s: its input differs",
-            ", ".join(wanted),
-            previous.run_id,
+            "no usable current run to carry %s over from (%s): training them too", ", ".join(wanted), exc
         )
-        return {}
-    carried = {}
+        return plan
+    plan.previous, plan.manifest = previous, manifest
     for name in wanted:
         entry = manifest.models.get(name)
         if entry is None:
-            continue
-        source_dir = previous.model_dir(name)
-        for path in sorted(p for p in source_dir.rglob("*") if p.is_file()):
-            relative = previous.relative(path)
-            listed = manifest.files.get(relative)
-            if listed is None:
-                continue  # not part of the published run
+            log.warning("%s: not in the current run %s: training it", name, previous.run_id)
+        elif entry.fingerprint != fingerprints[name]:
+            log.warning(
+                "%s: not carried over from run %s: its input, config or seed changed since; training it",
+                name,
+                previous.run_id,
+            )
+        else:
+            plan.models[name] = fingerprints[name]
+    return plan
+
+
+def carry_over_models(run: RunLayout, plan: CarryOver) -> dict[str, Any]:
+    """Hard-link the carried models' files from the current run into this one (each file
+    verified against the current run's manifest first); returns their manifest entries."""
+    carried: dict[str, Any] = {}
+    if plan.previous is None or plan.manifest is None:
+        return carried
+    previous, manifest = plan.previous, plan.manifest
+    for name in plan.models:
+        entry = manifest.models[name]
+        for relative in entry.paths():
+            listed = manifest.files[relative]
             source = storage.verified_path(previous.dir, relative, listed.size_bytes, listed.sha256)
             storage.link_or_copy(source, run.path(relative))
         carried[name] = {

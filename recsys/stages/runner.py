@@ -28,6 +28,8 @@ from recsys.stages.publish import (
     assemble_manifest,
     carry_over_models,
     merge_model_results,
+    model_fingerprint,
+    plan_carry_over,
     report_stage,
     seal_manifest,
 )
@@ -94,14 +96,23 @@ def execute(
     evaluation run: ``CURRENT`` does not move."""
     steps = steps or Steps()
     selected = config.select_models(models) if models else list(config.models)
+    # models not selected are carried over from the current run when nothing they depend
+    # on changed; otherwise (or without a usable current run) they are trained too
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
     with storage.PublishTransaction(root, run_id, config.retention.keep_runs) as transaction:
         run = transaction.run
         prepared = steps.prepare(run, config, input_path, holdout)
         refit = prepared.get("refit", False)
-        results = {model.name: model_chain(run, config, model, refit, steps) for model in selected}
-        results.update(carry_over_models(run, config, prepared, set(results)))
+        fingerprints = {m.name: model_fingerprint(config, m, prepared) for m in config.models}
+        names = {m.name for m in selected}
+        plan = plan_carry_over(
+            run.root, config, fingerprints, [m.name for m in config.models if m.name not in names]
+        )
+        trained = [m for m in config.models if m.name in names or m.name not in plan.models]
+        results = {model.name: model_chain(run, config, model, refit, steps) for model in trained}
+        results.update(carry_over_models(run, plan))
+        results = {m.name: {**results[m.name], "fingerprint": fingerprints[m.name]} for m in config.models}
         if refit:
             shutil.rmtree(run.evaluation().dir, ignore_errors=True)  # not part of what is published
         timings = {

@@ -42,6 +42,7 @@ from recsys.storage.parquet import (
 from recsys.storage.runs import (
     PublishTransaction,
     apply_retention,
+    check_output_root,
     check_run_id,
     clean_stale_staging,
     current_run_id,
@@ -58,6 +59,7 @@ from recsys.storage.tables import (
     INPUT_COLUMNS,
     read_any_table,
     read_interactions_table,
+    table_columns,
     write_interactions_table,
 )
 
@@ -72,6 +74,7 @@ __all__ = [
     "RunPaths",
     "apply_retention",
     "atomic_path",
+    "check_output_root",
     "check_run_id",
     "clean_stale_staging",
     "current_run_id",
@@ -101,6 +104,7 @@ __all__ = [
     "similar_items_schema",
     "similar_items_writer",
     "start_run",
+    "table_columns",
     "verified_path",
     "write_array",
     "write_interactions",

@@ -151,6 +151,9 @@ def to_implicit(
     """Explicit ratings to implicit feedback and weighting.
 
     min_rating: keep rows with weight >= min_rating (the rating becomes the weight).
+    Rows whose rating is zero or negative are dropped whatever the weighting (binary or
+    log weighting would otherwise make them positive); ``attrs["dropped_not_positive"]``
+    counts them.
     weighting: ``none`` (as is), ``binary`` (1.0), ``log`` (log confidence 1 + log1p(w)),
     ``bm25`` / ``tfidf`` (implicit's item-user reweighting, K1=100, B=0.8 for BM25).
     """
@@ -168,6 +171,14 @@ def to_implicit(
     if weighting in ("bm25", "tfidf") and frame.duplicated(["user_id", "item_id"]).any():
         aggregations = {"weight": "sum", **({"timestamp": "max"} if "timestamp" in frame.columns else {})}
         frame = frame.groupby(["user_id", "item_id"], as_index=False, sort=False).agg(aggregations)
+    positive = frame["weight"].to_numpy(dtype=np.float64) > 0
+    if not positive.all():  # a zero or negative rating is no interaction to learn from
+        frame = frame[positive]
+        if frame.empty:
+            raise InputError(
+                "no rows have a positive rating (zero and negative ratings are not interactions)"
+            )
+    dropped = int((~positive).sum())
     weights = frame["weight"].to_numpy(dtype=np.float64)
     if weighting == "binary":
         weights = np.ones_like(weights)
@@ -183,5 +194,6 @@ def to_implicit(
         # idf is log(n_items) - log1p(items of the user): never below 0 on real data, but a
         # user with every item would get a negative weight; such rows become weight 0.
         weights = np.clip(np.asarray(weighted.tocsr()[items, users]).ravel(), 0.0, None)
-    frame["weight"] = weights.astype(np.float64)
-    return frame.reset_index(drop=True)
+    frame = frame.assign(weight=weights.astype(np.float64)).reset_index(drop=True)
+    frame.attrs["dropped_not_positive"] = dropped
+    return frame

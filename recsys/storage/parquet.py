@@ -120,7 +120,7 @@ class RankedWriter:
             self._flush()
 
     def _flush(self) -> None:
-        if self._pending:
+        if self._pending_rows:
             self._writer.write_table(pa.concat_tables(self._pending), row_group_size=self._pending_rows)
         self._pending, self._pending_rows = [], 0
 

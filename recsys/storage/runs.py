@@ -69,9 +69,24 @@ def start_run(root: str | Path, run_id: str | None = None) -> RunLayout:
     if run.dir.exists():
         shutil.rmtree(run.dir)
     run.dir.mkdir(parents=True)
-    marker = {"run_id": run.run_id, "pid": os.getpid(), "started_at": dt.datetime.now(dt.UTC).isoformat()}
-    write_json(run.dir / MARKER, marker)
+    write_text(run.dir / MARKER, f"{run.run_id}\n")
     return run
+
+
+def check_output_root(root: str | Path) -> Path:
+    """The output root exists (created if need be) and can be written: a one-line
+    RunError otherwise (a file in its place, a read-only filesystem, no permission)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise RunError(f"{root}: the output root is a file, expected a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}-{secrets.token_hex(3)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"{root}: cannot write to the output root ({exc.strerror or exc})") from None
+    return root
 
 
 @contextlib.contextmanager
@@ -304,6 +319,7 @@ class PublishTransaction:
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> PublishTransaction:
+        check_output_root(self.root)
         self._stack.enter_context(root_lock(self.root))
         try:
             for name in clean_stale_staging(self.root):

@@ -3,6 +3,8 @@ one-line :class:`InputError` naming the file, and fingerprinted."""
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -16,43 +18,81 @@ from recsys.storage.files import atomic_path, file_sha256
 INPUT_COLUMNS = ("user_id", "item_id", "weight", "timestamp")
 
 
-def read_any_table(path: str | Path, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Read a parquet or CSV/TSV table (optionally gzipped), only ``columns`` if given
-    (those present; a table with none of them comes back with its header only).
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
+        return "csv"
+    raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}: expected .parquet or .csv")
 
-    Raises :class:`InputError` naming the file.
-    """
-    path = Path(path)
+
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a parquet or CSV file")
-    name = path.name.lower()
+
+
+def _unreadable(path: Path, exc: BaseException) -> InputError:
+    """The one-line error of a file that cannot be read, naming what it really is."""
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return InputError(f"{path}: the file is empty")
+    if isinstance(exc, EOFError | gzip.BadGzipFile | zlib.error) or (
+        path.name.lower().endswith(".gz") and isinstance(exc, OSError)
+    ):
+        return InputError(f"{path}: not a readable gzip file, truncated or corrupt ({detail})")
+    if isinstance(exc, PermissionError):
+        return InputError(f"{path}: cannot read the file (permission denied)")
+    if _kind(path) == "parquet":
+        return InputError(f"{path}: not a readable parquet file ({detail})")
+    return InputError(f"{path}: not a readable CSV file ({detail})")
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """The columns of a parquet or CSV table, from its schema or header only (fast: the
+    rows are not read)."""
+    path = Path(path)
+    _check_file(path)
     try:
-        if name.endswith((".parquet", ".pq")):
-            schema = pq.read_schema(path)
-            wanted = schema.names if columns is None else [c for c in columns if c in schema.names]
-            if not wanted:
-                return pd.DataFrame(columns=schema.names)
-            return pq.read_table(path, columns=wanted).to_pandas()
-        if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
-            sep = "\t" if ".tsv" in name else ","
-            usecols = None if columns is None else (lambda c: c in columns)
-            frame = pd.read_csv(path, sep=sep, usecols=usecols, low_memory=False)
-            if frame.columns.empty:
-                return pd.DataFrame(columns=pd.read_csv(path, sep=sep, nrows=0).columns)
-            return frame
-        raise InputError(
-            f"{path}: unsupported file type {path.suffix or '(none)'!r}: expected .parquet or .csv"
-        )
+        if _kind(path) == "parquet":
+            return list(pq.read_schema(path).names)
+        sep = "\t" if ".tsv" in path.name.lower() else ","
+        return [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
     except InputError:
         raise
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: the file is empty") from None
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
-    except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
+    except (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def read_any_table(path: str | Path, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Read a parquet or CSV/TSV table (optionally gzipped), only ``columns`` if given
+    (those present; a table with none of them comes back with its header only). The
+    file's own columns are in ``frame.attrs["columns"]``.
+
+    Raises :class:`InputError` naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    _check_file(path)
+    kind = _kind(path)
+    try:
+        if kind == "parquet":
+            schema = pq.read_schema(path)
+            wanted = schema.names if columns is None else [c for c in columns if c in schema.names]
+            frame = pq.read_table(path, columns=wanted).to_pandas() if wanted else pd.DataFrame()
+            frame.attrs["columns"] = list(schema.names)
+            return frame
+        sep = "\t" if ".tsv" in path.name.lower() else ","
+        header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+        usecols = None if columns is None else (lambda c: c in columns)
+        frame = pd.read_csv(path, sep=sep, usecols=usecols, low_memory=False)
+        frame.attrs["columns"] = header
+        return frame
+    except InputError:
+        raise
+    except (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
+        raise _unreadable(path, exc) from None
 
 
 def read_interactions_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -144,16 +144,34 @@ def read_query_vector(path: str | Path) -> np.ndarray:
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.suffix == ".npy":
-        vector = np.load(path, allow_pickle=False)
+        try:
+            vector = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
+        if not np.issubdtype(vector.dtype, np.number) or not (
+            vector.ndim == 1 or (vector.ndim == 2 and vector.shape[0] == 1)
+        ):
+            raise InputError(
+                f"{path}: expected one numeric vector, (dim,) or (1, dim); "
+                f"found {vector.dtype} {vector.shape}"
+            )
     elif path.suffix in (".parquet", ".pq"):
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
         if table.num_rows != 1:
             raise InputError(f"{path}: expected one row, found {table.num_rows}")
         lists = [
             f.name for f in table.schema if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type)
         ]
+        if len(lists) > 1:
+            raise InputError(f"{path}: expected one list column, found {len(lists)}: {', '.join(lists)}")
         if lists:
-            vector = np.asarray(table.column(lists[0]).to_pylist()[0], dtype=np.float32)
+            values = table.column(lists[0]).to_pylist()[0]
+            if values is None or any(v is None for v in values):
+                raise InputError(f"{path}: the vector has missing values")
+            vector = np.asarray(values, dtype=np.float32)
         else:
             vector = np.asarray(
                 [
@@ -165,6 +183,9 @@ def read_query_vector(path: str | Path) -> np.ndarray:
             )
     else:
         raise InputError(f"{path}: unsupported vector file {path.suffix!r}: expected .npy or .parquet")
-    if vector_problem(np.asarray(vector, dtype=np.float32).reshape(1, -1), "query vectors"):
+    vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+    if vector.shape[1] == 0:
+        raise InputError(f"{path}: no vector values found (a list column or float columns)")
+    if vector_problem(vector, "query vectors"):
         raise InputError(f"{path}: the query vector must be finite with non-zero norm")
-    return np.asarray(vector, dtype=np.float32).reshape(1, -1)
+    return vector

@@ -8,9 +8,12 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -143,20 +146,74 @@ def _strip_traceback(record: logging.LogRecord) -> bool:
 # ---------------------------------------------------------------- commands
 
 
-def _start_watchdog(seconds: float) -> threading.Timer:
-    """End the process (exit 3) if the run is not done in time: a run whose Prefect API
-    went away would otherwise hang. A run cut off before it moved CURRENT published
-    nothing; its leftovers are removed by the next run."""
+class RunGuard:
+    """Ends a `recsys run` cleanly and at once on Ctrl-C (SIGINT), SIGTERM (``docker
+    stop``, ``systemctl stop``) or the outer timeout: removes the run's staging folder,
+    ends every child process (Prefect's temporary API server, Dask workers), prints one
+    line and exits 130 / 143 / 3.
 
-    def expire() -> None:
-        print(f"recsys: error: the run did not finish within {seconds:g} s; stopped", file=sys.stderr)
+    The signals wake a watcher thread through ``signal.set_wakeup_fd``, so the stop does
+    not wait for the main thread to leave a long C call (a model fit, a matrix product).
+    A run that had already published stays published; ``CURRENT`` moves only as the
+    last step of publishing, so it never names a run that was cut off.
+    """
+
+    def __init__(self, root: str, run_id: str):
+        self.layout = storage.RunLayout(Path(root), run_id)
+        self._stopping = threading.Lock()
+
+    def stop(self, code: int, reason: str) -> None:
+        if not self._stopping.acquire(blocking=False):
+            return  # already stopping
+        staged = self.layout.dir.exists()
+        shutil.rmtree(self.layout.dir, ignore_errors=True)
+        _end_children()
+        published = (self.layout.published().dir / "_SUCCESS").exists() and not staged
+        outcome = f"run {self.layout.run_id} had been published" if published else "nothing published"
+        print(f"recsys: {reason}; {outcome}", file=sys.stderr)
         sys.stderr.flush()
-        os._exit(3)
+        os._exit(code)
 
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
-    return timer
+    def watch_signals(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: None)  # the watcher thread does the work
+
+        def watch() -> None:
+            number = os.read(read_fd, 1)[0]
+            name = signal.Signals(number).name
+            self.stop(128 + number, f"{'interrupted' if number == signal.SIGINT else 'terminated'} ({name})")
+
+        threading.Thread(target=watch, name="recsys-signals", daemon=True).start()
+
+    def watchdog(self, seconds: float) -> threading.Timer:
+        """End the run (exit 3) if it is not done in time: a run whose Prefect API went
+        away would otherwise hang."""
+        timer = threading.Timer(
+            seconds, self.stop, (3, f"error: the run did not finish within {seconds:g} s; stopped")
+        )
+        timer.daemon = True
+        timer.start()
+        return timer
+
+
+def _end_children(grace: float = 2.0) -> None:
+    """Terminate every process this one started (and theirs), then kill what is left."""
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def _preflight(config: Any, input_path: str | None, root: str, args: argparse.Namespace) -> list[str] | None:
@@ -183,7 +240,7 @@ def _preflight(config: Any, input_path: str | None, root: str, args: argparse.Na
         storage.check_run_id(args.run_id)
     if args.holdout and not Path(args.holdout).exists():
         raise ConfigError(f"{args.holdout}: holdout file not found")
-    storage.check_output_root(root)
+    storage.check_output_root(root, config.output.file_mode)
     if config.task_runner.type == "dask" and config.task_runner.address:
         _check_scheduler(config.task_runner.address)
     return models
@@ -213,14 +270,17 @@ def _check_scheduler(address: str, timeout: float = 5.0) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     config, input_path, root = resolve_inputs(args.config, args.interactions, args.output)
     models = _preflight(config, input_path, root, args)
-    pipeline = _import_flows(args.debug)
+    run_id = args.run_id or storage.new_run_id()
+    guard = RunGuard(root, run_id)
+    guard.watch_signals()
     timeout = args.timeout if args.timeout is not None else config.run.timeout_seconds
-    watchdog = _start_watchdog(timeout) if timeout else None
+    watchdog = guard.watchdog(timeout) if timeout else None
+    pipeline = _import_flows(args.debug)
     manifest = pipeline.pipeline_flow(
         config_path=args.config or pipeline.DEFAULT_CONFIG,
         interactions=input_path,
         output=root,
-        run_id=args.run_id,
+        run_id=run_id,
         models=models,
         holdout=args.holdout,
         config=config,

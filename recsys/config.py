@@ -38,6 +38,23 @@ class OutputConfig(_Strict):
     """Output root: runs are published under ``<root>/runs/<run_id>`` and ``<root>/CURRENT``
     names the newest complete run. A relative path set in a config file resolves against
     the config file's folder; the default is relative to the working directory."""
+    mode: str = "0644"
+    """Permissions of every published file, in octal (folders get the same plus ``x``
+    where there is ``r``: 0644 -> 0755). Set explicitly, whatever the process's umask,
+    so that the readers of the outputs can read them; ``0640`` limits them to the group."""
+
+    @field_validator("mode")
+    @classmethod
+    def _octal(cls, value: str) -> str:
+        if not re.fullmatch(r"0?[0-7]{3}", value):
+            raise ValueError(f"mode must be an octal permission like 0644, found {value!r}")
+        if int(value, 8) & 0o600 != 0o600:
+            raise ValueError(f"mode {value} must let the owner read and write (0600)")
+        return value
+
+    @property
+    def file_mode(self) -> int:
+        return int(self.mode, 8)
 
 
 class _ParamsProblems(ValueError):

@@ -4,15 +4,17 @@ after CURRENT moves fails a published run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import subprocess
 
 import pytest
 import yaml
 
 from recsys import storage
 from recsys.data import generate_interactions
-from tests.processes import environment, recsys, snapshot
+from tests.processes import RECSYS, environment, recsys, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +125,73 @@ def test_retention_never_fails_a_published_run(workspace, published):
     assert listing.returncode == 0, listing.stderr
     statuses = {row["run_id"]: row["status"] for row in json.loads(listing.stdout)}
     assert statuses["kept"] == "complete" and statuses["corrupt"] == "unreadable"
+
+
+@pytest.mark.parametrize(
+    ("sent", "to_group", "code"),
+    [(signal.SIGINT, True, 130), (signal.SIGTERM, True, 143), (signal.SIGTERM, False, 143)],
+)
+def test_a_signal_ends_the_run_at_once_and_cleanly(workspace, published, sent, to_group, code):
+    import os
+    import subprocess
+    import time
+
+    import psutil
+
+    root, env = workspace
+    out = root / "out"
+    before = storage.current_run_id(out)
+    command = [RECSYS, "run", "--config", str(root / "c.yaml"), "--run-id", "stopped"]
+    with open(root / "sig.err", "w+") as stderr:
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=root, start_new_session=True
+        )
+        staging = out / "runs" / ".staging-stopped"
+        deadline = time.monotonic() + 120
+        while not (staging / "data").exists() and time.monotonic() < deadline:  # the run is working
+            time.sleep(0.05)
+        assert staging.exists(), "the run never started"
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert children, "Prefect's temporary API server runs as a child"
+        sent_at = time.monotonic()
+        if to_group:
+            os.killpg(process.pid, sent)
+        else:
+            process.send_signal(sent)
+        returncode = process.wait(timeout=30)
+        elapsed = time.monotonic() - sent_at
+        stderr.seek(0)
+        lines = stderr.read().splitlines()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    assert returncode == code and elapsed < 5, (returncode, elapsed, lines[-3:])
+    assert lines == [
+        f"recsys: {'interrupted' if sent == signal.SIGINT else 'terminated'} ({sent.name}); nothing published"
+    ]
+    assert not staging.exists() and not (out / "runs" / "stopped").exists()
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert storage.current_run_id(out) == before
+    again = run(workspace, "--run-id", "after-signal")
+    assert again.returncode == 0, again.stderr
+
+
+def test_published_files_follow_output_mode_whatever_the_umask(workspace, published):
+    import os
+    import stat
+
+    root, env = workspace
+    config = yaml.safe_load((root / "c.yaml").read_text())
+    config["output"] = {"root": "out-shared", "mode": "0640"}
+    (root / "mode.yaml").write_text(yaml.safe_dump(config))
+    script = f"umask 077; exec {RECSYS} run --config {root / 'mode.yaml'} --run-id m"
+    result = subprocess.run(
+        ["sh", "-c", script], env=env, cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = root / "out-shared" / "runs" / "m"
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    folders = [run_dir, *[p for p in run_dir.rglob("*") if p.is_dir()]]
+    assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o640}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folders} == {0o750}
+    assert stat.S_IMODE((root / "out-shared" / "CURRENT").stat().st_mode) == 0o640
+    assert os.access(run_dir / "manifest.json", os.R_OK)

@@ -100,7 +100,10 @@ def execute(
     # on changed; otherwise (or without a usable current run) they are trained too
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
-    with storage.PublishTransaction(root, run_id, config.retention.keep_runs) as transaction:
+    transaction = storage.PublishTransaction(
+        root, run_id, config.retention.keep_runs, config.output.file_mode
+    )
+    with transaction:
         run = transaction.run
         prepared = steps.prepare(run, config, input_path, holdout)
         refit = prepared.get("refit", False)

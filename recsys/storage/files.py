@@ -24,14 +24,15 @@ FILE_MODE = 0o644
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a hidden temp path beside ``path``; on success fsync it and replace ``path``."""
+def atomic_path(path: Path, mode: int = FILE_MODE) -> Iterator[Path]:
+    """Yield a hidden temp path beside ``path``; on success fsync it, give it ``mode`` and
+    replace ``path``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -55,8 +56,8 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text(path: Path, text: str, mode: int = FILE_MODE) -> None:
+    with atomic_path(path, mode) as tmp:
         tmp.write_text(text)
 
 
@@ -138,6 +139,21 @@ def verified_path(run_dir: Path, relative: str, size_bytes: int, sha256: str) ->
     if file_sha256(path) != sha256:
         raise RunError(f"{path}: checksum does not match the run's manifest (corrupt or replaced)")
     return path
+
+
+def folder_mode(file_mode: int) -> int:
+    """A folder's mode for a file mode: ``x`` wherever there is ``r`` (0644 -> 0755)."""
+    return file_mode | ((file_mode & 0o444) >> 2)
+
+
+def apply_mode(directory: Path, file_mode: int) -> None:
+    """Set every file below ``directory`` to ``file_mode`` and every folder (itself
+    included) to :func:`folder_mode`: published permissions do not depend on the umask."""
+    os.chmod(directory, folder_mode(file_mode))
+    for path in directory.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, folder_mode(file_mode) if path.is_dir() else file_mode)
 
 
 def hash_tree(directory: Path, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:

@@ -33,7 +33,15 @@ from typing import Any
 
 from recsys import faults
 from recsys.errors import RunError
-from recsys.storage.files import fsync_dir, read_json, write_json, write_text
+from recsys.storage.files import (
+    FILE_MODE,
+    apply_mode,
+    folder_mode,
+    fsync_dir,
+    read_json,
+    write_json,
+    write_text,
+)
 from recsys.storage.layout import RunLayout
 
 log = logging.getLogger("recsys.storage")
@@ -73,14 +81,16 @@ def start_run(root: str | Path, run_id: str | None = None) -> RunLayout:
     return run
 
 
-def check_output_root(root: str | Path) -> Path:
+def check_output_root(root: str | Path, file_mode: int = FILE_MODE) -> Path:
     """The output root exists (created if need be) and can be written: a one-line
     RunError otherwise (a file in its place, a read-only filesystem, no permission)."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise RunError(f"{root}: the output root is a file, expected a folder")
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        if not root.exists():
+            root.mkdir(parents=True)
+            os.chmod(root, folder_mode(file_mode))
         probe = root / f".write-test-{os.getpid()}-{secrets.token_hex(3)}"
         probe.write_bytes(b"")
         probe.unlink()
@@ -157,7 +167,9 @@ def _exchange(first: Path, second: Path) -> bool:
     return result == 0
 
 
-def publish_run(run: RunLayout, manifest: dict[str, Any], move_current: bool = True) -> RunLayout:
+def publish_run(
+    run: RunLayout, manifest: dict[str, Any], move_current: bool = True, file_mode: int = FILE_MODE
+) -> RunLayout:
     """Publish a staged run: manifest and ``_SUCCESS`` into the staging folder, then the
     complete folder into place in one step, then ``CURRENT`` pointed at it.
 
@@ -165,10 +177,13 @@ def publish_run(run: RunLayout, manifest: dict[str, Any], move_current: bool = T
     by the next run); a crash after it leaves a complete run that is not current. A
     re-run with an id that is already published swaps the two folders atomically, so the
     id always names a complete run. ``move_current=False`` publishes without moving
-    ``CURRENT`` (evaluation runs)."""
+    ``CURRENT`` (evaluation runs). Every file gets ``file_mode``, every folder the same
+    with ``x`` where there is ``r``, whatever the umask."""
     write_json(run.manifest, manifest)
     faults.point("publish-before-success")
     write_text(run.success, run.run_id + "\n")
+    apply_mode(run.dir, file_mode)
+    os.chmod(run.runs_dir, folder_mode(file_mode))
     fsync_dir(run.dir)
     final = run.published()
     replaced = None
@@ -185,7 +200,7 @@ def publish_run(run: RunLayout, manifest: dict[str, Any], move_current: bool = T
     fsync_dir(final.dir.parent)
     faults.point("publish-before-current")
     if move_current:
-        write_text(run.root / "CURRENT", run.run_id + "\n")
+        write_text(run.root / "CURRENT", run.run_id + "\n", file_mode)
         fsync_dir(run.root)
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)
@@ -310,16 +325,23 @@ class PublishTransaction:
             transaction.publish(manifest_dict)
     """
 
-    def __init__(self, root: str | Path, run_id: str | None = None, keep_runs: int | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        run_id: str | None = None,
+        keep_runs: int | None = None,
+        file_mode: int = FILE_MODE,
+    ):
         self.root = Path(root)
         self.run_id = check_run_id(new_run_id() if run_id is None else run_id)
         self.keep_runs = keep_runs
+        self.file_mode = file_mode
         self.published: RunLayout | None = None
         self.removed: list[str] = []
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> PublishTransaction:
-        check_output_root(self.root)
+        check_output_root(self.root, self.file_mode)
         self._stack.enter_context(root_lock(self.root))
         try:
             for name in clean_stale_staging(self.root):
@@ -333,7 +355,7 @@ class PublishTransaction:
     def publish(self, manifest: dict[str, Any], move_current: bool = True) -> RunLayout:
         """Publish the staged run with its manifest, then apply retention. Once the run is
         published nothing here raises: a retention problem is a warning."""
-        self.published = publish_run(self.run, manifest, move_current)
+        self.published = publish_run(self.run, manifest, move_current, self.file_mode)
         if self.keep_runs:
             try:
                 self.removed = apply_retention(self.root, self.keep_runs)

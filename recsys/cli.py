@@ -476,6 +476,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 rec = model.evaluation.ann.recommendations
                 if rec is not None:
                     metrics.append(f"{name} recall@{rec.k}={rec.recall_at_k:.3f}")
+            if manifest.purpose == "evaluation":
+                row["status"] = "evaluation"  # complete, never made CURRENT
             row.update(
                 created_at=manifest.created_at,
                 seconds=manifest.timings.get("total_before_publish", ""),
@@ -555,9 +557,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     _import_flows()
     from flows.deploy import build_deployment, serve_deployment
+    from recsys.config import DEFAULT_CONFIG
 
-    config_path = str(Path(args.config).resolve())
-    deployment = build_deployment(config_path)
+    config_path = str(Path(args.config or DEFAULT_CONFIG).resolve())
+    config, input_path, root = resolve_inputs(config_path, args.interactions, args.output)
+    if input_path and not Path(input_path).exists():
+        raise ConfigError(f"{input_path}: interactions file not found")
+    storage.check_output_root(root, config.output.file_mode)
+    deployment = build_deployment(config_path, args.interactions, args.output)
     if not os.environ.get("PREFECT_API_URL"):
         from prefect.settings import PREFECT_API_URL
 
@@ -578,6 +585,17 @@ def args_cron(deployment: Any) -> str:
 # ---------------------------------------------------------------- parser
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, found {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"recsys {__version__}")
@@ -595,7 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     run = add("run", "train, index, recommend, evaluate and publish one run")
-    run.add_argument("--config", default=None, help="pipeline YAML (default configs/default.yaml)")
+    run.add_argument(
+        "--config",
+        default=None,
+        help="pipeline YAML (default: the packaged production config, one ALS model)",
+    )
     run.add_argument("--interactions", help="interactions table, parquet or CSV (default: input.path)")
     run.add_argument("--output", help="output root (default: output.root of the config)")
     run.add_argument("--run-id", help="run id (default: UTC time + random suffix)")
@@ -646,14 +668,22 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=cmd_runs)
 
     deploy = add("deploy", "serve the pipeline as a Prefect deployment on the config's cron schedule")
-    deploy.add_argument("--config", default="configs/default.yaml", help="pipeline YAML")
+    deploy.add_argument(
+        "--config", default=None, help="pipeline YAML (default: the packaged production config)"
+    )
+    deploy.add_argument(
+        "--interactions", help="interactions table of every scheduled run (default: input.path)"
+    )
+    deploy.add_argument("--output", help="output root of every scheduled run (default: output.root)")
     deploy.set_defaults(func=cmd_deploy)
 
     tune = add("tune", "search one model's params on a validation split; write the best as a config")
     tune.add_argument("--model", required=True, help="model name in the config")
-    tune.add_argument("--config", default=None, help="pipeline YAML (default configs/default.yaml)")
+    tune.add_argument(
+        "--config", default=None, help="pipeline YAML (default: the packaged production config)"
+    )
     tune.add_argument("--interactions", help="interactions table (default: input.path)")
-    tune.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
+    tune.add_argument("--trials", type=_positive_int, default=8, help="number of trials (default 8)")
     tune.add_argument("--method", choices=("random", "grid"), default="random")
     tune.add_argument("--metric", default=None, help="metric to maximise (default ndcg@<largest k>)")
     tune.add_argument("--output", default=None, help="config to write (default configs/<model>-tuned.yaml)")

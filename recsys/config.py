@@ -20,6 +20,7 @@ from recsys.models import get_model_type
 from recsys.models.base import ModelParams, params_problems
 
 Metric = Literal["dot", "angular"]
+MAX_SEED = 2**31 - 1
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -136,8 +137,8 @@ class IndexConfig(_Strict):
     1, 2, 4, ... that reaches ``evaluate.target_recall`` on a sample. Each query inspects
     at least n_trees x the results it asks for. ``dot`` needs far more than ``angular``
     for the same recall; the manifest reports the curve and the recall reached."""
-    seed: int | None = None
-    """Annoy's ``set_seed``; defaults to the config's ``seed``."""
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    """Annoy's ``set_seed`` (0 to 2^31 - 1, Annoy's range); defaults to the config's ``seed``."""
 
     @field_validator("backend")
     @classmethod
@@ -298,8 +299,9 @@ class TaskRunnerConfig(_Strict):
 
 
 class PipelineConfig(_Strict):
-    seed: int = 42
-    """Seed for training, sampling and index builds: same seed and data, same outputs."""
+    seed: int = Field(default=42, ge=0, le=MAX_SEED)
+    """Seed for training, sampling and index builds: same seed and data, same outputs
+    (0 to 2^31 - 1: the range Annoy's ``set_seed`` takes)."""
     input: InputConfig = InputConfig()
     output: OutputConfig = OutputConfig()
     models: list[ModelConfig] = Field(min_length=1)

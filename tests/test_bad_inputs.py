@@ -230,6 +230,16 @@ def test_an_id_is_never_read_as_another(site, capsys, text):
         (["runs", "--compare", "good", "nope"], "nope"),
         (["similar", "--item", "999999"], "unknown id"),
         (["recommend", "--user", "1", "-n", "0"], "-n must be between 1"),
+        (["deploy"], "no interactions table"),
+        (
+            ["deploy", "--config", "c.yaml", "--interactions", "missing.parquet"],
+            "interactions file not found",
+        ),
+        (
+            ["tune", "--model", "nope", "--config", "c.yaml", "--interactions", "t.parquet"],
+            "unknown model(s) nope",
+        ),
+        (["import", "movielens", "c.yaml", "--output", "x.parquet"], "missing column userId"),
     ],
 )
 def test_other_commands_refuse_in_one_line(site, capsys, monkeypatch, argv, needle):

@@ -1,38 +1,47 @@
-"""The tuning flow: one validation split, one Prefect task per trial, the best params
-written as a config file."""
+"""The tuning flow (``recsys tune``): the validation split and the whole Optuna study in
+one Prefect task (trials run one after the other; Optuna's TrialPruned never leaves the
+task), then the best params written as a config, with every trial as JSON and an HTML
+report beside it."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-import yaml
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
-from recsys import storage, tuning
-from recsys.config import ModelConfig, resolve_inputs
-from recsys.models import get_model_type
+from recsys import tuning
+from recsys.config import PipelineConfig, resolve_inputs
 
 
-@task(name="tune-trial", cache_policy=NO_CACHE, task_run_name="trial-{number}")
-def trial(
-    number: int, total: int, model: ModelConfig, params: dict, work: str, ks: list[int], seed: int
-) -> dict:
-    train_items = storage.read_sparse(Path(work) / "train.npz")
-    validation = storage.read_sparse(Path(work) / "validation.npz")
-    result = tuning.run_trial(model, params, train_items, validation, ks, seed)
-    drawn = {k: v for k, v in params.items() if k in get_model_type(model.type).space}
-    get_run_logger().info(
-        "trial %d/%d %s -> %s",
-        number,
-        total,
-        json.dumps(drawn, sort_keys=True),
-        ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items() if k.startswith(("recall", "ndcg"))),
+@task(name="tune-study", cache_policy=NO_CACHE, retries=0)
+def study(
+    config: PipelineConfig,
+    input_path: str,
+    model: str,
+    trials: int | None,
+    timeout: float | None,
+    metric: str | None,
+    sampler: str | None,
+) -> tuning.TuneResult:
+    interactions, validation, split = tuning.validation_data(config, input_path)
+    print(
+        f"validation split: {split['pairs_evaluated']} pairs of {split['users_evaluated']} users held out "
+        f"of the training part (run split: {split['run_split']}), {interactions.nnz} interactions to "
+        "train on"
     )
-    return result
+    return tuning.tune(
+        config,
+        model,
+        interactions.user_items,
+        validation,
+        trials=trials,
+        timeout=timeout,
+        metric=metric,
+        sampler=sampler,
+        split=split,
+    )
 
 
 @flow(name="recsys-tune", log_prints=True)
@@ -40,49 +49,46 @@ def tune_flow(
     model: str,
     config_path: str | None = None,
     interactions: str | None = None,
-    trials: int = 8,
-    method: str = "random",
+    trials: int | None = None,
+    timeout: float | None = None,
     metric: str | None = None,
+    sampler: str | None = None,
     output: str | None = None,
 ) -> dict[str, Any]:
-    """Search one model's params on a validation split; write the best as a config file.
+    """Search one model's params on a validation split carved from the training data;
+    write the best as a config file (default ``configs/<model>-tuned.yaml``),
+    ``<config>.trials.json`` and ``<config>.report.html``. ``trials``, ``timeout``,
+    ``metric`` and ``sampler`` override the config's ``tune`` section.
 
-    Returns {"best": trial, "trials": [...], "config": path}.
+    Returns {best_params, best_value, baseline_value, metric, trials, config, report,
+    trials_file}.
     """
     config, input_path, _ = resolve_inputs(config_path, interactions, None)
-    (model_config,) = config.select_models([model])
-    ks = config.evaluate.ks
-    metric = metric or f"ndcg@{max(ks)}"
-    interactions_, validation, split = tuning.validation_data(config, input_path)
-    target = Path(output or f"configs/{model}-tuned.yaml")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = target.parent / f".tune-{model}-work"
-    work.mkdir(exist_ok=True)
-    storage.write_sparse(work / "train.npz", interactions_.user_items)
-    storage.write_sparse(work / "validation.npz", validation)
-    candidates = tuning.trial_params(model_config, None, method, trials, config.seed)
+    config.select_models([model])
+    result = study(config, str(input_path), model, trials, timeout, metric, sampler)
+    paths = tuning.write_outputs(result, config, output or f"configs/{model}-tuned.yaml")
+    best, baseline = result.best, result.baseline
+    counts = result.counts()
+    if best["baseline"]:
+        gain = " (no trial beat the config's params)"
+    elif baseline["value"]:
+        gain = f" ({best['value'] / baseline['value'] - 1:+.1%} over the config's {baseline['value']:.4f})"
+    else:
+        gain = ""
     print(
-        f"tuning {model} ({model_config.type}): {len(candidates)} {method} trials on "
-        f"{interactions_.nnz} training / {validation.nnz} validation interactions, best by {metric}"
+        f"best {result.metric} {best['value']:.4f}{gain}: trial {best['number']} "
+        f"{tuning.format_params(best['params'])}; {counts['complete']} complete, {counts['pruned']} "
+        f"pruned, {counts['failed']} failed in {result.seconds:.1f} s"
     )
-    futures = [
-        trial.submit(number, len(candidates), model_config, params, str(work), ks, config.seed)
-        for number, params in enumerate(candidates, start=1)
-    ]
-    results = [future.result() for future in futures]
-    best = tuning.best_trial(results, metric)
-    raw = tuning.tuned_config(config, model, best["params"])
-    header = (
-        f"# {model}: best of {len(results)} {method} trials by {metric} = "
-        f"{best['metrics'][metric]:.4f} on a {split['method']} validation split\n"
-    )
-    storage.write_text(target, header + yaml.safe_dump(raw, sort_keys=False))
-    storage.write_json(
-        target.with_suffix(".trials.json"), {"metric": metric, "split": split, "trials": results}
-    )
-    for path in work.iterdir():
-        path.unlink()
-    work.rmdir()
-    print(f"best {metric} {best['metrics'][metric]:.4f} with {json.dumps(best['params'], sort_keys=True)}")
-    print(f"wrote {target} (all trials: {target.with_suffix('.trials.json')})")
-    return {"best": best, "trials": results, "config": str(target)}
+    print(f"wrote {paths['config']} (trials: {paths['trials']}, report: {paths['report']})")
+    return {
+        "best_params": result.best_params,
+        "best_value": best["value"],
+        "baseline_value": baseline["value"],
+        "metric": result.metric,
+        "trials": result.trials,
+        "config": str(paths["config"]),
+        "report": str(paths["report"]),
+        "trials_file": str(paths["trials"]),
+        "seconds": result.seconds,
+    }

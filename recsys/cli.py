@@ -53,17 +53,29 @@ def _served_by(model: ModelEntry, metric: str) -> str:
     return entry.backend + (f":{entry.setting[1]}" if entry.setting else "")
 
 
-def _ranking_columns(model: ModelEntry) -> dict[str, str]:
-    """recall@k and ndcg@k (largest k) of the published lists, and of exact top-N."""
+def baseline_ranking(manifest: RunManifest) -> dict[str, float] | None:
+    """The ranking figures of the run's popularity baseline (a ``popular`` model), if any."""
+    for model in manifest.models.values():
+        if model.type == "popular" and model.evaluation.ranking:
+            return model.evaluation.ranking
+    return None
+
+
+def _ranking_columns(model: ModelEntry, baseline: dict[str, float] | None = None) -> dict[str, str]:
+    """recall@k and ndcg@k (largest k) of the published lists, of exact top-N, and the
+    lift of ndcg@k over the popularity baseline."""
     ranking, exact = model.evaluation.ranking, model.evaluation.ranking_exact or {}
     if not ranking:
         return {}
     k = max(int(key.split("@")[1]) for key in ranking if key.startswith("recall@"))
-    return {
+    columns = {
         f"recall@{k}": _fmt(ranking[f"recall@{k}"], 4),
         f"ndcg@{k}": _fmt(ranking[f"ndcg@{k}"], 4),
         f"exact_recall@{k}": _fmt(exact.get(f"recall@{k}", float("nan")), 4),
     }
+    if baseline and baseline.get(f"ndcg@{k}"):
+        columns["lift_vs_popular"] = f"x{ranking[f'ndcg@{k}'] / baseline[f'ndcg@{k}']:.2f}"
+    return columns
 
 
 def run_summary(run_dir: str, manifest: RunManifest) -> str:
@@ -71,6 +83,7 @@ def run_summary(run_dir: str, manifest: RunManifest) -> str:
     inp = manifest.input
     config = manifest.config
     rec_metric, sim_metric = config["recommend"]["metric"], config["similar_items"]["metric"]
+    baseline = baseline_ranking(manifest)
     rows = []
     for name, model in manifest.models.items():
         rec, sim = model.evaluation.ann.recommendations, model.evaluation.ann.similar_items
@@ -90,7 +103,7 @@ def run_summary(run_dir: str, manifest: RunManifest) -> str:
                 "sim_index": _served_by(model, sim_metric),
                 f"sim_recall@{sim.k}": _fmt(sim.recall_at_k),
                 "sim_qps": _fmt(sim.queries_per_second, 0),
-                **_ranking_columns(model),
+                **_ranking_columns(model, baseline),
                 "note": f"carried over from {model.carried_over_from}" if model.carried_over_from else "",
             }
         )
@@ -534,23 +547,47 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, found {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, found {text}")
+    return value
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
+    from recsys import tuning
+
+    config, input_path, _ = resolve_inputs(args.config, args.interactions, None)
+    (model,) = config.select_models([args.model])
+    tuning.model_space(config, model)  # a model that cannot be tuned fails before Prefect starts
+    tuning.metric_name(config, args.metric)
+    if not Path(input_path).exists():
+        raise ConfigError(f"{input_path}: interactions file not found")
+    if args.json and "prefect" not in sys.modules:  # stdout carries the JSON: progress to stderr
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM"] = "ext://sys.stderr"
     _import_flows(args.debug)
     from flows.tune import tune_flow
 
-    config, input_path, _ = resolve_inputs(args.config, args.interactions, None)
-    config.select_models([args.model])
-    if not Path(input_path).exists():
-        raise ConfigError(f"{input_path}: interactions file not found")
-    tune_flow(
+    result = tune_flow(
         model=args.model,
         config_path=args.config,
         interactions=input_path,
         trials=args.trials,
-        method=args.method,
+        timeout=args.timeout,
         metric=args.metric,
+        sampler=args.sampler,
         output=args.output,
     )
+    if args.json:
+        summary = {
+            key: result[key]
+            for key in ("best_params", "best_value", "baseline_value", "metric", "trials", "config", "report")
+        }
+        print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -677,16 +714,42 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--output", help="output root of every scheduled run (default: output.root)")
     deploy.set_defaults(func=cmd_deploy)
 
-    tune = add("tune", "search one model's params on a validation split; write the best as a config")
+    tune = add(
+        "tune",
+        "search one model's params (Optuna) on a validation split of the training data; "
+        "write the best as a config, every trial as JSON and an HTML report",
+    )
     tune.add_argument("--model", required=True, help="model name in the config")
     tune.add_argument(
         "--config", default=None, help="pipeline YAML (default: the packaged production config)"
     )
     tune.add_argument("--interactions", help="interactions table (default: input.path)")
-    tune.add_argument("--trials", type=_positive_int, default=8, help="number of trials (default 8)")
-    tune.add_argument("--method", choices=("random", "grid"), default="random")
-    tune.add_argument("--metric", default=None, help="metric to maximise (default ndcg@<largest k>)")
-    tune.add_argument("--output", default=None, help="config to write (default configs/<model>-tuned.yaml)")
+    tune.add_argument(
+        "--trials",
+        type=_positive_int,
+        default=None,
+        help="trials after the config's own params (default tune.trials, 20)",
+    )
+    tune.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=None,
+        help="wall-time budget in seconds; the search ends at --trials or this, whichever comes "
+        "first (default tune.timeout_seconds, none)",
+    )
+    tune.add_argument(
+        "--metric", default=None, help="metric to maximise, e.g. recall@20 (default ndcg@<largest k>)"
+    )
+    tune.add_argument(
+        "--sampler", choices=("tpe", "random"), default=None, help="Optuna sampler (default tune.sampler)"
+    )
+    tune.add_argument(
+        "--output",
+        default=None,
+        help="config to write (default configs/<model>-tuned.yaml); trials and report beside it as "
+        "<name>.trials.json and <name>.report.html",
+    )
+    tune.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     tune.set_defaults(func=cmd_tune)
 
     from recsys.storage.importers import FORMATS, WEIGHTINGS

@@ -8,16 +8,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from recsys.errors import ConfigError
 from recsys.models import get_model_type
-from recsys.models.base import ModelParams, params_problems
+from recsys.models.base import Choice, Dimension, FloatRange, IntRange, ModelParams, params_problems
 
 Metric = Literal["dot", "angular"]
 MAX_SEED = 2**31 - 1
@@ -298,6 +313,148 @@ class TaskRunnerConfig(_Strict):
         return self
 
 
+TUNE_METRIC = re.compile(r"^(precision|recall|ndcg|map|hit_rate|coverage)@([1-9][0-9]{0,5})$")
+"""A metric ``recsys tune`` can maximise: a ranking metric at a cut-off."""
+
+
+class RangeSpec(_Strict):
+    """A search range of one param: whole numbers when both bounds are ints (``16``),
+    real numbers otherwise (``0.01``, ``1000.0``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    low: StrictInt | float
+    """Smallest value tried."""
+    high: StrictInt | float
+    """Largest value tried."""
+    log: StrictBool = False
+    """Sample on a log scale (both bounds > 0): for values spanning orders of magnitude."""
+
+    @field_validator("low", "high", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, found {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeSpec:
+        if not all(math.isfinite(v) for v in (self.low, self.high)):
+            raise ValueError(f"bounds must be finite, found {self.low!r}, {self.high!r}")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low!r} is above high {self.high!r}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, found {self.low!r}")
+        return self
+
+    def dimension(self) -> IntRange | FloatRange:
+        """The search dimension: an :class:`IntRange` if both bounds are ints."""
+        if isinstance(self.low, int) and isinstance(self.high, int):
+            return IntRange(self.low, self.high, self.log)
+        return FloatRange(float(self.low), float(self.high), self.log)
+
+
+def _dimension_kind(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "choices"
+    return "range" if isinstance(value, dict | RangeSpec) else None
+
+
+Choices = Annotated[list[StrictBool | StrictInt | float | StrictStr | None], Field(min_length=1)]
+"""A search dimension over listed values (``[32, 64, 128]``, ``[true, false]``)."""
+DimensionSpec = Annotated[
+    Annotated[RangeSpec, Tag("range")] | Annotated[Choices, Tag("choices")],
+    Discriminator(
+        _dimension_kind,
+        custom_error_type="dimension",
+        custom_error_message="expected {low, high[, log]} or a list of values",
+    ),
+]
+
+
+def spec_dimension(spec: RangeSpec | list[Any]) -> Dimension:
+    """The search dimension a config's spec describes."""
+    return spec.dimension() if isinstance(spec, RangeSpec) else Choice(tuple(spec))
+
+
+class TuneConfig(_Strict):
+    """``recsys tune``: the search for one model's params (Optuna) on a validation split
+    carved from the training data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    trials: int = Field(default=20, ge=1)
+    """Trials searched after the baseline trial (the config's own params, measured first);
+    ``recsys tune --trials`` overrides."""
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    """Wall-time budget of the search: it ends after ``trials`` or this long, whichever
+    comes first (a running trial finishes); null: no budget. ``--timeout`` overrides."""
+    metric: str | None = None
+    """Metric maximised on the validation split, ``<name>@<k>`` with name one of
+    precision, recall, ndcg, map, hit_rate, coverage; null: ndcg at the largest
+    ``evaluate.k``. ``--metric`` overrides."""
+    sampler: Literal["tpe", "random"] = "tpe"
+    """``tpe``: Optuna's Tree-structured Parzen Estimator (seeded with ``seed``), which
+    draws more where earlier trials scored well; ``random``: independent seeded draws."""
+    pruning: bool = True
+    """Stop a trial early when its validation metric part-way through training is below
+    the median of earlier trials at the same iteration (Optuna's MedianPruner, after 5
+    complete trials)."""
+    validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """Share of each user's training items held out for validation (random, seeded with
+    ``seed + 7``); the run's own held-out part (``evaluate.split``) is never used."""
+    space: dict[str, dict[str, DimensionSpec]] = Field(default_factory=dict)
+    """Per model name of the config, param -> ``{low, high, log}`` (ints if both bounds
+    are ints, else floats) or a list of values; each replaces that param's default
+    dimension (``recsys.models`` types' ``space``). Params must be the type's, and every
+    bound or value must be valid for it."""
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        if value is not None and not TUNE_METRIC.fullmatch(value):
+            raise ValueError(
+                f"metric must look like ndcg@10 (precision, recall, ndcg, map, hit_rate or "
+                f"coverage at a cut-off), found {value!r}"
+            )
+        return value
+
+
+def _tune_fits_models(tune: TuneConfig, info: ValidationInfo) -> TuneConfig:
+    """Every ``tune.space`` entry names a trained model of the config and params of its
+    type, with values the type accepts."""
+    models = {m.name: m for m in info.data.get("models") or []}
+    if not models:  # the models failed to validate: that error is reported
+        return tune
+    for name, space in tune.space.items():
+        where = f"space.{name}"
+        if name not in models:
+            raise ValueError(f"{where}: no model named {name!r} (the config defines {', '.join(models)})")
+        model = models[name]
+        model_type = get_model_type(model.type)
+        if model_type.source != "interactions":
+            raise ValueError(f"{where}: a {model.type} model is not trained, so not tuned")
+        fields = model_type.params.model_fields
+        for param, spec in space.items():
+            if param not in fields:
+                raise ValueError(
+                    f"{where}.{param}: unknown parameter for {model.type} "
+                    f"(expected some of: {', '.join(sorted(fields))})"
+                )
+            dimension = spec_dimension(spec)
+            values = dimension.values if isinstance(dimension, Choice) else (dimension.low, dimension.high)
+            for value in values:
+                try:
+                    model_type.params.model_validate({**model.params, param: value})
+                except ValidationError as exc:
+                    problems = "; ".join(p.message for p in params_problems(exc))
+                    raise ValueError(f"{where}.{param}: {value!r} is refused: {problems}") from None
+    return tune
+
+
+CheckedTuneConfig = Annotated[TuneConfig, AfterValidator(_tune_fits_models)]
+
+
 class PipelineConfig(_Strict):
     seed: int = Field(default=42, ge=0, le=MAX_SEED)
     """Seed for training, sampling and index builds: same seed and data, same outputs
@@ -314,6 +471,8 @@ class PipelineConfig(_Strict):
     retention: RetentionConfig = RetentionConfig()
     run: RunConfig = RunConfig()
     task_runner: TaskRunnerConfig = TaskRunnerConfig()
+    tune: CheckedTuneConfig = TuneConfig()
+    """``recsys tune``: trials, budget, metric, sampler, pruning, validation share, search space."""
 
     @model_validator(mode="after")
     def _evaluate_fits(self) -> PipelineConfig:

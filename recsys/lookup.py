@@ -270,7 +270,8 @@ class Run:
         from recsys.models import get_model_type
 
         factors = np.array(self.item_factors(name))  # a writable copy: implicit needs one
-        queries = get_model_type(entry.type).fold_in(entry.params, factors, user_items)
+        extras = {key: np.asarray(self._array(path)) for key, path in entry.factors.extras.items()}
+        queries = get_model_type(entry.type).fold_in(entry.params, factors, user_items, extras)
         name, ids, scores = self._ranked(name, "recommend", queries, user_items, n)
         frame = self._frame("user_id", users.tolist(), "item_id", name, ids, scores)
         frame.attrs["ignored_rows"] = int((~known).sum())

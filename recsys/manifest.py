@@ -104,6 +104,8 @@ class HoldoutInfo(_Strict):
 class Factors(_Strict):
     item: RunPath
     user: RunPath | None = None
+    extras: dict[str, RunPath] = Field(default_factory=dict)
+    """Other arrays the model type keeps (a fold-in projection), by name."""
 
 
 class Outputs(_Strict):

@@ -16,8 +16,8 @@ MODELS = [{"name": "als", "type": "als"}]
 def test_default_config_loads():
     config = load_config("configs/demo.yaml")
     assert isinstance(config, PipelineConfig)
-    assert [m.name for m in config.models] == ["als", "bpr", "lmf"]
-    assert [m.type for m in config.models] == ["als", "bpr", "lmf"]
+    assert [m.name for m in config.models] == ["als", "bpr", "lmf", "spectral", "popular"]
+    assert [m.type for m in config.models] == ["als", "bpr", "lmf", "spectral", "popular"]
     assert config.models[0].params["factors"] == 64
     assert config.recommend.metric == "dot" and config.similar_items.metric == "angular"
     assert config.index.backend == "auto" and config.index.n_trees == 50
@@ -256,7 +256,8 @@ def _model(type_: str, params: dict) -> dict:
         (
             "svd",
             {},
-            r"models\.0\.type: unknown model type 'svd': expected one of als, bpr, lmf, precomputed$",
+            r"models\.0\.type: unknown model type 'svd': "
+            r"expected one of als, bpr, lmf, spectral, popular, precomputed$",
         ),
     ],
 )
@@ -312,5 +313,6 @@ def test_valid_params_load_as_given_and_typed():
 
 def test_default_config_params_are_typed():
     config = load_config("configs/demo.yaml")
-    assert [type(m.typed_params).__name__ for m in config.models] == ["ALSParams", "BPRParams", "LMFParams"]
+    names = [type(m.typed_params).__name__ for m in config.models]
+    assert names == ["ALSParams", "BPRParams", "LMFParams", "SpectralParams", "PopularParams"]
     assert config.models[1].typed_params.num_threads == 1

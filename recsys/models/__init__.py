@@ -17,12 +17,16 @@ from recsys.models.als import ALS
 from recsys.models.base import Embeddings, ModelParams, ModelParamsError, ModelType
 from recsys.models.bpr import BPR
 from recsys.models.lmf import LMF
+from recsys.models.popular import Popular
 from recsys.models.precomputed import Precomputed
+from recsys.models.spectral import Spectral
 
 MODEL_TYPES: dict[str, ModelType] = {
     "als": ALS(),
     "bpr": BPR(),
     "lmf": LMF(),
+    "spectral": Spectral(),
+    "popular": Popular(),
     "precomputed": Precomputed(),
 }
 """Model types by their config ``type``."""

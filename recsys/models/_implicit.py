@@ -19,7 +19,7 @@ from pydantic import Field, Strict
 from threadpoolctl import threadpool_limits
 
 from recsys.errors import ModelError
-from recsys.models.base import Embeddings, ModelType
+from recsys.models.base import Embeddings, ModelType, Progress
 
 PositiveInt = Annotated[int, Strict(), Field(ge=1)]
 """An int >= 1; a string, float or bool is refused."""
@@ -49,11 +49,15 @@ class ImplicitModelType(ModelType):
         seed: int,
         name: str = "model",
         show_progress: bool | None = None,
+        *,
+        progress: Progress | None = None,
     ) -> Embeddings:
         """Fit one implicit model on a users x items CSR matrix and return its factors.
 
         params: constructor arguments of the implicit model (see :attr:`params`);
-        ``random_state`` defaults to ``seed``.
+        ``random_state`` defaults to ``seed``. progress: called after each iteration
+        (implicit's ``fit(callback=...)``) with the iterations done and the model's current
+        user and item factors; what it raises propagates out of ``fit`` unchanged.
         """
         if user_items.nnz == 0:
             raise ModelError(f"model {name}: no interactions to train on")
@@ -64,8 +68,19 @@ class ImplicitModelType(ModelType):
         # implicit checks the BLAS thread count when the model is constructed: pin it first.
         with threadpool_limits(limits=1, user_api="blas"):
             model = self.model_class()(**typed.model_dump())
+            callback = None
+            if progress is not None:
+
+                def callback(iteration: int, *_: Any) -> None:  # ALS: (i, s, loss); BPR: 4 args
+                    try:
+                        progress(iteration + 1, model.user_factors, model.item_factors)
+                    except Exception as exc:
+                        raise _FromProgress(exc) from exc
+
             try:
-                model.fit(matrix, show_progress=show_progress)
+                model.fit(matrix, show_progress=show_progress, callback=callback)
+            except _FromProgress as stop:  # the caller's own exception, not a training error
+                raise stop.error from None
             except (TypeError, ValueError) as exc:
                 raise ModelError(
                     f"model {name}: {self.name} failed to train with params {params}: {exc}"
@@ -78,6 +93,14 @@ class ImplicitModelType(ModelType):
             return checked_embeddings(model.user_factors, model.item_factors, user_items.shape, name)
         except ModelError:
             raise ModelError(_diverged(name, self.name, matrix)) from None
+
+
+class _FromProgress(Exception):
+    """Carries what a ``progress`` callback raised through implicit's ``fit``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _diverged(name: str, model_type: str, matrix: sp.csr_matrix) -> str:

@@ -19,7 +19,7 @@ from recsys.models._implicit import (
     Seed,
     StrictBool,
 )
-from recsys.models.base import ModelParams
+from recsys.models.base import FloatRange, IntRange, ModelParams
 
 
 class ALSParams(ModelParams):
@@ -51,14 +51,18 @@ class ALS(ImplicitModelType):
     params = ALSParams
     implicit_class = "implicit.cpu.als:AlternatingLeastSquares"
     space = {
-        "factors": [32, 64, 128],
-        "regularization": [0.01, 0.05, 0.1],
-        "alpha": [1.0, 5.0, 10.0, 20.0],
-        "iterations": [10, 15, 25],
+        "factors": IntRange(16, 1024, log=True),
+        "regularization": FloatRange(0.01, 1000.0, log=True),
+        "alpha": FloatRange(1.0, 100.0, log=True),
+        "iterations": IntRange(5, 30),
     }
 
     def fold_in(
-        self, params: dict[str, Any], item_factors: np.ndarray, user_items: sp.csr_matrix
+        self,
+        params: dict[str, Any],
+        item_factors: np.ndarray,
+        user_items: sp.csr_matrix,
+        extras: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """implicit's own ``recalculate_user``: the least-squares user step of training, with
         the model's regularization and alpha; ``factors`` comes from ``item_factors``.

@@ -8,7 +8,8 @@ This module imports only :mod:`recsys.errors` of the project.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -30,6 +31,9 @@ class Embeddings:
 
     user_factors: np.ndarray
     item_factors: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    """Other float32 arrays a type needs later (its fold-in projection), saved with the
+    factors under their names and handed back to :meth:`ModelType.fold_in`."""
 
     def __post_init__(self) -> None:
         for name in ("user_factors", "item_factors"):
@@ -45,6 +49,37 @@ class Embeddings:
     @property
     def dim(self) -> int:
         return int(self.item_factors.shape[1])
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """A whole-number search dimension (``log``: sampled on a log scale)."""
+
+    low: int
+    high: int
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A real-number search dimension (``log``: sampled on a log scale)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A search dimension over listed values."""
+
+    values: tuple[Any, ...]
+
+
+Dimension = IntRange | FloatRange | Choice
+
+Progress = Callable[[int, np.ndarray, np.ndarray], None]
+"""``progress(iterations_done, user_factors, item_factors)``: see :meth:`ModelType.fit`."""
 
 
 class ModelParams(BaseModel):
@@ -101,8 +136,10 @@ class ModelType(ABC):
     source: ClassVar[Source] = "interactions"
     """``interactions``: ``fit`` trains on the users x items matrix. ``vectors``: the model
     reads vectors made elsewhere (the pipeline stage reads them; ``fit`` is not used)."""
-    space: ClassVar[dict[str, list[Any]]] = {}
-    """Default tuning space: param name -> values to try (``recsys tune``)."""
+    personalized: ClassVar[bool] = True
+    """False for a baseline that ranks items the same way for everyone (``popular``)."""
+    space: ClassVar[dict[str, Dimension]] = {}
+    """Default tuning space of ``recsys tune``: param name -> its search dimension."""
 
     def parse_params(self, params: dict[str, Any], name: str = "model") -> ModelParams:
         """``params`` validated against :attr:`params`; :class:`ModelParamsError` names every
@@ -137,6 +174,8 @@ class ModelType(ABC):
         seed: int,
         name: str = "model",
         show_progress: bool | None = None,
+        *,
+        progress: Progress | None = None,
     ) -> Embeddings:
         """Train on a users x items CSR matrix (float weights) and return the factors.
 
@@ -144,13 +183,24 @@ class ModelType(ABC):
         default of a ``random_state`` param. Same params, matrix and seed, same factors
         (where the type's params make it deterministic). Raises :class:`ModelError` for an
         empty matrix or unusable factors, :class:`ModelParamsError` for bad params.
+
+        progress: where the type trains in iterations, called after each one as
+        ``progress(iterations_done, user_factors, item_factors)`` with the current factors
+        (read them, do not keep or change them); an exception it raises stops training and
+        propagates out of ``fit`` (``recsys tune`` prunes trials this way). Types without
+        iterations, or that do not support it, may ignore it.
         """
 
     def fold_in(
-        self, params: dict[str, Any], item_factors: np.ndarray, user_items: sp.csr_matrix
+        self,
+        params: dict[str, Any],
+        item_factors: np.ndarray,
+        user_items: sp.csr_matrix,
+        extras: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """User vectors for new or changed users against fixed item factors, without
-        retraining. item_factors: float32 (n_items, dim); user_items: CSR (users, n_items).
+        retraining. item_factors: float32 (n_items, dim); user_items: CSR (users, n_items);
+        extras: the arrays the fit saved beside the factors (:attr:`Embeddings.extras`).
         Returns float32 (users, dim). Types that cannot fold in raise :class:`ModelError`."""
         raise ModelError(f"folding users in needs an ALS model; this one is {self.name}")
 

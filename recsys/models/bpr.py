@@ -11,7 +11,7 @@ from recsys.models._implicit import (
     Seed,
     StrictBool,
 )
-from recsys.models.base import ModelParams
+from recsys.models.base import FloatRange, IntRange, ModelParams
 
 
 class BPRParams(ModelParams):
@@ -39,8 +39,8 @@ class BPR(ImplicitModelType):
     params = BPRParams
     implicit_class = "implicit.cpu.bpr:BayesianPersonalizedRanking"
     space = {
-        "factors": [32, 64, 128],
-        "learning_rate": [0.01, 0.05, 0.1],
-        "regularization": [0.001, 0.01],
-        "iterations": [50, 100, 200],
+        "factors": IntRange(16, 512, log=True),
+        "learning_rate": FloatRange(0.001, 0.3, log=True),
+        "regularization": FloatRange(1e-5, 0.1, log=True),
+        "iterations": IntRange(20, 300, log=True),
     }

@@ -10,7 +10,7 @@ from recsys.models._implicit import (
     PositiveInt,
     Seed,
 )
-from recsys.models.base import ModelParams
+from recsys.models.base import FloatRange, IntRange, ModelParams
 
 
 class LMFParams(ModelParams):
@@ -38,8 +38,8 @@ class LMF(ImplicitModelType):
     params = LMFParams
     implicit_class = "implicit.cpu.lmf:LogisticMatrixFactorization"
     space = {
-        "factors": [16, 32, 64],
-        "learning_rate": [0.5, 1.0],
-        "regularization": [0.3, 0.6, 1.0],
-        "iterations": [20, 30],
+        "factors": IntRange(8, 256, log=True),
+        "learning_rate": FloatRange(0.05, 3.0, log=True),
+        "regularization": FloatRange(0.01, 10.0, log=True),
+        "iterations": IntRange(10, 60),
     }

@@ -31,6 +31,10 @@ def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> d
     run.model_dir(model.name).mkdir(parents=True, exist_ok=True)
     storage.write_array(run.user_factors(model.name), embeddings.user_factors)
     storage.write_array(run.item_factors(model.name), embeddings.item_factors)
+    extras = {}
+    for key, array in embeddings.extras.items():
+        storage.write_array(run.model_array(model.name, key), array)
+        extras[key] = run.relative(run.model_array(model.name, key))
     log.info("%s: trained in %.1fs, %d factors", model.name, fit_seconds, embeddings.dim)
     return {
         "type": model.type,
@@ -39,6 +43,7 @@ def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> d
         "factors": {
             "user": run.relative(run.user_factors(model.name)),
             "item": run.relative(run.item_factors(model.name)),
+            **({"extras": extras} if extras else {}),
         },
         "timings": {"fit": round(fit_seconds, 3)},
     }

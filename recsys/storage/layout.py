@@ -90,6 +90,10 @@ class RunLayout:
     def item_factors(self, model: str) -> Path:
         return self.model_dir(model) / "item_factors.npy"
 
+    def model_array(self, model: str, name: str) -> Path:
+        """Another array a model keeps beside its factors (``<name>.npy``)."""
+        return self.model_dir(model) / f"{name}.npy"
+
     def index_file(self, model: str, metric: str, suffix: str = "ann") -> Path:
         """The file of one index of a model (``<metric>.<suffix>``)."""
         return self.model_dir(model) / f"{metric}.{suffix}"

@@ -15,6 +15,7 @@ from pydantic import Field, Strict
 
 from recsys.errors import ModelError
 from recsys.models import Embeddings, ModelParams, ModelType
+from recsys.models.base import Choice
 
 
 class MeanParams(ModelParams):
@@ -27,7 +28,7 @@ class MeanParams(ModelParams):
 class MeanModel(ModelType):
     name = "mean"
     params = MeanParams
-    space = {"factors": [16, 32]}
+    space = {"factors": Choice((16, 32))}
 
     def fit(
         self,

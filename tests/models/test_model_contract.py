@@ -90,7 +90,10 @@ def test_implicit_params_are_implicits_constructor_arguments_with_its_defaults(n
 def test_unknown_model_type_names_the_registered_ones():
     with pytest.raises(ConfigError) as caught:
         get_model_type("svd")
-    assert str(caught.value) == "unknown model type 'svd': expected one of als, bpr, lmf, precomputed"
+    assert (
+        str(caught.value)
+        == "unknown model type 'svd': expected one of als, bpr, lmf, spectral, popular, precomputed"
+    )
     with pytest.raises(ConfigError, match="unknown model type 'svd'"):
         train("svd", {}, contract.checkerboard()[0], seed=0)
 
@@ -117,7 +120,9 @@ def test_the_config_accepts_a_registered_type_with_its_params(mean_type):
     assert config.models[0].params == {"factors": 16}
     with pytest.raises(ConfigError, match=r"unknown key 'models\.0\.params\.factorz' \(mean params: factors"):
         parse_config({"models": [{"name": "m", "type": "mean", "params": {"factorz": 16}}]}, "x.yaml")
-    with pytest.raises(ConfigError, match="expected one of als, bpr, lmf, precomputed, mean$"):
+    with pytest.raises(
+        ConfigError, match="expected one of als, bpr, lmf, spectral, popular, precomputed, mean$"
+    ):
         parse_config({"models": [{"name": "m", "type": "mode"}]}, "x.yaml")
 
 

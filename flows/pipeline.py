@@ -11,6 +11,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
+from flows.observe import name_flow_run, publish_artifacts, route_logs, task_name
 from flows.scaleout import dask_runner, ranked_on_workers
 from recsys import stages, storage
 from recsys.config import DEFAULT_CONFIG, ModelConfig, PipelineConfig, resolve_inputs
@@ -20,49 +21,49 @@ from recsys.storage import RunPaths
 __all__ = ["DEFAULT_CONFIG", "pipeline_flow", "resolve_inputs"]
 
 
-@task(name="prepare-data", cache_policy=NO_CACHE)
+@task(name="prepare-data", cache_policy=NO_CACHE, task_run_name="prepare-data")
 def prepare_data(
     run: RunPaths, config: PipelineConfig, input_path: str | None, holdout: str | None
 ) -> dict[str, Any]:
     return stages.prepare_stage(run, config, input_path, holdout)
 
 
-@task(name="train", cache_policy=NO_CACHE, task_run_name="train-{model.name}")
+@task(name="train", cache_policy=NO_CACHE, task_run_name=task_name("train"))
 def train_model(run: RunPaths, config: PipelineConfig, model: ModelConfig) -> dict[str, Any]:
     return stages.train_stage(run, config, model)
 
 
-@task(name="build-indices", cache_policy=NO_CACHE, task_run_name="index-{model}")
+@task(name="build-indices", cache_policy=NO_CACHE, task_run_name=task_name("index"))
 def build_indices(run: RunPaths, config: PipelineConfig, model: str) -> dict[str, Any]:
     return stages.index_stage(run, config, model)
 
 
-@task(name="recommend", cache_policy=NO_CACHE, task_run_name="recommend-{model}")
+@task(name="recommend", cache_policy=NO_CACHE, task_run_name=task_name("recommend"))
 def recommend(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
     return stages.recommend_stage(run, config, model, indices)
 
 
-@task(name="similar-items", cache_policy=NO_CACHE, task_run_name="similar-{model}")
+@task(name="similar-items", cache_policy=NO_CACHE, task_run_name=task_name("similar"))
 def similar_items(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
     return stages.similar_stage(run, config, model, indices)
 
 
-@task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-{model}")
+@task(name="evaluate", cache_policy=NO_CACHE, task_run_name=task_name("evaluate"))
 def evaluate(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
     return stages.evaluate_stage(run, config, model, indices)
 
 
-@task(name="evaluate-split", cache_policy=NO_CACHE, task_run_name="evaluate-split-{model}")
+@task(name="evaluate-split", cache_policy=NO_CACHE, task_run_name=task_name("evaluate"))
 def evaluate_split(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
     return stages.holdout_stage(run, config, model, indices)
 
 
-@task(name="report", cache_policy=NO_CACHE)
+@task(name="report", cache_policy=NO_CACHE, task_run_name="report")
 def write_report(run: RunPaths, manifest: dict[str, Any]) -> str:
     return stages.report_stage(run, manifest)
 
 
-@task(name="publish", cache_policy=NO_CACHE)
+@task(name="publish", cache_policy=NO_CACHE, task_run_name="publish")
 def publish(
     transaction: storage.PublishTransaction, manifest: dict[str, Any], move_current: bool
 ) -> RunPaths:
@@ -112,7 +113,10 @@ def pipeline_flow(
     from the current run when it was made from the same input. holdout: a test table
     for ranking metrics (overrides ``evaluate.holdout``). Returns the manifest.
     """
+    route_logs()
     config, input_path, root = resolve_inputs(config_path, interactions, output, config)
+    run_id = storage.check_run_id(run_id or storage.new_run_id())
+    name_flow_run(run_id)
     with dask_runner(config) as runner:
         manifest, published, removed = execute(
             config, input_path, root, run_id, models, holdout, flow_steps(runner)
@@ -125,4 +129,5 @@ def pipeline_flow(
         else "published evaluation run (CURRENT not moved)"
     )
     print(f"{kind} {manifest.run_id} to {published.dir}")
+    publish_artifacts(manifest, str(published.dir), config.schedule.deployment_name)
     return manifest.model_dump(mode="json", exclude_none=True)

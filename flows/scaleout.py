@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from flows.observe import route_logs
 from recsys import stages
 from recsys.config import PipelineConfig
 from recsys.errors import ConfigError
@@ -51,6 +52,7 @@ def score_shard(
     start: int,
     stop: int,
 ) -> tuple[int, Any, Any]:
+    route_logs()
     return stages.score_shard(
         run, config, model, indices, kind, start, stop, threads=config.task_runner.threads_per_worker
     )

@@ -301,6 +301,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if watchdog is not None:
         watchdog.cancel()
     run_dir = storage.RunLayout(Path(root), manifest["run_id"], staging=False).dir
+    if args.json:
+        print(json.dumps({"run_dir": str(run_dir), "manifest": manifest}))
+        return 0
     print(run_summary(str(run_dir), RunManifest.model_validate(manifest)))
     return 0
 
@@ -433,7 +436,7 @@ def _headline_metrics(model: ModelEntry) -> dict[str, float]:
     return figures
 
 
-def compare_runs(root: str, run_a: str, run_b: str) -> str:
+def compare_runs(root: str, run_a: str, run_b: str, as_json: bool = False) -> str:
     """Metric deltas (b - a) per model between two complete runs."""
     from recsys.lookup import open_run
 
@@ -456,6 +459,8 @@ def compare_runs(root: str, run_a: str, run_b: str) -> str:
                 }
             )
     only = sorted(set(first.models) ^ set(second.models))
+    if as_json:
+        return json.dumps({"from": run_a, "to": run_b, "rows": rows, "models_in_one_run_only": only})
     note = f"\nmodels in only one run: {', '.join(only)}" if only else ""
     if not rows:
         return f"runs {run_a} and {run_b} have no model in common{note}"
@@ -467,7 +472,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from recsys.manifest import read_manifest
 
     if args.compare:
-        print(compare_runs(args.output, *args.compare))
+        print(compare_runs(args.output, *args.compare, as_json=args.json))
         return 0
     runs = storage.list_runs(args.output)
     if not runs:
@@ -484,11 +489,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 row["status"] = "unreadable"
                 row["models"] = str(exc)
         if manifest is not None:
-            metrics = []
+            metrics, served = [], []
             for name, model in manifest.models.items():
-                rec = model.evaluation.ann.recommendations
-                if rec is not None:
-                    metrics.append(f"{name} recall@{rec.k}={rec.recall_at_k:.3f}")
+                ranking = model.evaluation.ranking or {}
+                ks = sorted(int(key.split("@")[1]) for key in ranking if key.startswith("ndcg@"))
+                if ks:
+                    k = ks[-1]
+                    metrics.append(
+                        f"{name} ndcg@{k}={ranking[f'ndcg@{k}']:.4f} recall@{k}={ranking[f'recall@{k}']:.4f}"
+                    )
+                rec = model.evaluation.ann.recommendations or model.evaluation.ann.similar_items
+                served.append(f"{name} {rec.recall_at_k:.3f}")
+            row["served_vs_exact"] = ", ".join(served)
             if manifest.purpose == "evaluation":
                 row["status"] = "evaluation"  # complete, never made CURRENT
             row.update(
@@ -496,7 +508,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 seconds=manifest.timings.get("total_before_publish", ""),
                 users=manifest.input.users,
                 items=manifest.input.items,
-                models=", ".join(metrics),
+                models=", ".join(metrics) or "no held-out interactions (set evaluate.split)",
             )
         rows.append(row)
     if args.json:
@@ -505,15 +517,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
             row["current"] = row["run_id"] == storage.current_run_id(args.output)
         print(json.dumps(rows))
         return 0
-    columns = ["run_id", "status", "created_at", "seconds", "users", "items", "models"]
+    columns = ["run_id", "status", "created_at", "seconds", "users", "items", "models", "served_vs_exact"]
     print(_table(rows, columns))
-    print("* = CURRENT")
+    print("* = CURRENT; models: ranking metrics on held-out interactions; served_vs_exact: recall of the")
+    print("served lists against exact search (ANN loss), not model quality")
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from recsys.data import generate_interactions
 
+    if not getattr(args, "quiet", False):
+        print(
+            f"generating {args.users} users x {args.items} items in {args.clusters} clusters...", flush=True
+        )
     try:
         frame = generate_interactions(
             n_users=args.users,
@@ -634,13 +651,31 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description="Batch recommendations: train embeddings, index them, publish top-N lists and "
+        "similar items as parquet, and answer lookups from the published run.",
+        epilog="Run `recsys COMMAND --help` for a command's options. Errors are one line on stderr "
+        "with exit status 2; --debug shows the traceback.",
+    )
     parser.add_argument("--version", action="version", version=f"recsys {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--quiet", action="store_true", help="no progress lines: only results and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        command.add_argument(
+            "--quiet",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="no progress lines: only results and errors",
+        )
         command.add_argument(
             "--debug",
             action="store_true",
@@ -663,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--holdout", help="test table for ranking metrics (overrides evaluate.holdout)")
     run.add_argument("--models", help="comma-separated model names to (re)train; others carried over")
+    run.add_argument("--json", action="store_true", help="print the published manifest as JSON")
     run.set_defaults(func=cmd_run)
 
     for name, help_text, flag in (
@@ -763,12 +799,14 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--weighting", choices=WEIGHTINGS, default="none", help="reweight (default none)")
     importer.set_defaults(func=cmd_import)
 
-    generate = add("generate", "write the deterministic synthetic sample")
-    generate.add_argument("--output", default="data/sample/interactions.parquet")
-    generate.add_argument("--users", type=int, default=3000)
-    generate.add_argument("--items", type=int, default=1500)
-    generate.add_argument("--clusters", type=int, default=12)
-    generate.add_argument("--seed", type=int, default=0)
+    generate = add("generate", "write the deterministic synthetic sample (users in taste clusters)")
+    generate.add_argument(
+        "--output", default="data/sample/interactions.parquet", help="parquet or .csv to write"
+    )
+    generate.add_argument("--users", type=int, default=3000, help="number of users")
+    generate.add_argument("--items", type=int, default=1500, help="number of items")
+    generate.add_argument("--clusters", type=int, default=12, help="taste clusters users and items fall into")
+    generate.add_argument("--seed", type=int, default=0, help="same seed, same table")
     generate.add_argument("--string-ids", action="store_true", help="ids as strings")
     generate.set_defaults(func=cmd_generate)
     return parser
@@ -776,7 +814,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.getLogger("recsys").setLevel(logging.INFO)
+    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+    logging.getLogger("recsys").setLevel(logging.WARNING if quiet else logging.INFO)
+    if quiet:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
         return int(args.func(args))
     except RecsysError as exc:

@@ -173,11 +173,31 @@ class IndexConfig(_Strict):
         return None
 
 
+ItemList = Annotated[list[StrictInt | StrictStr], Field(max_length=1_000_000)]
+
+
 class RecommendConfig(_Strict):
     top_n: int = Field(default=20, ge=1, le=10_000)
     """Recommendations per user; already-seen items are never recommended."""
     metric: Metric = "dot"
     """Index that serves recommendations: ``dot`` ranks as the model scores."""
+    include_items: ItemList | str | None = None
+    """Only these items may be recommended: a list of item ids (read as the run's item
+    ids) or a table (parquet or CSV) with an ``item_id`` column; a relative path in a
+    config file resolves against the config file's folder. Ids the run does not know are
+    ignored (the log counts them); matching no item of the run is an error. Similar
+    items are not restricted."""
+    exclude_items: ItemList | str | None = None
+    """These items are never recommended (same forms as ``include_items``; with both,
+    the items included and not excluded). Users get fewer than ``top_n`` items only
+    where fewer allowed items are left that they have not seen."""
+
+    @field_validator("include_items", "exclude_items")
+    @classmethod
+    def _list_or_table(cls, value: list[int | str] | str | None) -> list[int | str] | str | None:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("expected a list of item ids or the path of a table with an item_id column")
+        return value
 
 
 class SimilarItemsConfig(_Strict):
@@ -585,7 +605,13 @@ def _expanded_nodes(node: yaml.Node, memo: dict[int, int]) -> int:
     return memo[id(node)]
 
 
-PATH_KEYS = (("input", "path"), ("output", "root"), ("evaluate", "holdout"))
+PATH_KEYS = (
+    ("input", "path"),
+    ("output", "root"),
+    ("evaluate", "holdout"),
+    ("recommend", "include_items"),
+    ("recommend", "exclude_items"),
+)
 MODEL_PATH_PARAMS = ("items", "item_ids", "users", "user_ids")
 
 

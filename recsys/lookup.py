@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from recsys import storage
@@ -33,7 +34,7 @@ from recsys.data.vectors import vector_problem
 from recsys.errors import QueryError, RunError
 from recsys.index import SearchIndex, get_backend
 from recsys.manifest import ModelEntry, RunManifest, read_manifest
-from recsys.recommend import exclude_items, search_all
+from recsys.recommend import allowed_by_table, exclude_items, search_all
 from recsys.storage import RunLayout
 
 DEFAULT_ROOT = "data/outputs"
@@ -49,6 +50,7 @@ class Run:
         self._interactions: Interactions | None = None
         self._arrays: dict[str, np.ndarray] = {}
         self._indices: dict[tuple[str, str], SearchIndex] = {}
+        self._allowed: tuple[np.ndarray | None] | None = None
         self._lock: contextlib.ExitStack | None = None
 
     def __repr__(self) -> str:
@@ -107,6 +109,18 @@ class Run:
                 stats=storage.read_json(self.file(data.stats)),
             )
         return self._interactions
+
+    @property
+    def allowed_items(self) -> np.ndarray | None:
+        """bool per internal item id: the items recommendations may contain under the
+        run's ``recommend.include_items`` / ``exclude_items`` (None: every item)."""
+        if self._allowed is None:
+            rules = self.manifest.data.item_rules
+            mask = (
+                allowed_by_table(pq.read_table(self.file(rules)), self.interactions.items) if rules else None
+            )
+            self._allowed = (mask,)
+        return self._allowed[0]
 
     def _array(self, relative: str) -> np.ndarray:
         if relative not in self._arrays:
@@ -183,7 +197,10 @@ class Run:
         index = self.index(name, metric)
         n = self._n(n, section, index.n_items)
         search_k = entry.indices[metric].query_search_k
-        ids, scores = search_all(index, queries, n, exclude, self.item_factors(name), search_k)
+        allowed = self.allowed_items if section == "recommend" else None  # the published lists' rules
+        ids, scores = search_all(
+            index, queries, n, exclude, self.item_factors(name), search_k, allowed=allowed
+        )
         return name, ids, scores
 
     def _frame(
@@ -216,8 +233,9 @@ class Run:
         fallback: str | None = None,
     ) -> pd.DataFrame:
         """Top-n unseen items for users the run knows (external ids, typed as the run's),
-        as the published lists rank them. Unknown users: a QueryError, or with
-        ``fallback="popular"`` the most popular items (``model`` is then ``popular``)."""
+        as the published lists rank them (the run's item rules applied). Unknown users: a
+        QueryError, or with ``fallback="popular"`` the most popular items the rules allow
+        (``model`` is then ``popular``)."""
         users = _as_list(users)
         if fallback is None:
             self.user_factors(model)  # a model of item vectors only: say so, not "unknown user"
@@ -242,7 +260,7 @@ class Run:
         if not known.all():
             if fallback != "popular":
                 raise QueryError(f"fallback must be None or 'popular', found {fallback!r}")
-            popular = self.popular(n)
+            popular = self._popular(n, self.allowed_items)
             for user in [u for u, k in zip(users, known, strict=True) if not k]:
                 frames.append(popular.assign(user_id=user, model="popular", run_id=self.run_id))
         columns = ["user_id", "item_id", "rank", "score", "model", "run_id"]
@@ -253,8 +271,9 @@ class Run:
     ) -> pd.DataFrame:
         """Top-n for users given as a table of ``user_id, item_id[, weight]`` (new users, or
         known users with new items), folded in against the run's item factors without
-        retraining; their items are excluded from their lists. Rows of items the run does
-        not know are ignored (``attrs["ignored_rows"]`` counts them)."""
+        retraining; their items are excluded from their lists, and the run's item rules
+        apply as to the published lists. Rows of items the run does not know are ignored
+        (``attrs["ignored_rows"]`` counts them)."""
         name, entry = self.model(model)
         table = clean_table(interactions, source="fold_in interactions")
         run_items = self.interactions.items
@@ -316,10 +335,15 @@ class Run:
     def popular(self, n: int | None = None) -> pd.DataFrame:
         """The n items with the most users in the run's interactions (the count as the
         score): the fallback for users the run does not know."""
+        return self._popular(n, None)
+
+    def _popular(self, n: int | None, allowed: np.ndarray | None) -> pd.DataFrame:
+        """:meth:`popular` among the ``allowed`` items (all where None)."""
         interactions = self.interactions
         n = self._n(n, "recommend", interactions.n_items)
         users_per_item = np.diff(interactions.user_items.tocsc().indptr)
-        top = np.argsort(-users_per_item, kind="stable")[:n]
+        top = np.argsort(-users_per_item, kind="stable")
+        top = (top if allowed is None else top[allowed[top]])[:n]
         return pd.DataFrame(
             {
                 "item_id": interactions.items.to_external(top),

@@ -80,6 +80,8 @@ class DataFiles(_Strict):
     user_items: RunPath
     stats: RunPath
     holdout: RunPath | None = None
+    item_rules: RunPath | None = None
+    """The resolved ``recommend.include_items`` / ``exclude_items`` (runs with item rules)."""
 
 
 class HoldoutInfo(_Strict):
@@ -221,7 +223,7 @@ class RunManifest(_Strict):
     def paths(self) -> list[str]:
         """Every file path the manifest names (outside :attr:`files`)."""
         named = [self.data.users, self.data.items, self.data.user_items, self.data.stats]
-        named += [p for p in (self.data.holdout, self.report) if p is not None]
+        named += [p for p in (self.data.holdout, self.data.item_rules, self.report) if p is not None]
         for model in self.models.values():
             named += model.paths()
         return named

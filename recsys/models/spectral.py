@@ -17,7 +17,9 @@ D_i^-1/2 V_k S_k^p, saved beside the factors (no solve).
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Annotated, Any
 
 import numpy as np
@@ -30,6 +32,7 @@ from recsys.models._implicit import NonNegativeInt, PositiveInt, Seed, checked_e
 from recsys.models.base import Embeddings, FloatRange, IntRange, ModelParams, ModelType
 
 FOLD_IN = "fold_in_projection"
+log = logging.getLogger("recsys.models")
 
 
 class SpectralParams(ModelParams):
@@ -78,9 +81,16 @@ def top_right_singular(
         _, values, vt = np.linalg.svd(matrix.toarray(), full_matrices=False)
         return values[:k], vt[:k].T
     rng = np.random.default_rng(seed)
+    started = time.perf_counter()
     basis = np.linalg.qr(matrix @ rng.standard_normal((n_cols, width)))[0]
-    for _ in range(iterations):
+    for step in range(iterations):
         basis = np.linalg.qr(matrix @ np.linalg.qr(matrix.T @ basis)[0])[0]
+        log.info(
+            "spectral SVD: power iteration %d/%d (%.1f s)",
+            step + 1,
+            iterations,
+            time.perf_counter() - started,
+        )
     small = np.asarray((matrix.T @ basis).T)  # basis^T matrix, (width, n_cols)
     _, values, vt = np.linalg.svd(small, full_matrices=False)
     return values[:k], vt[:k].T

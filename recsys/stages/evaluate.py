@@ -17,7 +17,7 @@ from recsys.evaluate import ann_recall, ranking_metrics, sample_rows
 from recsys.index import ExactIndex
 from recsys.recommend import exclude_items, search_all
 from recsys.stages.index import list_k, parse_indices
-from recsys.stages.ranked import open_index
+from recsys.stages.ranked import allowed_by_rules, open_index
 from recsys.storage import RunLayout
 
 log = logging.getLogger("recsys.pipeline")
@@ -93,7 +93,15 @@ def _ranking(
         rows=users,
     )
     return _metrics(
-        config, model, interactions, holdout[users], published, user_factors[users], item_factors, users
+        config,
+        model,
+        interactions,
+        holdout[users],
+        published,
+        user_factors[users],
+        item_factors,
+        users,
+        allowed_by_rules(run),
     )
 
 
@@ -111,6 +119,7 @@ def holdout_stage(
     holdout = storage.read_sparse(part.holdout)
     users = np.flatnonzero(np.diff(holdout.indptr) > 0)
     top_n = config.recommend.top_n
+    allowed = allowed_by_rules(part)  # the run's item rules, resolved against this part's items
     served, _ = search_all(
         open_index(entry, item_factors, part.path),
         user_factors[users],
@@ -118,9 +127,18 @@ def holdout_stage(
         interactions.user_items[users],
         item_factors,
         entry.query_search_k,
+        allowed=allowed,
     )
     evaluation = _metrics(
-        config, model, interactions, holdout[users], served, user_factors[users], item_factors, users
+        config,
+        model,
+        interactions,
+        holdout[users],
+        served,
+        user_factors[users],
+        item_factors,
+        users,
+        allowed,
     )
     return {"evaluation": evaluation, "timings": {"evaluate_split": round(time.perf_counter() - started, 3)}}
 
@@ -134,8 +152,10 @@ def _metrics(
     queries: np.ndarray,
     item_factors: np.ndarray,
     users: np.ndarray,
+    allowed: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Ranking metrics of served top-N lists and of exact top-N for the same users."""
+    """Ranking metrics of served top-N lists and of exact top-N for the same users (both
+    under the run's item rules: ``allowed``)."""
     popularity = np.diff(interactions.user_items.tocsc().indptr).astype(np.float64)
     exact, _ = search_all(
         ExactIndex(item_factors, config.recommend.metric),
@@ -143,6 +163,7 @@ def _metrics(
         config.recommend.top_n,
         interactions.user_items[users],
         item_factors,
+        allowed=allowed,
     )
     ranking = ranking_metrics(served, holdout, config.evaluate.ks, popularity)
     ranking_exact = ranking_metrics(exact, holdout, config.evaluate.ks, popularity)

@@ -5,28 +5,143 @@ matrices into the run folder."""
 from __future__ import annotations
 
 import logging
+import math
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from recsys import storage
 from recsys.config import PipelineConfig
-from recsys.data.interactions import IdMap, Interactions, clean_table, interactions_from_table
+from recsys.data.interactions import IdKind, IdMap, Interactions, clean_table, interactions_from_table
 from recsys.data.splits import map_holdout, split_table
 from recsys.errors import ConfigError, InputError
+from recsys.recommend import allowed_items, item_rules_table
 from recsys.storage import RunLayout
 
 log = logging.getLogger("recsys.pipeline")
+
+RULE_KEYS = ("include_items", "exclude_items")
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 
 
 def _data_files(run: RunLayout, with_holdout: bool = False) -> dict[str, str]:
     files = {key: run.relative(run.data_file(key)) for key in storage.DATA_FILES}
     if with_holdout:
         files["holdout"] = run.relative(run.holdout)
+    if run.item_rules.exists():
+        files["item_rules"] = run.relative(run.item_rules)
     return files
+
+
+# ---------------------------------------------------------------- item rules
+
+
+def read_rule_lists(config: PipelineConfig) -> dict[str, list[Any]]:
+    """The ids of ``recommend.include_items`` / ``exclude_items`` as given: the config's
+    list, or the ``item_id`` column of the table it names (read once per run)."""
+    lists: dict[str, list[Any]] = {}
+    for key in RULE_KEYS:
+        value = getattr(config.recommend, key)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            try:
+                frame = storage.read_any_table(value, ("item_id",))
+            except InputError as exc:
+                raise InputError(f"recommend.{key}: {exc}") from None
+            if "item_id" not in frame.attrs["columns"]:
+                found = ", ".join(map(str, frame.attrs["columns"])) or "none"
+                raise ConfigError(f"recommend.{key}: {value} has no item_id column (found: {found})")
+            value = frame["item_id"].tolist()
+        lists[key] = list(value)
+    return lists
+
+
+def _typed(value: Any, kind: IdKind) -> Any:
+    """An id read as the run's item ids (int or str), or None where it cannot be one."""
+    if isinstance(value, bool | np.bool_) or value is None:
+        return None
+    if isinstance(value, float | np.floating):
+        if not math.isfinite(value) or not float(value).is_integer():
+            return None
+        value = int(value)
+    if isinstance(value, int | np.integer):
+        return int(value) if kind == "int" else str(int(value))
+    if isinstance(value, str):
+        if kind == "str":
+            return value
+        return int(value) if _INTEGER.fullmatch(value) else None
+    return None
+
+
+def _known(ids: list[Any], items: IdMap) -> tuple[np.ndarray, int, int]:
+    """Internal ids (sorted, unique) of the listed ids the run knows, how many distinct
+    ids were listed (blank cells aside), and how many of them the run does not know."""
+    typed: set[Any] = set()
+    untyped: set[str] = set()
+    for value in ids:
+        if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
+            continue
+        as_id = _typed(value, items.kind)
+        if as_id is None:
+            untyped.add(repr(value))
+        else:
+            typed.add(as_id)
+    listed = len(typed) + len(untyped)
+    if not typed:
+        return np.array([], dtype=np.int64), listed, listed
+    external = np.asarray(list(typed), dtype=np.int64 if items.kind == "int" else object)
+    internal = items.to_internal(external, strict=False)
+    known = np.unique(internal[internal >= 0])
+    return known, listed, listed - len(known)
+
+
+def write_rules(
+    run: RunLayout, lists: dict[str, list[Any]], items: IdMap, log_counts: bool = True
+) -> dict[str, Any] | None:
+    """Resolve the rule lists against a run's items and write them into its data folder
+    (nothing without rules). An include list that matches no item of the run, or rules
+    that leave no item, are a ConfigError (checked on the published data only:
+    ``log_counts``). Returns counts for the log and the model fingerprints."""
+    if not lists:
+        return None
+    resolved: dict[str, np.ndarray] = {}
+    counts: dict[str, Any] = {}
+    for key, ids in lists.items():
+        known, listed, unknown = _known(ids, items)
+        resolved[key] = known
+        counts[key] = {"listed": listed, "known": int(len(known)), "unknown": unknown}
+        if log_counts:
+            log.info(
+                "recommend.%s: %d of %d listed item ids are items of the run%s",
+                key,
+                len(known),
+                listed,
+                f"; {unknown} unknown id(s) ignored" if unknown else "",
+            )
+    include = resolved.get("include_items")
+    allowed = allowed_items(len(items), include, resolved.get("exclude_items"))
+    n_allowed = len(items) if allowed is None else int(allowed.sum())
+    if log_counts and include is not None and len(include) == 0:
+        raise ConfigError(
+            f"recommend.include_items: none of its {counts['include_items']['listed']} item ids "
+            f"is an item of the run ({len(items)} {items.kind} ids): nothing could be recommended"
+        )
+    if log_counts and n_allowed == 0:
+        raise ConfigError("recommend.include_items and exclude_items leave no item to recommend")
+    run.item_rules.parent.mkdir(parents=True, exist_ok=True)
+    with storage.atomic_path(run.item_rules) as tmp:
+        pq.write_table(item_rules_table(items, include, resolved.get("exclude_items")), tmp)
+    counts["allowed"] = n_allowed
+    counts["sha256"] = storage.file_sha256(run.item_rules)
+    if log_counts:
+        log.info("item rules: %d of %d items may be recommended", n_allowed, len(items))
+    return counts
 
 
 def _prepare_from_vectors(run: RunLayout, config: PipelineConfig, started: float) -> dict[str, Any]:
@@ -55,8 +170,10 @@ def _prepare_from_vectors(run: RunLayout, config: PipelineConfig, started: float
         stats=stats,
     )
     storage.write_interactions(run.data_dir, interactions)
+    rules = write_rules(run, read_rule_lists(config), items)
     source = Path(params["items"])
     return {
+        **({"item_rules": rules} if rules else {}),
         "input": {
             "path": str(source.resolve()),
             "size_bytes": source.stat().st_size,
@@ -133,6 +250,8 @@ def prepare_stage(
         interactions.nnz,
         interactions.stats["duplicate_rows_merged"],
     )
+    rule_lists = read_rule_lists(config)
+    rules = write_rules(run, rule_lists, interactions.items)
     result: dict[str, Any] = {
         "input": {
             **fingerprint,
@@ -143,11 +262,14 @@ def prepare_stage(
         "data": _data_files(run),
         "refit": refit,
     }
+    if rules:
+        result["item_rules"] = rules
     if test is not None and holdout_info is not None:
         evaluated = run.evaluation() if refit else run
         trained = interactions_from_table(train_table) if refit else interactions
         if refit:
             storage.write_interactions(evaluated.data_dir, trained)
+            write_rules(evaluated, rule_lists, trained.items, log_counts=False)
         holdout, holdout_stats = map_holdout(trained, test)
         storage.write_sparse(evaluated.holdout, holdout)
         if not refit:

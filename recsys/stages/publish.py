@@ -46,6 +46,8 @@ def model_fingerprint(config: PipelineConfig, model: ModelConfig, prepared: dict
         "seed": settings["seed"],
         **{key: settings[key] for key in ("index", "recommend", "similar_items", "evaluate")},
     }
+    if prepared.get("item_rules"):  # the rules as resolved: a rules table's content may change
+        basis["item_rules"] = prepared["item_rules"]["sha256"]
     canonical = json.dumps(basis, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
@@ -20,7 +21,7 @@ from recsys import storage
 from recsys.config import PipelineConfig
 from recsys.errors import QueryError
 from recsys.index import IndexEntryBase, SearchIndex, get_backend
-from recsys.recommend import exclude_items, search_batches
+from recsys.recommend import allowed_by_table, exclude_items, search_batches
 from recsys.stages.index import parse_indices
 from recsys.storage import RANKED_KINDS, RunLayout
 
@@ -53,7 +54,8 @@ def open_index(
 @dataclass
 class RankedJob:
     """What scoring one kind of ranked list of one model needs: queries (memory-mapped),
-    the items each query must never get, the index entry to ask and how many results."""
+    the items each query must never get, the index entry to ask and how many results;
+    for recommendations, the items the run's rules allow (None: all)."""
 
     kind: str
     queries: np.ndarray
@@ -61,6 +63,7 @@ class RankedJob:
     item_factors: np.ndarray
     entry: IndexEntryBase
     n: int
+    allowed: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -78,7 +81,7 @@ def ranked_job(
         queries = storage.read_array(run.user_factors(model), mmap=True)
         exclude = storage.read_sparse(run.data_file("user_items"))
         entry, n = entries[config.recommend.metric], config.recommend.top_n
-        return RankedJob(kind, queries, exclude, item_factors, entry, n)
+        return RankedJob(kind, queries, exclude, item_factors, entry, n, allowed_by_rules(run))
     if kind != "similar_items":
         raise ValueError(f"kind must be one of {RANKED_KINDS}, found {kind!r}")
     n_items = len(item_factors)
@@ -87,6 +90,14 @@ def ranked_job(
         raise QueryError(f"similar items top_n must be below the {n_items} items, found {n}")
     exclude = exclude_items(np.arange(n_items), n_items)
     return RankedJob(kind, item_factors, exclude, item_factors, entry, n)
+
+
+def allowed_by_rules(run: RunLayout) -> np.ndarray | None:
+    """The items a run's recommendations may contain (``recommend.include_items`` /
+    ``exclude_items``, resolved by prepare): a bool per item, or None (every item)."""
+    if not run.item_rules.exists():
+        return None
+    return allowed_by_table(pq.read_table(run.item_rules), storage.read_id_map(run.data_file("items")))
 
 
 def open_job_index(run: RunLayout, job: RankedJob, threads: int | None = None) -> SearchIndex:
@@ -112,6 +123,7 @@ def score_blocks(
         job.item_factors,
         job.entry.query_search_k,
         progress=progress,
+        allowed=job.allowed,
     ):
         yield start + first, ids, scores
 
@@ -138,6 +150,7 @@ def score_shard(
     inputs = [run.item_factors(model)]
     if kind == "recommendations":
         inputs += [run.user_factors(model), run.data_file("user_items")]
+        inputs += [run.item_rules] if run.item_rules.exists() else []
     stamps = [f"{path.stat().st_mtime_ns}:{path.stat().st_size}" for path in inputs]
     key = (str(run.dir), model, kind, json.dumps(indices, sort_keys=True), str(threads), *stamps)
     if key not in _WORKER_JOBS:

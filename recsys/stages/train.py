@@ -17,6 +17,21 @@ from recsys.storage import RunLayout
 log = logging.getLogger("recsys.pipeline")
 
 
+def fit_progress(name: str, iterations: int | None, started: float, every: float = 5.0) -> Any:
+    """A ``progress`` callback for a fit that logs an iteration line at most every
+    ``every`` seconds, and the last iteration (implicit's own bar shows on a terminal only)."""
+    state = {"logged": started}
+
+    def report(done: int, user_factors: Any, item_factors: Any) -> None:
+        now = time.perf_counter()
+        if now - state["logged"] >= every or done == iterations:
+            total = f"/{iterations}" if iterations else ""
+            log.info("%s: iteration %d%s (%.1f s)", name, done, total, now - started)
+            state["logged"] = now
+
+    return report
+
+
 def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> dict[str, Any]:
     """Fit one model (or read its vectors); write its user and item factors."""
     interactions = storage.read_interactions(run.data_dir)
@@ -25,7 +40,14 @@ def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> d
         return _vectors_stage(run, model, interactions)
     log.info("%s: training %s on %d interactions", model.name, model.type, interactions.nnz)
     started = time.perf_counter()
-    embeddings = model_type.fit(model.params, interactions.user_items, config.seed, model.name)
+    iterations = model.params.get("iterations", getattr(model.typed_params, "iterations", None))
+    embeddings = model_type.fit(
+        model.params,
+        interactions.user_items,
+        config.seed,
+        model.name,
+        progress=fit_progress(model.name, iterations, started),
+    )
     fit_seconds = time.perf_counter() - started
     faults.point("after-fit")
     run.model_dir(model.name).mkdir(parents=True, exist_ok=True)

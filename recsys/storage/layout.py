@@ -7,6 +7,7 @@ Run folder (paths relative to it, as the manifest records them)::
     data/user_items.npz                       CSR (users x items) of seen items
     data/holdout.npz                          CSR of held-out items (evaluation runs)
     data/stats.json                           what validation read, merged and dropped
+    data/item_rules.parquet                   recommend.include_items / exclude_items, resolved
     models/<name>/user_factors.npy            float32 (users, dim)
     models/<name>/item_factors.npy            float32 (items, dim)
     models/<name>/<metric>.ann (+ .ann.json)  Annoy index and its own manifest
@@ -78,6 +79,12 @@ class RunLayout:
     @property
     def holdout(self) -> Path:
         return self.data_dir / "holdout.npz"
+
+    @property
+    def item_rules(self) -> Path:
+        """The items recommendations may (``include``) or may not (``exclude``) contain:
+        the config's lists resolved to the run's items (runs with item rules only)."""
+        return self.data_dir / "item_rules.parquet"
 
     # ---------------------------------------------------------- models
 

@@ -1,5 +1,6 @@
 """A real Prefect server on loopback: `recsys deploy` registers the deployment with its
-cron schedule, a triggered run completes and publishes."""
+cron schedule, a triggered run completes and publishes, and shows in the API under its
+run id with the pipeline's log lines, stable task names and its artifacts."""
 
 from __future__ import annotations
 
@@ -35,6 +36,17 @@ def _wait(predicate, seconds: float, what: str):
             return result
         time.sleep(1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _post(url: str, path: str, body: dict) -> list:
+    """A filter query against the Prefect REST API."""
+    import json
+
+    request = urllib.request.Request(
+        f"{url}/{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def _healthy(url: str) -> bool:
@@ -113,6 +125,27 @@ def test_deployment_on_a_real_server_runs_on_trigger(tmp_path):
         run, manifest = storage.open_run(tmp_path / "out", run_id)
         assert manifest["models"]["als"]["rows"]["recommendations"] == 100 * 5
         assert (run.dir / "_SUCCESS").exists()
+
+        # what an operator sees in the UI: the flow run named by the run id, the
+        # pipeline's own log lines, the metrics table and the report link as artifacts
+        def finished() -> dict | None:
+            runs = _post(url, "flow_runs/filter", {"flow_runs": {"name": {"any_": [run_id]}}})
+            return runs[0] if runs and runs[0]["state_type"] == "COMPLETED" else None
+
+        flow_run = _wait(finished, 120, f"a completed flow run named {run_id}")
+        records = _post(url, "logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run["id"]]}}})
+        messages = [entry["message"] for entry in records]
+        assert any("als: training als on" in m for m in messages), messages[:20]
+        assert any("recall@" in m and "vs exact" in m for m in messages)
+        task_runs = _post(url, "task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
+        assert {"prepare-data", "train-als", "index-als", "publish"} <= {t["name"] for t in task_runs}
+        for key in ("recsys-test-nightly-metrics", "recsys-test-nightly-report"):
+            artifacts = _post(url, "artifacts/filter", {"artifacts": {"key": {"any_": [key]}}})
+            assert [a["flow_run_id"] for a in artifacts] == [flow_run["id"]], key
+        table = _post(
+            url, "artifacts/filter", {"artifacts": {"key": {"any_": ["recsys-test-nightly-metrics"]}}}
+        )
+        assert "als" in str(table[0]["data"]) and "ann recall" in str(table[0]["data"])
     finally:
         for process in reversed(processes):
             with contextlib.suppress(ProcessLookupError):

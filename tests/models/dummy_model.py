@@ -37,6 +37,7 @@ class MeanModel(ModelType):
         seed: int,
         name: str = "model",
         show_progress: bool | None = None,
+        progress: Any = None,
     ) -> Embeddings:
         if user_items.nnz == 0:
             raise ModelError(f"model {name}: no interactions to train on")

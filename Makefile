@@ -8,7 +8,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo sample test test-fast lint format clean
+.PHONY: setup demo sample test test-fast lint format clean report-shot
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ sample: $(SAMPLE)
 
 demo: setup $(SAMPLE)
 	$(BIN)/recsys run --config configs/demo.yaml
+
+# report.html as a person sees it: a small run rendered by headless Chromium (apt-get install
+# chromium) to data/outputs/report-1400.png (desktop) and report-390.png (phone)
+report-shot: setup
+	$(BIN)/python -m benchmarks.report_shot --output data/outputs
 
 test: setup
 	$(BIN)/python -m pytest -q

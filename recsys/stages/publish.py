@@ -118,9 +118,10 @@ def carry_over_models(run: RunLayout, plan: CarryOver) -> dict[str, Any]:
 
 def report_stage(run: RunLayout, manifest: RunManifest | dict[str, Any]) -> str:
     """Write the run's self-contained ``report.html``; returns its path relative to the run."""
-    from recsys.report import render_report
+    from recsys.report import previous_manifest, render_report
 
-    storage.write_text(run.report, render_report(run.dir, manifest))
+    previous = previous_manifest(run.root, run.run_id)
+    storage.write_text(run.report, render_report(run.dir, manifest, previous))
     return run.relative(run.report)
 
 

@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -335,3 +336,22 @@ def test_a_closed_pipe_is_quiet(site):
     process.stdout.close()  # the reader is gone before the first line
     _, err = process.communicate(timeout=60)
     assert process.returncode in (0, 141) and b"Traceback" not in err, err
+
+
+def test_a_bad_table_is_refused_before_prefect_is_even_imported(site, tmp_path):
+    """The time to a one-line error does not include Prefect's start: the checks run
+    before the flows package (and so Prefect) is imported."""
+    bad = tmp_path / "ratings.csv"
+    pd.DataFrame({"userId": [1], "movieId": [2]}).to_csv(bad, index=False)
+    script = (
+        "import sys\n"
+        "from recsys.cli import main\n"
+        f"code = main(['run', '--config', {str(site / 'c.yaml')!r}, '--interactions', {str(bad)!r}])\n"
+        "print(code, 'prefect' in sys.modules, 'flows.pipeline' in sys.modules)\n"
+    )
+    env = environment(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.stdout.split() == ["2", "False", "False"], result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "missing column user_id" in result.stderr

@@ -814,10 +814,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+    quiet = getattr(args, "quiet", False)
     logging.getLogger("recsys").setLevel(logging.WARNING if quiet else logging.INFO)
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if getattr(args, "json", False) and "prefect" not in sys.modules:
+        # stdout carries the JSON alone: progress lines go to stderr
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM"] = "ext://sys.stderr"
     try:
         return int(args.func(args))
     except RecsysError as exc:

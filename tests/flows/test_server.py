@@ -133,9 +133,13 @@ def test_deployment_on_a_real_server_runs_on_trigger(tmp_path):
             return runs[0] if runs and runs[0]["state_type"] == "COMPLETED" else None
 
         flow_run = _wait(finished, 120, f"a completed flow run named {run_id}")
-        records = _post(url, "logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run["id"]]}}})
-        messages = [entry["message"] for entry in records]
-        assert any("als: training als on" in m for m in messages), messages[:20]
+
+        def logged() -> list[str] | None:  # the API log handler sends in batches: wait for them
+            records = _post(url, "logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run["id"]]}}})
+            messages = [entry["message"] for entry in records]
+            return messages if any("als: training als on" in m for m in messages) else None
+
+        messages = _wait(logged, 60, "the pipeline's log lines in the API")
         assert any("recall@" in m and "vs exact" in m for m in messages)
         task_runs = _post(url, "task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
         assert {"prepare-data", "train-als", "index-als", "publish"} <= {t["name"] for t in task_runs}

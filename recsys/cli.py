@@ -24,7 +24,7 @@ import numpy as np
 
 from recsys import __version__, storage
 from recsys.config import resolve_inputs
-from recsys.errors import ConfigError, InputError, QueryError, RecsysError
+from recsys.errors import ConfigError, QueryError, RecsysError
 from recsys.manifest import ModelEntry, RunManifest
 
 DEFAULT_OUTPUT = "data/outputs"
@@ -233,19 +233,13 @@ def _preflight(config: Any, input_path: str | None, root: str, args: argparse.Na
     """Everything that can be checked before any Prefect machinery starts: the config,
     the input table's header, the holdout table, the run id, the models and the output
     root. A bad input is one line in about a second, not after the API has started."""
-    from recsys.data.interactions import import_hint
+    from recsys.data.interactions import check_columns
 
     if input_path and not Path(input_path).exists():
         hint = " (make the bundled sample with `recsys generate`)" if "sample" in input_path else ""
         raise ConfigError(f"{input_path}: interactions file not found{hint}")
     for path in [p for p in (input_path, args.holdout) if p]:
-        columns = storage.table_columns(path)
-        missing = [c for c in ("user_id", "item_id") if c not in columns]
-        if missing:
-            found = ", ".join(columns) or "none"
-            raise InputError(
-                f"{path}: missing column {', '.join(missing)} (found columns: {found})" + import_hint(columns)
-            )
+        check_columns(storage.table_columns(path), path)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     if models:
         config.select_models(models)

@@ -39,8 +39,7 @@ class _Strict(BaseModel):
 
 def check_relative_path(path: str) -> str:
     """A path inside a run folder as the manifest records it: relative, POSIX, no ``..``."""
-    parts = path.split("/")
-    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+    if not storage.is_plain_relative(path):
         raise ValueError(f"path {path!r} must be relative to the run folder, without '..'")
     return path
 

@@ -261,6 +261,17 @@ def import_hint(columns: list[str]) -> str:
     return ""
 
 
+def check_columns(columns: list[str], source: str) -> None:
+    """The id columns are there: else an InputError listing the file's own columns, with a
+    hint to ``recsys import`` where they look like a known data set."""
+    missing = [c for c in (USER, ITEM) if c not in columns]
+    if missing:
+        found = ", ".join(columns) or "none"
+        raise InputError(
+            f"{source}: missing column {', '.join(missing)} (found columns: {found})" + import_hint(columns)
+        )
+
+
 def clean_table(frame: pd.DataFrame, source: str = "interactions") -> InteractionTable:
     """Validate a raw interactions table; drop zero weights; sum duplicate (user, item) rows
     (keeping the latest timestamp).
@@ -269,14 +280,7 @@ def clean_table(frame: pd.DataFrame, source: str = "interactions") -> Interactio
     empty table, a missing column, missing/empty/mistyped ids, missing, non-finite or
     negative weights, unparseable timestamps.
     """
-    missing_columns = [c for c in (USER, ITEM) if c not in frame.columns]
-    if missing_columns:
-        columns = [str(c) for c in frame.attrs.get("columns", frame.columns)]
-        found = ", ".join(columns) or "none"
-        raise InputError(
-            f"{source}: missing column {', '.join(missing_columns)} (found columns: {found})"
-            + import_hint(columns)
-        )
+    check_columns([str(c) for c in frame.attrs.get("columns", frame.columns)], source)
     if len(frame) == 0:
         raise InputError(f"{source}: the table is empty (0 rows)")
     user_values, user_kind = _id_column(frame, USER, source)

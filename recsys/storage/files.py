@@ -102,16 +102,21 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+def is_plain_relative(path: str) -> bool:
+    """Whether a path is as a run records it: relative, POSIX, without ``.`` or ``..``."""
+    parts = path.split("/")
+    return (
+        bool(path)
+        and not path.startswith("/")
+        and "\\" not in path
+        and all(p not in ("", ".", "..") for p in parts)
+    )
+
+
 def inside(run_dir: Path, relative: str) -> Path:
     """The file a run records as ``relative``, refusing a path that leaves the run folder:
     absolute, with ``..``, or through a symlink that points outside it."""
-    parts = relative.split("/")
-    if (
-        not relative
-        or relative.startswith("/")
-        or "\\" in relative
-        or any(p in ("", ".", "..") for p in parts)
-    ):
+    if not is_plain_relative(relative):
         raise RunError(f"{run_dir}: path {relative!r} is not a plain path inside the run folder")
     path = run_dir / relative
     try:

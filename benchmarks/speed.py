@@ -1,20 +1,32 @@
-"""Batch scoring speed, all measured in one run on this machine, as ratios.
+"""Batch scoring speed against implicit's ``recommend`` and against the machine's product
+rate, all measured in one run on this machine.
 
-For synthetic factors with a realistic norm spread (log-normal item norms, clustered
-directions) and random seen items, times top-N with seen items removed for every user:
+Top-N with seen items removed for every user, on several kinds of factors:
 
-- the matrix-product limit: users x items x dim float32 products alone (no top-k);
-- implicit's exact ``recommend`` (all users, filter_already_liked_items);
-- the project's exact path (``ExactIndex`` through ``recommend_all``);
-- Annoy's dot index and angular candidates re-ranked by dot, at the smallest setting
-  reaching recall@10 >= 0.95 against exact search on a sample;
-- what ``index.backend: auto`` serves: the fastest of these that reaches the target.
+- ``clustered``: synthetic users and items drawn around 50 taste centres, log-normal item
+  norms (popular items have larger norms);
+- ``unclustered``: standard normal users; items with standard normal directions and
+  log-normal norms;
+- with ``--ratings`` (a MovieLens ``ratings.csv``): ALS and spectral factors trained on it;
+- with ``--generated USERSxITEMS``: ALS factors trained on a generated table
+  (:mod:`recsys.data.synthetic`, as ``recsys generate`` writes), where the pipeline's
+  recommend stage (scoring streamed to parquet from a run folder) is timed as well.
 
-With ``--ratings`` (a MovieLens ``ratings.csv``) the same table is made for ALS factors
-trained on that real set. Peak RSS of the process is printed after each catalog.
+Paths, each the best of ``--repeats`` timings: implicit's exact ``recommend`` (all users,
+``filter_already_liked_items``, BLAS at one thread as implicit asks), the project's exact
+path (``ExactIndex`` through ``recommend_all``), Annoy's dot index and angular candidates
+re-ranked by dot at the smallest setting reaching recall@10 >= 0.95 against exact search
+on a sample, and what ``index.backend: auto`` serves (the fastest reaching the target).
 
-    python benchmarks/speed.py --items 10000,100000,1000000 --users 5000 --dim 64
-    python benchmarks/speed.py --items 0 --ratings ../shared/data/ml-latest-small/ratings.csv
+The product rate is the reference every path is compared with: the best of
+``--repeats`` timings of plain BLAS products ``U_block @ V.T`` (float32, blocks of 256
+users, written into a reused buffer) with BLAS allowed every core for this measurement
+only, in GFLOP/s (2 x users x items x factors flops). A path's share of it is its own
+effective rate (the flops of scoring every user against every item over its seconds)
+divided by the product rate: top-k selection, seen-item removal and threading included.
+
+    python benchmarks/speed.py --items 10000,100000,1000000 --users 5000 --dim 64 \\
+        --ratings ../shared/data/ml-latest-small/ratings.csv --generated 60000x8000
 """
 
 from __future__ import annotations
@@ -24,8 +36,10 @@ import os
 import resource
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,14 +51,32 @@ from recsys.index.annoy_index import default_search_ks
 from recsys.index.rerank import RerankIndex, default_candidates
 from recsys.recommend import recommend_all
 
+PRODUCT_BLOCK = 256
+"""Users per block of the product-rate measurement."""
+PRODUCT_USERS = 1024
+"""Users the product rate is measured on (a rate: more users would only take longer)."""
+
 
 def factors(n_users: int, n_items: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered synthetic factors: users and items around 50 taste centres, log-normal
+    item norms."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(50, dim))
     items = centres[rng.integers(0, 50, n_items)] + 0.7 * rng.normal(size=(n_items, dim))
     items *= rng.lognormal(0, 0.5, size=(n_items, 1))  # popular items have larger norms
     users = centres[rng.integers(0, 50, n_users)] + 0.7 * rng.normal(size=(n_users, dim))
     return users.astype(np.float32) / np.sqrt(dim), items.astype(np.float32) / np.sqrt(dim)
+
+
+def unclustered_factors(n_users: int, n_items: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unclustered synthetic factors: standard normal users; items with standard normal
+    directions and log-normal norms."""
+    rng = np.random.default_rng(seed)
+    users = rng.normal(size=(n_users, dim))
+    directions = rng.normal(size=(n_items, dim))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    items = directions * rng.lognormal(0, 0.5, size=(n_items, 1))
+    return users.astype(np.float32), items.astype(np.float32)
 
 
 def seen_items(n_users: int, n_items: int, per_user: int, seed: int = 1) -> sp.csr_matrix:
@@ -57,146 +89,259 @@ def seen_items(n_users: int, n_items: int, per_user: int, seed: int = 1) -> sp.c
     return matrix
 
 
-def timed(function, *args, **kwargs) -> float:
+def timed(function: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     started = time.perf_counter()
     function(*args, **kwargs)
     return time.perf_counter() - started
 
 
-def matmul_blocks(users: np.ndarray, items: np.ndarray, block: int, chunk: int = 8192) -> None:
-    """The products alone on every core: blocks of users, one thread each with BLAS at one
-    thread (whole-BLAS threading is slower on these small products), times cache-sized
-    chunks of items written into a reused buffer per thread."""
-
-    def products(start: int) -> None:
-        queries = users[start : start + block]
-        buffer = np.empty((len(queries), min(chunk, len(items))), dtype=np.float32)
-        for first in range(0, len(items), chunk):
-            last = min(first + chunk, len(items))
-            out = buffer.reshape(-1)[: len(queries) * (last - first)].reshape(len(queries), last - first)
-            np.matmul(queries, items[first:last].T, out=out)
-
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(os.cpu_count()) as pool:
-        list(pool.map(products, range(0, len(users), block)))
+def best_of(repeats: int, function: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    """The fastest of ``repeats`` timings (the least disturbed on a shared machine)."""
+    return min(timed(function, *args, **kwargs) for _ in range(repeats))
 
 
-def implicit_recommend(users, items, seen, n):
+def all_cores() -> threadpool_limits:
+    """BLAS allowed every core (the product-rate measurement only)."""
+    return threadpool_limits(limits=os.cpu_count(), user_api="blas")
+
+
+def blas_kernels() -> str:
+    """The BLAS libraries numpy and scipy load, as threadpoolctl reports them with every
+    core allowed: internal_api, architecture, num_threads."""
+    with all_cores():
+        found = {
+            f"{i['internal_api']} {i.get('version') or ''} {i.get('architecture') or ''} "
+            f"num_threads={i['num_threads']}".replace("  ", " ")
+            for i in threadpool_info()
+            if i["user_api"] == "blas"
+        }
+    return "; ".join(sorted(found))
+
+
+def product_rate(users: np.ndarray, items: np.ndarray, repeats: int) -> float:
+    """The machine's product rate for this catalog in GFLOP/s: plain multi-threaded BLAS
+    ``U_block @ V.T`` on blocks of PRODUCT_BLOCK users, best of ``repeats`` timings."""
+    users = np.ascontiguousarray(users[:PRODUCT_USERS])
+    buffer = np.empty((PRODUCT_BLOCK, len(items)), dtype=np.float32)
+
+    def products() -> None:
+        for start in range(0, len(users), PRODUCT_BLOCK):
+            block = users[start : start + PRODUCT_BLOCK]
+            np.matmul(block, items.T, out=buffer[: len(block)])
+
+    with all_cores():
+        products()  # first touch of the buffer
+        seconds = best_of(repeats, products)
+    return 2.0 * len(users) * len(items) * items.shape[1] / seconds / 1e9
+
+
+def implicit_recommend(users: np.ndarray, items: np.ndarray, seen: sp.csr_matrix, n: int) -> Any:
     from implicit.cpu.als import AlternatingLeastSquares
 
     model = AlternatingLeastSquares(factors=users.shape[1])
     model.user_factors, model.item_factors = users, items
-    return model.recommend(np.arange(len(users)), seen, N=n, filter_already_liked_items=True)
+    # implicit's own advice: BLAS at one thread (its top-k runs in its own threads)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return model.recommend(np.arange(len(users)), seen, N=n, filter_already_liked_items=True)
 
 
-def real_factors(ratings: str, dim: int) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
-    """ALS factors trained on a MovieLens ratings.csv (ratings >= 3.5 as interactions)."""
+def movielens_table(ratings: str) -> Any:
+    """A MovieLens ratings.csv as an interactions table (ratings >= 3.5)."""
     import pandas as pd
 
+    table = pd.read_csv(ratings).rename(columns={"userId": "user_id", "movieId": "item_id"})
+    return table[table["rating"] >= 3.5].assign(weight=1.0)[["user_id", "item_id", "weight"]]
+
+
+def trained(table: Any, model_type: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Factors of a registered model type (``recsys.models``) trained on a table."""
     from recsys.data.interactions import build_interactions
     from recsys.models import train
 
-    table = pd.read_csv(ratings).rename(columns={"userId": "user_id", "movieId": "item_id"})
-    table = table[table["rating"] >= 3.5].assign(weight=1.0)
-    interactions = build_interactions(table[["user_id", "item_id", "weight"]])
-    model = train(
-        "als", {"factors": dim, "iterations": 15, "regularization": 0.05}, interactions.user_items, 0
+    interactions = build_interactions(table)
+    model = train(model_type, params, interactions.user_items, 0, show_progress=False)
+    return (
+        np.ascontiguousarray(model.user_factors, dtype=np.float32),
+        np.ascontiguousarray(model.item_factors, dtype=np.float32),
+        interactions,
     )
-    return model.user_factors, model.item_factors, interactions.user_items
+
+
+def stage_seconds(
+    users: np.ndarray, items: np.ndarray, interactions: Any, n: int, repeats: int
+) -> tuple[float, float]:
+    """The pipeline's recommend stage on these factors in a run folder (memory-mapped
+    inputs, lists streamed to parquet): best of ``repeats`` seconds of the whole stage and
+    of its scoring alone (the stage's blocks, not written)."""
+    from recsys import stages, storage
+    from recsys.config import PipelineConfig
+    from recsys.storage import RunLayout
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunLayout(Path(tmp), "bench")
+        storage.write_interactions(run.data_dir, interactions)
+        run.model_dir("als").mkdir(parents=True, exist_ok=True)
+        storage.write_array(run.user_factors("als"), users)
+        storage.write_array(run.item_factors("als"), items)
+        config = PipelineConfig.model_validate(
+            {"models": [{"name": "als", "type": "als"}], "recommend": {"top_n": n}, "evaluate": {"k": n}}
+        )
+        indices = {"dot": {"backend": "exact", "metric": "dot", "reason": "benchmark"}}
+
+        def scoring() -> None:
+            job = stages.ranked_job(run, config, "als", indices, "recommendations")
+            for _ in stages.score_blocks(stages.open_job_index(run, job), job):
+                pass
+
+        whole = best_of(repeats, stages.recommend_stage, run, config, "als", indices)
+        return whole, best_of(repeats, scoring)
+
+
+@dataclass
+class Catalog:
+    label: str
+    users: np.ndarray
+    items: np.ndarray
+    seen: sp.csr_matrix
+    interactions: Any = None  # a trained table's interactions: its recommend stage is timed
+    annoy: bool = True
+
+
+def annoy_rows(catalog: Catalog, args: argparse.Namespace) -> list[tuple[str, float, float]]:
+    """Annoy's dot index and re-ranked angular candidates at the smallest setting reaching
+    recall@N 0.95 on a sample, timed on the first --annoy-users users (seconds scaled to
+    all users: their users/s is what the table compares)."""
+    users, items, seen, n = catalog.users, catalog.items, catalog.seen, args.n
+    n_users, n_items = len(users), len(items)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for metric in ("dot", "angular"):
+            build_annoy_index(items, metric, Path(tmp) / f"{metric}.ann", args.trees, 0)
+        dot, angular = AnnoyIndex(Path(tmp) / "dot.ann"), AnnoyIndex(Path(tmp) / "angular.ann")
+        sample = sample_rows(n_users, 300, 2)
+        few = np.arange(min(n_users, args.annoy_users))
+        q, ex = users[sample], seen[sample]
+        scale = n_users / len(few)
+        tuned = sweep_search_k(dot, items, q, n, ex, default_search_ks(args.trees, n, n_items), 0.95, False)
+        if tuned["search_k"] is not None:
+            seconds = best_of(
+                args.repeats, recommend_all, dot, users[few], seen[few], items, n, search_k=tuned["search_k"]
+            )
+            rows.append(
+                (
+                    f"annoy dot search_k {tuned['search_k']}",
+                    seconds * scale,
+                    tuned["curve"][-1]["recall_at_k"],
+                )
+            )
+        reranked = sweep_setting(
+            lambda c: RerankIndex(angular, items, c),
+            "candidates",
+            items,
+            q,
+            n,
+            ex,
+            default_candidates(n, n_items),
+            0.95,
+            False,
+            "dot",
+        )
+        if reranked["candidates"] is not None:
+            index = RerankIndex(angular, items, reranked["candidates"])
+            seconds = best_of(args.repeats, recommend_all, index, users[few], seen[few], items, n)
+            rows.append(
+                (
+                    f"annoy rerank {reranked['candidates']} candidates",
+                    seconds * scale,
+                    reranked["curve"][-1]["recall_at_k"],
+                )
+            )
+    return rows
+
+
+def catalogs(args: argparse.Namespace) -> Iterator[Catalog]:
+    """The factor kinds, made (or trained) one at a time as the table reaches them."""
+    for n_items in [int(x) for x in args.items.split(",") if int(x) > 0]:
+        for kind in args.kinds.split(","):
+            make = {"clustered": factors, "unclustered": unclustered_factors}[kind]
+            users, items = make(args.users, n_items, args.dim)
+            seen = seen_items(args.users, n_items, args.seen)
+            yield Catalog(f"{n_items} {kind}", users, items, seen, annoy=not args.no_annoy)
+    if args.ratings:
+        table = movielens_table(args.ratings)
+        name = Path(args.ratings).parent.name
+        for model_type, params in (
+            ("als", {"factors": args.dim, "iterations": 15, "regularization": 0.05}),
+            ("spectral", {"factors": args.dim}),
+        ):
+            users, items, interactions = trained(table, model_type, params)
+            label = f"{len(items)} {name} {model_type}"
+            yield Catalog(label, users, items, interactions.user_items, annoy=not args.no_annoy)
+    if args.generated:
+        from recsys.data.synthetic import generate_interactions
+
+        n_users, n_items = (int(x) for x in args.generated.lower().split("x"))
+        table = generate_interactions(n_users=n_users, n_items=n_items, seed=0)
+        users, items, interactions = trained(
+            table, "als", {"factors": args.dim, "iterations": 15, "regularization": 0.05}
+        )
+        label = f"{len(items)} generated {len(users)} users als"
+        yield Catalog(label, users, items, interactions.user_items, interactions, annoy=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", default="10000,100000")
-    parser.add_argument("--users", type=int, default=20000)
+    parser.add_argument("--items", default="10000,100000", help="synthetic catalog sizes (0: none)")
+    parser.add_argument("--kinds", default="clustered,unclustered", help="synthetic factor kinds")
+    parser.add_argument("--users", type=int, default=5000, help="users of the synthetic catalogs")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--n", type=int, default=10)
-    parser.add_argument("--seen", type=int, default=30)
+    parser.add_argument("--seen", type=int, default=30, help="seen items per synthetic user")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per path; the best counts")
     parser.add_argument("--trees", type=int, default=50)
-    parser.add_argument("--annoy-users", type=int, default=1000, help="users Annoy strategies are timed on")
-    parser.add_argument("--ratings", help="also time ALS factors trained on this MovieLens ratings.csv")
+    parser.add_argument("--annoy-users", type=int, default=300, help="users Annoy strategies are timed on")
+    parser.add_argument("--no-annoy", action="store_true", help="implicit and the exact path only")
+    parser.add_argument("--ratings", help="also ALS and spectral factors trained on a MovieLens ratings.csv")
+    parser.add_argument("--generated", help="also ALS factors trained on a generated table, e.g. 60000x8000")
     args = parser.parse_args()
-    blas = {
-        (i["internal_api"], i.get("architecture"), i["num_threads"])
-        for i in threadpool_info()
-        if i["user_api"] == "blas"
-    }
-    print(f"BLAS: {sorted(blas)}")
-    print("| items | path | seconds | users/s | vs implicit | vs matmul limit | recall@10 |")
-    print("|---|---|---|---|---|---|---|")
-    catalogs = [(int(x), "synthetic") for x in args.items.split(",") if int(x) > 0]
-    if args.ratings:
-        catalogs.append((0, Path(args.ratings).parent.name))
-    for n_items, source in catalogs:
-        if n_items:
-            users, items = factors(args.users, n_items, args.dim)
-            seen = seen_items(args.users, n_items, args.seen)
-        else:
-            users, items, seen = real_factors(args.ratings, args.dim)
-            n_items = len(items)
-        n_users = len(users)
-        # the limit: the fastest of a few block heights (the product is bound by writing scores)
-        limit = min(timed(matmul_blocks, users, items, block) for block in (32, 128, 512))
-        base = timed(implicit_recommend, users, items, seen, args.n)
-        exact = timed(recommend_all, ExactIndex(items, "dot"), users, seen, items, args.n)
-        rows = [
-            ("matmul limit", limit, float("nan")),
-            ("implicit recommend", base, 1.0),
-            ("exact path", exact, 1.0),
-        ]
-        with tempfile.TemporaryDirectory() as tmp:
-            for metric in ("dot", "angular"):
-                build_annoy_index(items, metric, Path(tmp) / f"{metric}.ann", args.trees, 0)
-            dot, angular = AnnoyIndex(Path(tmp) / "dot.ann"), AnnoyIndex(Path(tmp) / "angular.ann")
-            sample = sample_rows(n_users, 300, 2)
-            # Annoy strategies run one query at a time: timed on the first --annoy-users users
-            # (their users/s is what the table compares; seconds are scaled to all users)
-            few = np.arange(min(n_users, args.annoy_users))
-            q, ex = users[sample], seen[sample]
-            tuned = sweep_search_k(
-                dot, items, q, args.n, ex, default_search_ks(args.trees, args.n, n_items), 0.95, False
-            )
-            if tuned["search_k"] is not None:
-                seconds = timed(
-                    recommend_all, dot, users[few], seen[few], items, args.n, search_k=tuned["search_k"]
-                ) * (n_users / len(few))
-                rows.append(
-                    (f"annoy dot search_k {tuned['search_k']}", seconds, tuned["curve"][-1]["recall_at_k"])
-                )
-            reranked = sweep_setting(
-                lambda c, angular=angular, items=items: RerankIndex(angular, items, c),
-                "candidates",
-                items,
-                q,
-                args.n,
-                ex,
-                default_candidates(args.n, n_items),
-                0.95,
-                False,
-                "dot",
-            )
-            if reranked["candidates"] is not None:
-                index = RerankIndex(angular, items, reranked["candidates"])
-                seconds = timed(recommend_all, index, users[few], seen[few], items, args.n) * (
-                    n_users / len(few)
-                )
-                rows.append(
-                    (
-                        f"annoy rerank {reranked['candidates']} candidates",
-                        seconds,
-                        reranked["curve"][-1]["recall_at_k"],
-                    )
-                )
-        served = min(rows[2:], key=lambda row: row[1])  # auto: the fastest reaching the target
-        rows.append((f"**default (auto): {served[0]}**", served[1], served[2]))
-        label = f"{n_items} ({source})" if source != "synthetic" else str(n_items)
+    print(f"BLAS: {blas_kernels()}; {os.cpu_count()} cores")
+    print(
+        "| items | factors | users | path | seconds | users/s | vs implicit | GFLOP/s | "
+        "% of product rate | recall@10 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for catalog in catalogs(args):
+        users, items, seen, n = catalog.users, catalog.items, catalog.seen, args.n
+        n_users, n_items, dim = len(users), len(items), items.shape[1]
+        size, kind = catalog.label.split(" ", 1)
+        rate = product_rate(users, items, args.repeats)  # measured beside the paths it bounds
+        base = best_of(args.repeats, implicit_recommend, users, items, seen, n)
+        exact = best_of(args.repeats, recommend_all, ExactIndex(items, "dot"), users, seen, items, n)
+        rows = [("implicit recommend", base, 1.0), ("exact path", exact, 1.0)]
+        if catalog.annoy:
+            rows += annoy_rows(catalog, args)
+            served = min(rows[1:], key=lambda row: row[1])  # auto: the fastest reaching the target
+            rows.append((f"**default (auto): {served[0]}**", served[1], served[2]))
+        if catalog.interactions is not None:
+            whole, scoring = stage_seconds(users, items, catalog.interactions, n, args.repeats)
+            rows.append(("recommend stage, scoring only (run folder)", scoring, 1.0))
+            rows.append(("recommend stage, to parquet (run folder)", whole, 1.0))
+        flops = 2.0 * n_users * n_items * dim
+        print(
+            f"| {size} | {kind} | {n_users} | product rate (BLAS, every core) | "
+            f"{flops / rate / 1e9:.2f} | {n_users * rate * 1e9 / flops:.0f} | "
+            f"{base * rate * 1e9 / flops:.2f}x | {rate:.0f} | 100% | |"
+        )
         for name, seconds, recall in rows:
+            gflops = flops / seconds / 1e9
             print(
-                f"| {label} | {name} | {seconds:.2f} | {n_users / seconds:.0f} | "
-                f"{base / seconds:.2f}x | "
-                f"{limit / seconds:.0%} | {'' if np.isnan(recall) else f'{recall:.3f}'} |"
+                f"| {size} | {kind} | {n_users} | {name} | {seconds:.2f} | {n_users / seconds:.0f} | "
+                f"{base / seconds:.2f}x | {gflops:.0f} | {gflops / rate:.0%} | {recall:.3f} |"
             )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print(f"| {label} | peak RSS of the process so far: {peak:.2f} GiB | | | | | |")
+        print(
+            f"| {size} | {kind} | | peak RSS of the process so far: {peak:.2f} GiB | | | | | | |", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def test_exact_index_matches_brute_force(metric):
     full = queries @ items.T if metric == "dot" else normalize_rows(queries) @ normalize_rows(items).T
     full[exclude.nonzero()] = -np.inf
     expected = np.argsort(-full, axis=1, kind="stable")[:, :15]
-    small_blocks = ExactIndex(items, metric, block_bytes=4 * 200 * 3)  # the minimum, 32 queries per block
+    small_blocks = ExactIndex(items, metric, block_rows=32)
     for index in (ExactIndex(items, metric), small_blocks):
         ids, scores = index.search(queries, 15, exclude=exclude)
         np.testing.assert_array_equal(ids, expected)

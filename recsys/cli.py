@@ -16,7 +16,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,23 @@ def _import_flows(debug: bool = False) -> Any:
 
 
 _PREFECT_RUN_LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+
+
+@contextlib.contextmanager
+def _prefect_flows(debug: bool = False) -> Iterator[Any]:
+    """Prefect, imported, with an API to report to: the configured one, else a temporary
+    server started before the import (it boots while Prefect loads) and stopped after."""
+    from flows import temporary_api
+
+    api = temporary_api.start_if_needed()  # stopped at exit, after Prefect sends its last logs
+    module = _import_flows(debug)
+    if api is not None:
+        logging.getLogger("prefect").info(
+            "Starting temporary server on %s (set PREFECT_API_URL to use a running one)",
+            api.url.removesuffix("/api"),
+        )
+        api.wait_ready(temporary_api.startup_timeout())
+    yield module
 
 
 def _strip_traceback(record: logging.LogRecord) -> bool:
@@ -282,16 +299,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     guard.watch_signals()
     timeout = args.timeout if args.timeout is not None else config.run.timeout_seconds
     watchdog = guard.watchdog(timeout) if timeout else None
-    pipeline = _import_flows(args.debug)
-    manifest = pipeline.pipeline_flow(
-        config_path=args.config or pipeline.DEFAULT_CONFIG,
-        interactions=input_path,
-        output=root,
-        run_id=run_id,
-        models=models,
-        holdout=args.holdout,
-        config=config,
-    )
+    with _prefect_flows(args.debug) as pipeline:
+        manifest = pipeline.pipeline_flow(
+            config_path=args.config or pipeline.DEFAULT_CONFIG,
+            interactions=input_path,
+            output=root,
+            run_id=run_id,
+            models=models,
+            holdout=args.holdout,
+            config=config,
+        )
     if watchdog is not None:
         watchdog.cancel()
     run_dir = storage.RunLayout(Path(root), manifest["run_id"], staging=False).dir
@@ -580,19 +597,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError(f"{input_path}: interactions file not found")
     if args.json and "prefect" not in sys.modules:  # stdout carries the JSON: progress to stderr
         os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM"] = "ext://sys.stderr"
-    _import_flows(args.debug)
-    from flows.tune import tune_flow
+    with _prefect_flows(args.debug):
+        from flows.tune import tune_flow
 
-    result = tune_flow(
-        model=args.model,
-        config_path=args.config,
-        interactions=input_path,
-        trials=args.trials,
-        timeout=args.timeout,
-        metric=args.metric,
-        sampler=args.sampler,
-        output=args.output,
-    )
+        result = tune_flow(
+            model=args.model,
+            config_path=args.config,
+            interactions=input_path,
+            trials=args.trials,
+            timeout=args.timeout,
+            metric=args.metric,
+            sampler=args.sampler,
+            output=args.output,
+        )
     if args.json:
         summary = {
             key: result[key]

@@ -1,0 +1,168 @@
+"""Prefect's temporary API, started before Prefect is imported.
+
+Without a configured API, Prefect starts a temporary server (a uvicorn subprocess) when
+the flow makes its first call, and waits ~5 s for it. ``recsys run`` starts that same
+server first instead, so that it boots while this process imports Prefect and the flow,
+and points ``PREFECT_API_URL`` at it: the flow then finds it ready (or nearly).
+
+Nothing here imports Prefect: deciding whether an API is configured reads the places
+Prefect reads it from (the environment, the active profile, ``prefect.toml``, ``.env``,
+``pyproject.toml``); when any of them could name one, Prefect decides as usual.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from recsys.errors import RecsysError
+
+SERVER_ENV = {
+    # what Prefect's own temporary server sets: no UI, no background services
+    "PREFECT_UI_ENABLED": "0",
+    "PREFECT__SERVER_EPHEMERAL": "1",
+    "PREFECT__SERVER_FINAL": "1",
+}
+
+
+def _mentions_api_url(path: Path) -> bool:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    lowered = text.lower()
+    return "api_url" in lowered or "[api]" in lowered or "api.url" in lowered
+
+
+def _active_profile_sets_api(environ: dict[str, str]) -> bool:
+    home = Path(environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    path = Path(environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    if not path.exists():
+        return False
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, ValueError):
+        return True  # unreadable here: let Prefect read it
+    active = environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    settings = profiles.get("profiles", {}).get(active, {})
+    return any(key.upper() in ("PREFECT_API_URL", "PREFECT_API_KEY") for key in settings)
+
+
+def api_configured(environ: dict[str, str] | None = None, cwd: Path | None = None) -> bool:
+    """Whether a Prefect API is (or may be) configured, so no temporary one is needed."""
+    environ = dict(os.environ if environ is None else environ)
+    if environ.get("PREFECT_API_URL"):
+        return True
+    if environ.get("PREFECT_SERVER_EPHEMERAL_ENABLED", "").lower() in ("0", "false", "no"):
+        return True  # Prefect refuses to start one: let it say so
+    if _active_profile_sets_api(environ):
+        return True
+    here = cwd or Path.cwd()
+    return any(_mentions_api_url(here / name) for name in ("prefect.toml", ".env", "pyproject.toml"))
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TemporaryAPI:
+    """A Prefect API server for this process's runs, stopped when they are done."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> TemporaryAPI:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env={**os.environ, **SERVER_ENV},
+            stdin=subprocess.DEVNULL,
+        )
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Return once the API answers its health check; one-line error if it exits or
+        does not answer within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.process.poll() if self.process else None
+            if code is not None:
+                raise RecsysError(
+                    f"Prefect's temporary API on port {self.port} exited with status {code} before "
+                    "it was ready; set PREFECT_API_URL to a running server (`prefect server start`)"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RecsysError(
+                    f"Prefect's temporary API did not answer within {timeout:g} s "
+                    "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); set PREFECT_API_URL to a "
+                    "running server (`prefect server start`)"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        logging.getLogger("prefect").info("Stopping temporary server on %s", self.url.removesuffix("/api"))
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def startup_timeout(environ: dict[str, str] | None = None) -> float:
+    environ = os.environ if environ is None else environ
+    try:
+        return max(1.0, float(environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
+    except ValueError:
+        return 120.0
+
+
+def start_if_needed() -> TemporaryAPI | None:
+    """Start a temporary API and point ``PREFECT_API_URL`` at it, unless one is configured.
+    Call before Prefect is imported (Prefect reads its settings once)."""
+    if "prefect" in sys.modules or api_configured():
+        return None
+    api = TemporaryAPI().start()
+    # at exit, as Prefect stops its own: its log and event workers drain first (they
+    # stop in threading's exit hooks, which run before atexit's)
+    atexit.register(api.stop)
+    os.environ["PREFECT_API_URL"] = api.url
+    os.environ.setdefault("PREFECT_UI_URL", "")  # it serves no UI: no "View at" links to it
+    return api

@@ -21,7 +21,7 @@ def published(prefect_harness, tmp_path_factory):
             {"name": "als", "type": "als", "params": {"factors": 8, "iterations": 4}},
             {"name": "lmf", "type": "lmf", "params": {"factors": 8, "iterations": 5, "num_threads": 1}},
         ],
-        "index": {"n_trees": 5},
+        "index": {"n_trees": 5, "auto_min_items": 0},  # probe Annoy: the report plots its curves
         "recommend": {"top_n": 10},
         "similar_items": {"top_n": 5},
         "evaluate": {"k": [5, 10], "split": {"method": "random"}, "sample_users": 50, "sample_items": 50},
@@ -72,7 +72,7 @@ def _config(als_params: dict) -> dict:
             {"name": "als", "type": "als", "params": dict(als_params)},
             {"name": "popular", "type": "popular"},
         ],
-        "index": {"n_trees": 5},
+        "index": {"n_trees": 5, "auto_min_items": 0},  # probe Annoy: the report plots its curves
         "recommend": {"top_n": 10},
         "similar_items": {"top_n": 5},
         "evaluate": {"k": [5, 10], "split": {"method": "random"}, "sample_users": 50, "sample_items": 50},

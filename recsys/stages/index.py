@@ -74,6 +74,12 @@ def index_stage(run: RunLayout, config: PipelineConfig, model: str) -> dict[str,
         if backend == "exact":
             entry["reason"] = "index.backend is exact"
             continue
+        if backend == "auto" and len(item_factors) < config.index.auto_min_items:
+            entry["reason"] = (
+                f"{len(item_factors)} items, fewer than index.auto_min_items "
+                f"({config.index.auto_min_items}): exact search, no approximate index probed"
+            )
+            continue
         context = BuildContext(
             model=model,
             metric=metric,

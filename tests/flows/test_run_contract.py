@@ -31,7 +31,7 @@ def config_path(tmp_path_factory):
                         "params": {"factors": 16, "iterations": 20, "num_threads": 1},
                     },
                 ],
-                "index": {"n_trees": 10},
+                "index": {"n_trees": 10, "auto_min_items": 0},  # probe Annoy on this small catalog
                 "recommend": {"top_n": TOP_N},
                 "similar_items": {"top_n": TOP_N},
                 "evaluate": {"k": 10, "sample_users": 200, "sample_items": 150},

@@ -224,9 +224,14 @@ def _pairs(title: str, pairs: list[tuple[str, Any]]) -> str:
     return f'<div><h3>{_esc(title)}</h3><div class="wide"><table>{rows}</table></div></div>'
 
 
-def _png(figure: Figure, alt: str) -> str:
+SINGLE = {"left": 0.12, "right": 0.97, "bottom": 0.12, "top": 0.92}
+"""Margins of a one-axes figure (6 x 4.2 in): fixed, since measuring every label's extent
+(``tight_layout``) costs more than drawing the figure."""
+
+
+def _png(figure: Figure, alt: str, margins: dict[str, float] = SINGLE) -> str:
     buffer = io.BytesIO()
-    figure.tight_layout()
+    figure.subplots_adjust(**margins)
     figure.savefig(buffer, format="png", dpi=100)
     data = base64.b64encode(buffer.getvalue()).decode()
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
@@ -549,7 +554,16 @@ def _score_plots(manifest: dict[str, Any], tables: dict[str, Any]) -> str | None
     for axes in grid[n:]:
         axes.set_visible(False)
     figure.suptitle("Scores of published recommendations per model (dashed: median)", fontsize=10)
-    return _png(figure, "Histogram of recommendation scores, one per model")
+    height = 2.5 * rows + 0.3  # inches: title and axis labels keep their size as rows are added
+    margins = {
+        "left": 0.4 / figure.get_figwidth() + 0.06,
+        "right": 0.98,
+        "bottom": 0.45 / height,
+        "top": 1 - 0.5 / height,
+        "wspace": 0.35,
+        "hspace": 0.9 / 2.5,
+    }
+    return _png(figure, "Histogram of recommendation scores, one per model", margins)
 
 
 def _concentration(tables: dict[str, Any]) -> str | None:

@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# Prefect's database (PREFECT_HOME, ~/.prefect by default), created once here rather
+	# than by the first run's temporary API
+	$(BIN)/prefect server database upgrade -y >/dev/null
 	touch $@
 
 $(SAMPLE): | setup

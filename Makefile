@@ -15,7 +15,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,ann]"
 	# Prefect's database (PREFECT_HOME, ~/.prefect by default), created once here rather
 	# than by the first run's temporary API
 	$(BIN)/prefect server database upgrade -y >/dev/null

@@ -140,7 +140,8 @@ class ModelConfig(_Strict):
 class IndexConfig(_Strict):
     backend: str = "auto"
     """``annoy`` (approximate, memory-mapped index files), ``exact`` (blocked matrix
-    product + top-k over the same interface), another backend of the registry, or
+    product + top-k over the same interface), ``faiss`` or ``hnswlib`` (the ``ann``
+    extra: ``pip install 'recsys[ann]'``), another backend of the registry, or
     ``auto``: per index, the approximate strategy that reaches
     ``evaluate.target_recall`` fastest, exact search where that is faster (the manifest
     records the measurements and the reason)."""
@@ -163,10 +164,12 @@ class IndexConfig(_Strict):
     @field_validator("backend")
     @classmethod
     def _registered(cls, value: str) -> str:
-        from recsys.index.registry import backend_choices
+        from recsys.index.registry import backend_choices, missing_extra
 
         if value not in backend_choices():
             raise ValueError(f"unknown backend {value!r}: expected one of {', '.join(backend_choices())}")
+        if (missing := missing_extra(value)) is not None:
+            raise ValueError(missing)
         return value
 
     def search_k_for(self, metric: Metric) -> int | None:

@@ -78,7 +78,7 @@ def test_several_problems_are_all_reported():
         ({"models": MODELS, "recommend": {"top_n": 0}}, "recommend.top_n"),
         ({"models": MODELS, "recommend": {"metric": "cosine"}}, "recommend.metric"),
         ({"models": MODELS, "index": {"n_trees": 0}}, "index.n_trees"),
-        ({"models": MODELS, "index": {"backend": "faiss"}}, "index.backend"),
+        ({"models": MODELS, "index": {"backend": "nope"}}, "index.backend: unknown backend"),
         ({"models": MODELS, "evaluate": {"k": 50}}, "evaluate.k 50 is above recommend.top_n 20"),
         ([1, 2], "expected a mapping at the top level, found list"),
         (None, "expected a mapping at the top level, found NoneType"),

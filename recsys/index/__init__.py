@@ -2,7 +2,8 @@
 
 Every backend answers ``search(queries, k, exclude=None, search_k=...) -> (ids, scores)``
 with ids int64 (q, k) best first (-1 where fewer were found) and scores float32 (q, k).
-:mod:`recsys.index.registry` lists the backends (exact, annoy, annoy-rerank);
+:mod:`recsys.index.registry` lists the backends (exact, annoy, annoy-rerank, and faiss
+and hnswlib from the ``ann`` extra);
 :mod:`recsys.index.select` is the policy that picks one per index by measurement.
 """
 

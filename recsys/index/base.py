@@ -9,6 +9,8 @@ every registered backend.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +20,9 @@ from typing import Any, ClassVar, Literal, Protocol
 import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+
+from recsys import faults
+from recsys.storage import file_sha256
 
 Metric = Literal["dot", "angular"]
 
@@ -89,6 +94,24 @@ class AnnoyFile(_Strict):
     build_seconds: float
 
 
+class IndexFile(_Strict):
+    """A file an index library (faiss, hnswlib) wrote for one metric of a model, whichever
+    backend serves the index."""
+
+    path: str
+    library: str
+    """The library and its version (``faiss-cpu 1.15.1``)."""
+    n_items: int = Field(ge=1)
+    dim: int = Field(ge=1)
+    """Dimension of the vectors in the file (the factors', plus one where a transform adds it)."""
+    seed: int
+    params: dict[str, int | float | str] = Field(default_factory=dict)
+    """How the file was built (cells, graph degree, transform, build threads)."""
+    size_bytes: int = Field(ge=0)
+    sha256: str
+    build_seconds: float
+
+
 class IndexEntryBase(_Strict):
     """How one index (one metric) of a model is served. Subclasses, one per backend, fix
     ``backend`` to their name and add their settings."""
@@ -102,6 +125,10 @@ class IndexEntryBase(_Strict):
     """The Annoy file built for this metric, whichever backend serves it."""
     candidates_from: str | None = None
     """The angular Annoy file whose candidates a re-ranking strategy scores."""
+    faiss: IndexFile | None = None
+    """The faiss file built for this metric (the ``ann`` extra), whichever backend serves it."""
+    hnswlib: IndexFile | None = None
+    """The hnswlib file built for this metric (the ``ann`` extra), whichever backend serves it."""
 
     @property
     def query_search_k(self) -> int:
@@ -115,7 +142,8 @@ class IndexEntryBase(_Strict):
 
     def paths(self) -> list[str]:
         """Files of the run this entry names."""
-        return [self.annoy.path, self.annoy.manifest] if self.annoy else []
+        paths = [self.annoy.path, self.annoy.manifest] if self.annoy else []
+        return paths + [file.path for file in (self.faiss, self.hnswlib) if file is not None]
 
 
 @dataclass
@@ -162,6 +190,15 @@ class Backend(ABC):
     search and its re-ranked candidates)."""
     approximate: ClassVar[bool] = True
     entry: ClassVar[type[IndexEntryBase]]
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Modules beyond the core install this backend imports (from the optional ``extra``)."""
+    extra: ClassVar[str | None] = None
+
+    def missing(self) -> str | None:
+        """One line naming the extra to install where a required module is missing, else None."""
+        if all(importlib.util.find_spec(module) is not None for module in self.requires):
+            return None
+        return f"{self.family} needs the '{self.extra}' extra: pip install 'recsys[{self.extra}]'"
 
     def supports(self, metric: str) -> bool:
         return metric in ("dot", "angular")
@@ -186,3 +223,85 @@ class Backend(ABC):
     def serve(self, built: Built, value: int) -> dict[str, Any]:
         """Entry fields that serve ``built`` at a value of its setting."""
         return {built.setting: value}
+
+
+# ---------------------------------------------------------------- helpers for library backends
+
+
+def publish_file(write: Callable[[Path], None], path: Path) -> tuple[int, str]:
+    """Write an index file through ``write(temporary path)`` in the same folder, fsync it
+    and ``os.replace`` it onto ``path`` (a reader never sees a partial file). Returns its
+    size in bytes and sha256."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        size, sha256 = tmp.stat().st_size, file_sha256(tmp)
+        faults.point("index-before-replace")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return size, sha256
+
+
+def checked_file(path: Path, recorded: IndexFile, error: Callable[[str], Exception]) -> Path:
+    """``path`` if it has the size its entry records (the run checks the sha256 before);
+    a library handed a truncated file may crash the process, so this is checked first."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise error(f"{path}: index file not found") from None
+    if size != recorded.size_bytes:
+        raise error(
+            f"{path}: index file has {size} bytes, its entry says {recorded.size_bytes} "
+            "(truncated or replaced)"
+        )
+    return path
+
+
+def _asked(wanted: np.ndarray) -> np.ndarray:
+    """Results to ask for, from the results wanted per row: rounded up to a quarter of an
+    octave (at least 8), so that rows share a few library calls."""
+    step = np.maximum(8, 2 ** np.maximum(np.floor(np.log2(np.maximum(wanted, 1))) - 2, 0)).astype(np.int64)
+    return -(-wanted // step) * step
+
+
+def search_excluding(
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    queries: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None,
+    n_items: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k per query through a library search that cannot skip items: each row asks for
+    k plus its excluded count (rows grouped by that number, one call per group), then the
+    excluded items and the library's empty places are dropped.
+
+    ``search(queries, wanted)`` returns ids int64 (q, wanted) best first, -1 for none, and
+    scores float32 (q, wanted). Returns ids int64 (q, k), -1 where fewer were found, and
+    scores float32 (q, k), -inf there.
+    """
+    rows = len(queries)
+    ids = np.full((rows, k), -1, dtype=np.int64)
+    scores = np.full((rows, k), -np.inf, dtype=np.float32)
+    counts = np.diff(exclude.indptr) if exclude is not None else np.zeros(rows, dtype=np.int64)
+    asked = np.minimum(_asked(np.minimum(k + counts, n_items)), n_items)
+    for size in np.unique(asked):
+        group = np.flatnonzero(asked == size)
+        found, found_scores = search(queries[group], int(size))
+        keep = found >= 0
+        if exclude is not None and counts[group].any():
+            sub = exclude[group]
+            seen = np.repeat(np.arange(len(group), dtype=np.int64), np.diff(sub.indptr)) * n_items
+            seen += sub.indices
+            keys = np.arange(len(group), dtype=np.int64)[:, None] * n_items + np.maximum(found, 0)
+            keep &= ~np.isin(keys, seen)
+        # kept results moved to the front of each row, in their order
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+        kept = np.take_along_axis(keep, order, axis=1)
+        width = order.shape[1]
+        ids[group, :width] = np.where(kept, np.take_along_axis(found, order, axis=1), -1)
+        scores[group, :width] = np.where(kept, np.take_along_axis(found_scores, order, axis=1), -np.inf)
+    return ids, scores

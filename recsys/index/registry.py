@@ -13,12 +13,16 @@ from recsys.errors import ConfigError
 from recsys.index.annoy_index import AnnoyBackend
 from recsys.index.base import Backend, IndexEntryBase
 from recsys.index.exact import ExactBackend
+from recsys.index.faiss_index import FaissBackend
+from recsys.index.hnsw_index import HnswBackend
 from recsys.index.rerank import RerankBackend
 
 BACKENDS: dict[str, Backend] = {
     "exact": ExactBackend(),
     "annoy": AnnoyBackend(),
     "annoy-rerank": RerankBackend(),
+    "faiss": FaissBackend(),
+    "hnswlib": HnswBackend(),
 }
 
 
@@ -31,6 +35,15 @@ def get_backend(name: str) -> Backend:
 def backend_choices() -> list[str]:
     """Values of ``index.backend``: ``auto`` and every backend family."""
     return ["auto", *dict.fromkeys(backend.family for backend in BACKENDS.values())]
+
+
+def missing_extra(family: str) -> str | None:
+    """One line naming the extra to install where a backend of ``index.backend`` needs a
+    package that is not installed (``auto`` and the core backends: None)."""
+    for backend in BACKENDS.values():
+        if backend.family == family and (missing := backend.missing()) is not None:
+            return missing
+    return None
 
 
 def _validate_entry(raw: Any) -> IndexEntryBase:

@@ -266,7 +266,8 @@ def catalogs(args: argparse.Namespace) -> Iterator[Catalog]:
             make = {"clustered": factors, "unclustered": unclustered_factors}[kind]
             users, items = make(args.users, n_items, args.dim)
             seen = seen_items(args.users, n_items, args.seen)
-            yield Catalog(f"{n_items} {kind}", users, items, seen, annoy=not args.no_annoy)
+            annoy = not args.no_annoy and n_items <= args.annoy_max_items
+            yield Catalog(f"{n_items} {kind}", users, items, seen, annoy=annoy)
     if args.ratings:
         table = movielens_table(args.ratings)
         name = Path(args.ratings).parent.name
@@ -301,6 +302,9 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=50)
     parser.add_argument("--annoy-users", type=int, default=300, help="users Annoy strategies are timed on")
     parser.add_argument("--no-annoy", action="store_true", help="implicit and the exact path only")
+    parser.add_argument(
+        "--annoy-max-items", type=int, default=100_000, help="Annoy strategies up to this catalog size"
+    )
     parser.add_argument("--ratings", help="also ALS and spectral factors trained on a MovieLens ratings.csv")
     parser.add_argument("--generated", help="also ALS factors trained on a generated table, e.g. 60000x8000")
     args = parser.parse_args()

@@ -154,12 +154,24 @@ def startup_timeout(environ: dict[str, str] | None = None) -> float:
         return 120.0
 
 
+_started: TemporaryAPI | None = None
+
+
+def started() -> TemporaryAPI | None:
+    """The temporary API this process started, if any."""
+    return _started
+
+
 def start_if_needed() -> TemporaryAPI | None:
-    """Start a temporary API and point ``PREFECT_API_URL`` at it, unless one is configured.
-    Call before Prefect is imported (Prefect reads its settings once)."""
+    """Start a temporary API and point ``PREFECT_API_URL`` at it, unless one is configured;
+    the one started already, if any. Call before Prefect is imported (Prefect reads its
+    settings once)."""
+    global _started
+    if _started is not None:
+        return _started
     if "prefect" in sys.modules or api_configured():
         return None
-    api = TemporaryAPI().start()
+    api = _started = TemporaryAPI().start()
     # at exit, as Prefect stops its own: its log and event workers drain first (they
     # stop in threading's exit hooks, which run before atexit's)
     atexit.register(api.stop)

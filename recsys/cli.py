@@ -147,11 +147,12 @@ _PREFECT_RUN_LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "pr
 
 @contextlib.contextmanager
 def _prefect_flows(debug: bool = False) -> Iterator[Any]:
-    """Prefect, imported, with an API to report to: the configured one, else a temporary
-    server started before the import (it boots while Prefect loads) and stopped after."""
+    """Prefect, imported, with an API to report to: the configured one; the temporary
+    server the console script started before any import (:mod:`recsys.console`), once it
+    answers; else (``main`` called from Python) the one Prefect starts itself."""
     from flows import temporary_api
 
-    api = temporary_api.start_if_needed()  # stopped at exit, after Prefect sends its last logs
+    api = temporary_api.started()
     module = _import_flows(debug)
     if api is not None:
         logging.getLogger("prefect").info(

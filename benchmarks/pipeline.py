@@ -8,7 +8,8 @@ Zipf popularity) or reads ``--table``, then times ``recsys run`` as a separate p
 (its wall time, as a scheduler sees it) with one ALS model, and reads the per-stage
 timings of its manifest. With ``--server`` the runs are also timed against a running
 Prefect server (as scheduled deployments run) instead of the temporary API that each
-`recsys run` otherwise starts and stops itself.
+`recsys run` otherwise starts and stops itself. Each run has a Prefect database of its
+own, created before it is timed (as `make setup` creates it).
 
     python -m benchmarks.pipeline --users 200000 --items 50000 --dask --server
 """
@@ -74,6 +75,9 @@ def run(root: Path, name: str, config: dict, table: Path, api_url: str | None = 
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
+    # Prefect's database exists, as on any machine after `make setup` (which creates it)
+    upgrade = [str(Path(sys.executable).with_name("prefect")), "server", "database", "upgrade", "-y"]
+    subprocess.run(upgrade, env=env, check=True, capture_output=True)
     command = [str(Path(sys.executable).with_name("recsys")), "run", "--config", str(root / f"{slug}.yaml")]
     command += ["--interactions", str(table), "--output", str(root / slug), "--run-id", "bench"]
     started = time.perf_counter()

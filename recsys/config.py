@@ -311,6 +311,12 @@ class RunConfig(_Strict):
     timeout_seconds: float | None = Field(default=6 * 3600, gt=0)
     """`recsys run` gives up after this long (exit 3, nothing published), so a run whose
     Prefect API disappeared ends instead of hanging; null waits forever."""
+    parallel_models: int = Field(default=1, ge=1, le=64)
+    """Models trained, indexed, scored and evaluated at the same time (threads of the run);
+    1: one after the other. Above 1, each model's BLAS uses one thread (the spectral
+    model's SVD one core), so that the models share the cores; memory holds that many
+    models' factors and scores at once. BPR and LMF fit on one thread when seeded for
+    determinism: a run with several models finishes sooner with 2 on two cores."""
 
 
 class TaskRunnerConfig(_Strict):

@@ -7,8 +7,10 @@ This module imports only :mod:`recsys.errors` of the project.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -120,6 +122,15 @@ def params_problems(error: ValidationError) -> list[ParamsProblem]:
             message = item["msg"].removeprefix("Value error, ")
             problems.append(ParamsProblem(key, "invalid", f"{message}, found {item['input']!r}"))
     return problems
+
+
+BLAS_THREADS: ContextVar[int | None] = ContextVar("recsys_blas_threads", default=None)
+"""BLAS threads a fit may use for its dense algebra; None: every core. Models fitted side
+by side (``run.parallel_models``) get one each, so they share the cores."""
+
+
+def blas_threads() -> int:
+    return BLAS_THREADS.get() or os.cpu_count() or 1
 
 
 class ModelType(ABC):

@@ -18,7 +18,6 @@ D_i^-1/2 V_k S_k^p, saved beside the factors (no solve).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Annotated, Any
 
@@ -29,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys.errors import ModelError
 from recsys.models._implicit import NonNegativeInt, PositiveInt, Seed, checked_embeddings
-from recsys.models.base import Embeddings, FloatRange, IntRange, ModelParams, ModelType
+from recsys.models.base import Embeddings, FloatRange, IntRange, ModelParams, ModelType, blas_threads
 
 FOLD_IN = "fold_in_projection"
 log = logging.getLogger("recsys.models")
@@ -128,8 +127,9 @@ class Spectral(ModelType):
         user_scale = _inverse_sqrt(np.asarray(matrix.sum(axis=1)).ravel())
         item_scale = _inverse_sqrt(item_degree)
         normalised = sp.diags(user_scale) @ matrix @ sp.diags(item_scale)
-        # the SVD's dense products and QR use every core (implicit's models want one BLAS thread)
-        with threadpool_limits(limits=os.cpu_count() or 1, user_api="blas"):
+        # the SVD's dense products and QR use every core (implicit's models want one BLAS
+        # thread), or one where models are fitted side by side
+        with threadpool_limits(limits=blas_threads(), user_api="blas"):
             values, vectors = top_right_singular(
                 sp.csr_matrix(normalised),
                 typed.factors,

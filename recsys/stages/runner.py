@@ -6,6 +6,7 @@ stage is called: directly (``recsys.run_pipeline``, any scheduler) or as Prefect
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime as dt
 import logging
@@ -13,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pandas as pd
 from recsys import storage
 from recsys.config import ModelConfig, PipelineConfig, parse_config
 from recsys.manifest import RunManifest
+from recsys.models.base import BLAS_THREADS
 from recsys.stages.evaluate import evaluate_stage, holdout_stage
 from recsys.stages.index import index_stage
 from recsys.stages.prepare import prepare_stage
@@ -82,6 +85,35 @@ def model_chain(
     )
 
 
+def model_chains(
+    run: RunLayout, config: PipelineConfig, models: list[ModelConfig], refit: bool, steps: Steps
+) -> dict[str, dict[str, Any]]:
+    """Every model's chain (:func:`model_chain`): one after the other, or
+    ``run.parallel_models`` at a time in threads, each with one BLAS thread. Each thread
+    runs in a copy of the caller's context, so Prefect files its tasks under the flow run.
+    The first failure is raised once the chains under way have ended; none starts after it."""
+    workers = min(config.run.parallel_models, len(models))
+    if workers <= 1:
+        return {model.name: model_chain(run, config, model, refit, steps) for model in models}
+    token = BLAS_THREADS.set(1)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="recsys-model") as pool:
+            futures = {
+                model.name: pool.submit(
+                    contextvars.copy_context().run, model_chain, run, config, model, refit, steps
+                )
+                for model in models
+            }
+            try:
+                return {name: future.result() for name, future in futures.items()}
+            except BaseException:
+                for future in futures.values():
+                    future.cancel()
+                raise
+    finally:
+        BLAS_THREADS.reset(token)
+
+
 def execute(
     config: PipelineConfig,
     input_path: str | Path | None,
@@ -113,7 +145,7 @@ def execute(
             run.root, config, fingerprints, [m.name for m in config.models if m.name not in names]
         )
         trained = [m for m in config.models if m.name in names or m.name not in plan.models]
-        results = {model.name: model_chain(run, config, model, refit, steps) for model in trained}
+        results = model_chains(run, config, trained, refit, steps)
         results.update(carry_over_models(run, plan))
         results = {m.name: {**results[m.name], "fingerprint": fingerprints[m.name]} for m in config.models}
         if refit:

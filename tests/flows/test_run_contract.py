@@ -12,6 +12,7 @@ import yaml
 
 from recsys.data import generate_interactions
 from recsys.errors import InputError
+from recsys.index import BACKENDS
 
 TOP_N = 10
 
@@ -80,11 +81,14 @@ def test_run_folder_manifest_and_current(published, string_table):
             annoy = index["annoy"]
             assert (run_dir / annoy["path"]).stat().st_size == annoy["size_bytes"]
             assert annoy["n_trees"] == 10 and len(annoy["sha256"]) == 64
-            assert index["backend"] in ("annoy", "exact") and index["reason"]
+            assert index["backend"] in BACKENDS and index["reason"]
             tuning = index["tuning"]["annoy"]
             assert tuning["target_recall"] == 0.95 and tuning["curve"]
             if index["backend"] == "annoy":
                 assert index["search_k"] == tuning["search_k"]
+            if index["backend"] != "exact":  # the served strategy's own sweep chose its setting
+                served = index["tuning"][index["backend"]]
+                assert served[served["setting"]] == index[served["setting"]]
             if metric == "dot":  # angular candidates re-ranked by dot: measured too
                 assert index["tuning"]["annoy-rerank"]["curve"]
         for relative in entry["outputs"].values():

@@ -133,8 +133,8 @@ def test_paths_leaving_the_run_are_refused(published, tmp_path):
         (lambda m: m["models"]["als"].pop("dim"), "models.als.dim: Field required"),
         (lambda m: m["models"]["als"].update(dims=3), "models.als.dims: unknown field"),
         (
-            lambda m: m["models"]["als"]["indices"]["dot"].update(backend="faiss"),
-            "unknown index backend 'faiss'",
+            lambda m: m["models"]["als"]["indices"]["dot"].update(backend="nope"),
+            "unknown index backend 'nope'",
         ),
         (lambda m: m["files"].pop("models/als/item_factors.npy"), "not listed with a checksum"),
         (lambda m: m.update(format="recsys-run/1"), "format 'recsys-run/1'"),

@@ -18,6 +18,9 @@ MODELS = [
 ]
 
 
+LMF = {"name": "lmf", "type": "lmf", "params": {"factors": 4, "iterations": 2, "num_threads": 1}}
+
+
 def _config(parallel: int, models: list[dict] = MODELS) -> dict:
     return {
         "models": models,
@@ -84,3 +87,22 @@ def test_side_by_side_under_prefect_files_every_task(prefect_harness, small_fram
             f"recommend-{model['name']}",
         } <= names
     assert all(task.state_type.value == "COMPLETED" for task in tasks)
+
+
+def test_libraries_are_imported_before_the_threads_start(tmp_path):
+    """implicit is imported lazily; two model threads importing it at once deadlock on its
+    import locks. A fresh process, with nothing of implicit imported yet."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, recsys\n"
+        "from recsys.data import generate_interactions\n"
+        "frame = generate_interactions(n_users=150, n_items=60, n_clusters=3, seed=4)\n"
+        "assert 'implicit' not in sys.modules\n"
+        f"config = {_config(2, [*MODELS[:2], LMF])!r}\n"
+        f"recsys.run_pipeline(frame, config, output={str(tmp_path)!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "CURRENT").exists()

@@ -42,6 +42,9 @@ class ImplicitModelType(ModelType):
         module, _, attribute = self.implicit_class.partition(":")
         return getattr(importlib.import_module(module), attribute)
 
+    def load(self) -> None:
+        self.model_class()
+
     def fit(
         self,
         params: dict[str, Any],

@@ -177,6 +177,11 @@ class ModelType(ABC):
             parts.append(f"invalid parameter(s) for {self.name}: {'; '.join(invalid)}")
         return "; ".join(parts)
 
+    def load(self) -> None:
+        """Import what fitting needs, now. Called before models are fitted side by side:
+        a library imported from two threads at once can deadlock on its import locks."""
+        return None
+
     @abstractmethod
     def fit(
         self,

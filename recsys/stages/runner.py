@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import datetime as dt
+import importlib
 import logging
 import shutil
 import tempfile
@@ -22,7 +23,9 @@ import pandas as pd
 
 from recsys import storage
 from recsys.config import ModelConfig, PipelineConfig, parse_config
+from recsys.index import BACKENDS
 from recsys.manifest import RunManifest
+from recsys.models import get_model_type
 from recsys.models.base import BLAS_THREADS
 from recsys.stages.evaluate import evaluate_stage, holdout_stage
 from recsys.stages.index import index_stage
@@ -95,6 +98,14 @@ def model_chains(
     workers = min(config.run.parallel_models, len(models))
     if workers <= 1:
         return {model.name: model_chain(run, config, model, refit, steps) for model in models}
+    # libraries imported lazily are imported here, once: two threads importing one can
+    # deadlock on its import locks
+    for model in models:
+        get_model_type(model.type).load()
+    for backend in BACKENDS.values():
+        if config.index.backend in ("auto", backend.family) and backend.missing() is None:
+            for module in backend.requires:
+                importlib.import_module(module)
     token = BLAS_THREADS.set(1)
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="recsys-model") as pool:

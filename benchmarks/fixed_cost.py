@@ -6,7 +6,10 @@ of the command, best of ``--repeats``):
   against a running Prefect server;
 - time to the first error: the same command with an input table that does not exist, and
   with one that lacks a column (both refused before Prefect is imported);
-- Python, the CLI and Prefect alone: ``recsys --version`` and ``import flows.pipeline``.
+- Python, the CLI and Prefect alone: ``recsys --version`` and ``import flows.pipeline``;
+- the demo through ``recsys.cli.main`` without the console script, where Prefect starts
+  its temporary API itself at the flow's first call (Prefect's own behaviour, for
+  comparison).
 
 Prefect's database (PREFECT_HOME) is created once before the timings, as ``make setup``
 does, so no run pays its migrations.
@@ -83,6 +86,19 @@ def main() -> None:
                 best([*demo, "--interactions", str(broken)], env, args.repeats, 2),
             ),
             ("demo run, temporary API", best(demo, env, args.repeats)),
+            (
+                "demo run, temporary API started by Prefect at the flow's first call",
+                best(
+                    [
+                        sys.executable,
+                        "-c",
+                        "import sys; from recsys.cli import main; sys.exit(main(sys.argv[1:]))",
+                    ]
+                    + demo[1:],
+                    env,
+                    args.repeats,
+                ),
+            ),
         ]
         with prefect_server(root) as url:
             rows.append(

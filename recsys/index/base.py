@@ -27,6 +27,15 @@ from recsys.storage import file_sha256
 Metric = Literal["dot", "angular"]
 
 
+def doubling(start: int, top: int) -> list[int]:
+    """Settings to sweep: ``start``, twice that, ... while below ``top``, then ``top``."""
+    values, value = [], start
+    while value < top:
+        values.append(value)
+        value *= 2
+    return [*values, top]
+
+
 class SearchIndex(Protocol):
     """Top-k search over item vectors with ids 0..n_items-1.
 

@@ -39,6 +39,7 @@ from recsys.index.base import (
     IndexEntryBase,
     IndexFile,
     checked_file,
+    doubling,
     publish_file,
     search_excluding,
 )
@@ -181,11 +182,7 @@ class FaissEntry(IndexEntryBase):
 
 def default_nprobes(nlist: int) -> list[int]:
     """nprobe values to sweep: 1, 2, 4, ... up to every cell (exhaustive)."""
-    values, value = [], 1
-    while value < nlist:
-        values.append(value)
-        value *= 2
-    return [*values, nlist]
+    return doubling(1, nlist)
 
 
 class FaissBackend(Backend):

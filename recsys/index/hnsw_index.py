@@ -38,6 +38,7 @@ from recsys.index.base import (
     IndexEntryBase,
     IndexFile,
     checked_file,
+    doubling,
     publish_file,
     search_excluding,
 )
@@ -189,12 +190,7 @@ class HnswEntry(IndexEntryBase):
 
 def default_efs(k: int, n_items: int) -> list[int]:
     """ef values to sweep: k, 2k, 4k, ... up to the catalog (at most MAX_EF)."""
-    top = min(n_items, MAX_EF)
-    values, value = [], k
-    while value < top:
-        values.append(value)
-        value *= 2
-    return [*values, top]
+    return doubling(k, min(n_items, MAX_EF))
 
 
 class HnswBackend(Backend):

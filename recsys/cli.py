@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,14 @@ class RunGuard:
         staged = self.layout.dir.exists()
         shutil.rmtree(self.layout.dir, ignore_errors=True)
         _end_children()
+        # the run's threads go on until the exit below: remove what they wrote meanwhile,
+        # until the folder stays away (at most a second)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            shutil.rmtree(self.layout.dir, ignore_errors=True)
+            time.sleep(0.05)
+            if not self.layout.dir.exists():
+                break
         published = (self.layout.published().dir / "_SUCCESS").exists() and not staged
         outcome = f"run {self.layout.run_id} had been published" if published else "nothing published"
         print(f"recsys: {reason}; {outcome}", file=sys.stderr)

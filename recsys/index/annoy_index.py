@@ -25,10 +25,9 @@ import annoy  # not `from annoy import AnnoyIndex`: Dask pickles task modules
 import numpy as np
 import scipy.sparse as sp
 
-from recsys import faults
 from recsys.data.vectors import check_vector_rows
 from recsys.errors import AnnIndexError, IndexFrozenError
-from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase
+from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase, checked_size, publish_file
 from recsys.index.exact import check_query
 from recsys.storage import file_sha256, write_json
 
@@ -109,26 +108,24 @@ class AnnoyBuilder:
         if self._n_items == 0:
             raise AnnIndexError("cannot build an index with no items")
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         self._index.build(self.n_trees, n_jobs=1)
         self._built = True
-        self._index.save(str(tmp))
-        self._index.unload()
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+
+        def write(tmp: Path) -> None:
+            self._index.save(str(tmp))
+            self._index.unload()
+
+        size, sha256 = publish_file(write, path)
         manifest = IndexManifest(
             metric=self.metric,
             dim=self.dim,
             n_items=self._n_items,
             n_trees=self.n_trees,
             seed=self.seed,
-            size_bytes=tmp.stat().st_size,
-            sha256=file_sha256(tmp),
+            size_bytes=size,
+            sha256=sha256,
             annoy_version=version("annoy"),
         )
-        faults.point("index-before-replace")
-        os.replace(tmp, path)
         write_json(manifest_path(path), asdict(manifest))
         return manifest
 
@@ -170,15 +167,7 @@ class AnnoyIndex:
             raise AnnIndexError(f"{self.path}: index built with metric {m.metric!r}, opened as {metric!r}")
         if dim is not None and dim != m.dim:
             raise AnnIndexError(f"{self.path}: index built with dimension {m.dim}, opened with {dim}")
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            raise AnnIndexError(f"{self.path}: index file not found") from None
-        if size != m.size_bytes:
-            raise AnnIndexError(
-                f"{self.path}: index file has {size} bytes, its manifest says {m.size_bytes} "
-                "(truncated or replaced)"
-            )
+        checked_size(self.path, m.size_bytes, AnnIndexError, "manifest")
         if verify_checksum and file_sha256(self.path) != m.sha256:
             raise AnnIndexError(f"{self.path}: index file checksum does not match its manifest")
         self._index = annoy.AnnoyIndex(m.dim, m.metric)

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from recsys import faults
+from recsys.errors import AnnIndexError
 from recsys.storage import file_sha256
 
 Metric = Literal["dot", "angular"]
@@ -209,6 +210,12 @@ class Backend(ABC):
             return None
         return f"{self.family} needs the '{self.extra}' extra: pip install 'recsys[{self.extra}]'"
 
+    def check_installed(self) -> None:
+        """One-line error where a module this backend needs is not installed."""
+        missing = self.missing()
+        if missing is not None:
+            raise AnnIndexError(f"index backend {missing}")
+
     def supports(self, metric: str) -> bool:
         return metric in ("dot", "angular")
 
@@ -255,19 +262,23 @@ def publish_file(write: Callable[[Path], None], path: Path) -> tuple[int, str]:
     return size, sha256
 
 
-def checked_file(path: Path, recorded: IndexFile, error: Callable[[str], Exception]) -> Path:
-    """``path`` if it has the size its entry records (the run checks the sha256 before);
-    a library handed a truncated file may crash the process, so this is checked first."""
+def checked_size(path: Path, size_bytes: int, error: Callable[[str], Exception], record: str) -> Path:
+    """``path`` if it has the size its ``record`` (entry, manifest) says; a library handed
+    a truncated file may crash the process, so this is checked before it opens one."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise error(f"{path}: index file not found") from None
-    if size != recorded.size_bytes:
+    if size != size_bytes:
         raise error(
-            f"{path}: index file has {size} bytes, its entry says {recorded.size_bytes} "
-            "(truncated or replaced)"
+            f"{path}: index file has {size} bytes, its {record} says {size_bytes} (truncated or replaced)"
         )
     return path
+
+
+def checked_file(path: Path, recorded: IndexFile, error: Callable[[str], Exception]) -> Path:
+    """``path`` if it has the size its entry records (the run checks the sha256 before)."""
+    return checked_size(path, recorded.size_bytes, error, "entry")
 
 
 def _asked(wanted: np.ndarray) -> np.ndarray:

@@ -220,9 +220,7 @@ class FaissBackend(Backend):
         resolve: Callable[[str], Path],
         threads: int | None,
     ) -> FaissIndex:
-        missing = self.missing()
-        if missing is not None:
-            raise AnnIndexError(f"index backend {missing}")
+        self.check_installed()
         assert isinstance(entry, FaissEntry)
         dim = item_factors.shape[1]
         index = read_faiss_file(resolve(entry.faiss.path), entry.faiss, entry.metric, dim)

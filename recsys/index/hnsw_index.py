@@ -224,9 +224,7 @@ class HnswBackend(Backend):
         resolve: Callable[[str], Path],
         threads: int | None,
     ) -> HnswIndex:
-        missing = self.missing()
-        if missing is not None:
-            raise AnnIndexError(f"index backend {missing}")
+        self.check_installed()
         assert isinstance(entry, HnswEntry)
         graph = read_hnsw_file(resolve(entry.hnswlib.path), entry.hnswlib, item_factors.shape[1])
         return HnswIndex(graph, item_factors, entry.metric, entry.ef, threads)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.pipeline import prefect_server
+from benchmarks.pipeline import create_prefect_database, prefect_server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -61,12 +61,7 @@ def main() -> None:
         root = Path(tmp)
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PREFECT_HOME": str(root / "prefect")}
         env.pop("PREFECT_API_URL", None)
-        subprocess.run(
-            [str(BIN / "prefect"), "server", "database", "upgrade", "-y"],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        create_prefect_database(env)
         broken = root / "no-item.csv"
         pd.read_parquet(sample).drop(columns=["item_id"]).head(1000).to_csv(broken, index=False)
         recsys = str(BIN / "recsys")

@@ -68,6 +68,13 @@ def prefect_server(root: Path) -> Iterator[str]:
         server.wait(timeout=30)
 
 
+def create_prefect_database(env: dict[str, str]) -> None:
+    """Prefect's database in ``env``'s PREFECT_HOME, as on any machine after `make setup`
+    (which creates it), so that no timed run pays its migrations."""
+    upgrade = [str(Path(sys.executable).with_name("prefect")), "server", "database", "upgrade", "-y"]
+    subprocess.run(upgrade, env=env, check=True, capture_output=True)
+
+
 def run(root: Path, name: str, config: dict, table: Path, api_url: str | None = None) -> dict:
     slug = name.replace(", Prefect server", "-server")
     (root / f"{slug}.yaml").write_text(yaml.safe_dump(config))
@@ -75,9 +82,7 @@ def run(root: Path, name: str, config: dict, table: Path, api_url: str | None = 
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
-    # Prefect's database exists, as on any machine after `make setup` (which creates it)
-    upgrade = [str(Path(sys.executable).with_name("prefect")), "server", "database", "upgrade", "-y"]
-    subprocess.run(upgrade, env=env, check=True, capture_output=True)
+    create_prefect_database(env)
     command = [str(Path(sys.executable).with_name("recsys")), "run", "--config", str(root / f"{slug}.yaml")]
     command += ["--interactions", str(table), "--output", str(root / slug), "--run-id", "bench"]
     started = time.perf_counter()

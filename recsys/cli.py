@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +124,16 @@ def run_summary(run_dir: str, manifest: RunManifest) -> str:
 
 
 def _import_flows(debug: bool = False) -> Any:
-    """Import the flows package (and Prefect) with Prefect's console log on stdout.
+    """Import the flows package (and Prefect) with Prefect's console log on stdout, and an
+    API to report to: the configured one; the temporary server the console script started
+    before any import (:mod:`recsys.console`), once it answers; else (``main`` called from
+    Python) the one Prefect starts itself.
 
     Progress goes to stdout; stderr is kept for the one-line error. Prefect re-reads
     its logging config when its temporary API starts, so the setting goes through the
     environment.
     """
+    from flows import temporary_api
     from flows.settings import apply_defaults
 
     apply_defaults()  # before Prefect loads its settings
@@ -140,28 +144,17 @@ def _import_flows(debug: bool = False) -> Any:
     if not debug:
         for name in _PREFECT_RUN_LOGGERS:
             logging.getLogger(name).addFilter(_strip_traceback)
-    return pipeline_module
-
-
-_PREFECT_RUN_LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine")
-
-
-@contextlib.contextmanager
-def _prefect_flows(debug: bool = False) -> Iterator[Any]:
-    """Prefect, imported, with an API to report to: the configured one; the temporary
-    server the console script started before any import (:mod:`recsys.console`), once it
-    answers; else (``main`` called from Python) the one Prefect starts itself."""
-    from flows import temporary_api
-
     api = temporary_api.started()
-    module = _import_flows(debug)
     if api is not None:
         logging.getLogger("prefect").info(
             "Starting temporary server on %s (set PREFECT_API_URL to use a running one)",
             api.url.removesuffix("/api"),
         )
         api.wait_ready(temporary_api.startup_timeout())
-    yield module
+    return pipeline_module
+
+
+_PREFECT_RUN_LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine")
 
 
 def _strip_traceback(record: logging.LogRecord) -> bool:
@@ -309,16 +302,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     guard.watch_signals()
     timeout = args.timeout if args.timeout is not None else config.run.timeout_seconds
     watchdog = guard.watchdog(timeout) if timeout else None
-    with _prefect_flows(args.debug) as pipeline:
-        manifest = pipeline.pipeline_flow(
-            config_path=args.config or pipeline.DEFAULT_CONFIG,
-            interactions=input_path,
-            output=root,
-            run_id=run_id,
-            models=models,
-            holdout=args.holdout,
-            config=config,
-        )
+    pipeline = _import_flows(args.debug)
+    manifest = pipeline.pipeline_flow(
+        config_path=args.config or pipeline.DEFAULT_CONFIG,
+        interactions=input_path,
+        output=root,
+        run_id=run_id,
+        models=models,
+        holdout=args.holdout,
+        config=config,
+    )
     if watchdog is not None:
         watchdog.cancel()
     run_dir = storage.RunLayout(Path(root), manifest["run_id"], staging=False).dir
@@ -607,19 +600,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError(f"{input_path}: interactions file not found")
     if args.json and "prefect" not in sys.modules:  # stdout carries the JSON: progress to stderr
         os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM"] = "ext://sys.stderr"
-    with _prefect_flows(args.debug):
-        from flows.tune import tune_flow
+    _import_flows(args.debug)
+    from flows.tune import tune_flow
 
-        result = tune_flow(
-            model=args.model,
-            config_path=args.config,
-            interactions=input_path,
-            trials=args.trials,
-            timeout=args.timeout,
-            metric=args.metric,
-            sampler=args.sampler,
-            output=args.output,
-        )
+    result = tune_flow(
+        model=args.model,
+        config_path=args.config,
+        interactions=input_path,
+        trials=args.trials,
+        timeout=args.timeout,
+        metric=args.metric,
+        sampler=args.sampler,
+        output=args.output,
+    )
     if args.json:
         summary = {
             key: result[key]

@@ -19,11 +19,13 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 from recsys.errors import RecsysError
 
@@ -84,8 +86,13 @@ class TemporaryAPI:
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.process: subprocess.Popen[bytes] | None = None
+        self.output: IO[bytes] | None = None
+        """The server's own output: kept off the run's stdout and stderr, which carry only
+        the run's progress and its one-line errors (a server ended by Ctrl-C with the run
+        may print a traceback); its last line goes into the error if it fails to start."""
 
     def start(self) -> TemporaryAPI:
+        self.output = tempfile.TemporaryFile()  # noqa: SIM115  (open while the server runs)
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -104,6 +111,8 @@ class TemporaryAPI:
             ],
             env={**os.environ, **SERVER_ENV},
             stdin=subprocess.DEVNULL,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
         )
         return self
 
@@ -114,9 +123,10 @@ class TemporaryAPI:
         while True:
             code = self.process.poll() if self.process else None
             if code is not None:
+                said = f" ({self.last_line()})" if self.last_line() else ""
                 raise RecsysError(
                     f"Prefect's temporary API on port {self.port} exited with status {code} before "
-                    "it was ready; set PREFECT_API_URL to a running server (`prefect server start`)"
+                    f"it was ready{said}; set PREFECT_API_URL to a running server (`prefect server start`)"
                 )
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
@@ -132,6 +142,14 @@ class TemporaryAPI:
                     "running server (`prefect server start`)"
                 )
             time.sleep(0.05)
+
+    def last_line(self) -> str:
+        """The last line the server printed, if any."""
+        if self.output is None:
+            return ""
+        self.output.seek(0)
+        lines = self.output.read()[-4096:].decode(errors="replace").strip().splitlines()
+        return lines[-1].strip() if lines else ""
 
     def stop(self) -> None:
         process, self.process = self.process, None

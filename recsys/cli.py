@@ -190,6 +190,9 @@ class RunGuard:
     def stop(self, code: int, reason: str) -> None:
         if not self._stopping.acquire(blocking=False):
             return  # already stopping
+        # from here the one line below is all the run says: Prefect's workers would
+        # otherwise log that the API (a child, ended with the run) went away
+        logging.disable(logging.CRITICAL)
         staged = self.layout.dir.exists()
         shutil.rmtree(self.layout.dir, ignore_errors=True)
         _end_children()

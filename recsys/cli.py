@@ -667,6 +667,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends an option's default to its help once: not where the help text already says
+    its default (``default: ...``), and not for a default of None, False or SUPPRESS, which
+    say nothing (argparse's ArgumentDefaultsHelpFormatter adds ``(default: None)`` to every
+    option whose help lacks ``%(default)s``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings:
+            return text
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _fold_in_types() -> str:
+    """The registered model types that fold new users in (those that define ``fold_in``)."""
+    from recsys.models import MODEL_TYPES, ModelType
+
+    names = [name for name, t in MODEL_TYPES.items() if type(t).fold_in is not ModelType.fold_in]
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys",
@@ -685,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help_text,
             description=help_text,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=_HelpFormatter,
         )
         command.add_argument(
             "--quiet",
@@ -711,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="output root (default: output.root of the config)")
     run.add_argument("--run-id", help="run id (default: UTC time + random suffix)")
     run.add_argument(
-        "--timeout", type=float, help="seconds before the run is stopped (default run.timeout_seconds)"
+        "--timeout", type=float, help="seconds before the run is stopped (default: run.timeout_seconds)"
     )
     run.add_argument("--holdout", help="test table for ranking metrics (overrides evaluate.holdout)")
     run.add_argument("--models", help="comma-separated model names to (re)train; others carried over")
@@ -729,13 +752,13 @@ def build_parser() -> argparse.ArgumentParser:
             who.add_argument(
                 "--user-items",
                 help="table of user_id, item_id[, weight] of new or changed users: folded in "
-                "against the run's item factors (ALS models), no retraining",
+                f"against the run's item factors ({_fold_in_types()} models), no retraining",
             )
             command.add_argument(
                 "--fallback",
                 choices=("none", "popular"),
                 default="none",
-                help="for a --user the run does not know: none (an error, the default) or popular "
+                help="for a --user the run does not know: none (an error) or popular "
                 "(the items most users of the run interacted with)",
             )
         else:
@@ -781,25 +804,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--trials",
         type=_positive_int,
         default=None,
-        help="trials after the config's own params (default tune.trials, 20)",
+        help="trials after the config's own params (default: tune.trials, 20)",
     )
     tune.add_argument(
         "--timeout",
         type=_positive_seconds,
         default=None,
         help="wall-time budget in seconds; the search ends at --trials or this, whichever comes "
-        "first (default tune.timeout_seconds, none)",
+        "first (default: tune.timeout_seconds, none)",
     )
     tune.add_argument(
-        "--metric", default=None, help="metric to maximise, e.g. recall@20 (default ndcg@<largest k>)"
+        "--metric",
+        default=None,
+        help="metric to maximise, e.g. recall@20 (default: tune.metric, else ndcg@<largest k>)",
     )
     tune.add_argument(
-        "--sampler", choices=("tpe", "random"), default=None, help="Optuna sampler (default tune.sampler)"
+        "--sampler", choices=("tpe", "random"), default=None, help="Optuna sampler (default: tune.sampler)"
     )
     tune.add_argument(
         "--output",
         default=None,
-        help="config to write (default configs/<model>-tuned.yaml); trials and report beside it as "
+        help="config to write (default: configs/<model>-tuned.yaml); trials and report beside it as "
         "<name>.trials.json and <name>.report.html",
     )
     tune.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
@@ -813,7 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--output", required=True, help="parquet (or .csv) to write")
     importer.add_argument("--map", help="for format 'table': user=COL,item=COL[,weight=COL][,timestamp=COL]")
     importer.add_argument("--min-rating", type=float, help="keep ratings >= this (explicit -> implicit)")
-    importer.add_argument("--weighting", choices=WEIGHTINGS, default="none", help="reweight (default none)")
+    importer.add_argument("--weighting", choices=WEIGHTINGS, default="none", help="reweight")
     importer.set_defaults(func=cmd_import)
 
     generate = add("generate", "write the deterministic synthetic sample (users in taste clusters)")

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "faults": set(),
+    "threads": set(),
     "data": {"errors"},
     "models": {"errors"},
     "config": {"errors", "models", "index"},
@@ -42,6 +43,10 @@ ALLOWED: dict[str, set[str]] = {
     "lookup": {"errors", "data", "models", "storage", "index", "recommend", "evaluate", "manifest"},
     "flows": {"errors", "config", "storage", "stages", "manifest", "tuning", "data", "models"},
 }
+# the BLAS thread limits (recsys.threads) serve every part that trains or scores
+for _component_name, _allowed in ALLOWED.items():
+    if _component_name not in ("errors", "faults", "threads"):
+        _allowed.add("threads")
 ALLOWED["__init__"] = {"lookup", "stages"}
 ALLOWED["cli"] = set(ALLOWED) | {"flows"}
 ALLOWED["console"] = {"cli", "flows"}  # the console script: the temporary API first, then the CLI

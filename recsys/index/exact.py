@@ -15,10 +15,10 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from recsys.errors import QueryError
 from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase
+from recsys.threads import blas_limit
 
 # Queries per block: each worker thread scores BLOCK_ROWS queries against a chunk of items
 # at a time, into a score buffer it reuses. Catalogs up to CHUNKED_MIN_COLUMNS items are
@@ -293,7 +293,7 @@ class ExactIndex(VectorIndex):
         if self.threads > 1 and len(starts) > 1:
             # numpy's products and selections release the GIL: one block per thread, BLAS
             # single-threaded meanwhile so the two kinds of threads do not compete
-            with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(self.threads) as pool:
+            with blas_limit(1), ThreadPoolExecutor(self.threads) as pool:
                 list(pool.map(score_block, starts))
         else:
             for start in starts:

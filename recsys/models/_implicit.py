@@ -1,8 +1,9 @@
 """What the implicit model types share: param types, one ``fit`` and the factor checks.
 
 A fresh implicit model object per fit (a second ``fit`` on one object continues from the
-old factors), BLAS pinned to one thread around construction and fit (implicit is up to
-26x slower otherwise, and checks the thread count when a model is built), factor shapes
+old factors), BLAS pinned to one thread around construction and fit, after implicit is
+imported (implicit is up to 26x slower otherwise, and checks the thread count when a
+model is built; :mod:`recsys.threads`), factor shapes
 and finiteness checked afterwards. implicit is imported only inside ``fit``, so loading a
 config never imports it.
 """
@@ -16,10 +17,10 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field, Strict
-from threadpoolctl import threadpool_limits
 
 from recsys.errors import ModelError
 from recsys.models.base import Embeddings, ModelType, Progress
+from recsys.threads import blas_limit
 
 PositiveInt = Annotated[int, Strict(), Field(ge=1)]
 """An int >= 1; a string, float or bool is refused."""
@@ -68,9 +69,11 @@ class ImplicitModelType(ModelType):
         if show_progress is None:
             show_progress = sys.stderr.isatty()
         matrix = sp.csr_matrix(user_items, dtype=np.float32)
-        # implicit checks the BLAS thread count when the model is constructed: pin it first.
-        with threadpool_limits(limits=1, user_api="blas"):
-            model = self.model_class()(**typed.model_dump())
+        # implicit checks the BLAS thread count when the model is constructed: pin it first,
+        # once implicit is imported (its import loads a BLAS of its own)
+        model_class = self.model_class()
+        with blas_limit(1):
+            model = model_class(**typed.model_dump())
             callback = None
             if progress is not None:
 

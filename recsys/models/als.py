@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from recsys.errors import ModelError
 from recsys.models._implicit import (
@@ -20,6 +19,7 @@ from recsys.models._implicit import (
     StrictBool,
 )
 from recsys.models.base import FloatRange, IntRange, ModelParams
+from recsys.threads import blas_limit
 
 
 class ALSParams(ModelParams):
@@ -73,8 +73,9 @@ class ALS(ImplicitModelType):
         if matrix.shape[1] != item_factors.shape[0]:
             raise ModelError(f"user_items has {matrix.shape[1]} items, the model {item_factors.shape[0]}")
         kwargs = {**typed.model_dump(), "factors": item_factors.shape[1]}
-        with threadpool_limits(limits=1, user_api="blas"):
-            model = self.model_class()(**kwargs)
+        model_class = self.model_class()
+        with blas_limit(1):
+            model = model_class(**kwargs)
             model.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
             model.user_factors = np.zeros((matrix.shape[0], item_factors.shape[1]), dtype=np.float32)
             users = model.recalculate_user(np.arange(matrix.shape[0]), matrix)

@@ -24,11 +24,11 @@ from typing import Annotated, Any
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field, Strict
-from threadpoolctl import threadpool_limits
 
 from recsys.errors import ModelError
 from recsys.models._implicit import NonNegativeInt, PositiveInt, Seed, checked_embeddings
 from recsys.models.base import Embeddings, FloatRange, IntRange, ModelParams, ModelType, blas_threads
+from recsys.threads import blas_limit
 
 FOLD_IN = "fold_in_projection"
 log = logging.getLogger("recsys.models")
@@ -129,7 +129,7 @@ class Spectral(ModelType):
         normalised = sp.diags(user_scale) @ matrix @ sp.diags(item_scale)
         # the SVD's dense products and QR use every core (implicit's models want one BLAS
         # thread), or one where models are fitted side by side
-        with threadpool_limits(limits=blas_threads(), user_api="blas"):
+        with blas_limit(blas_threads()):
             values, vectors = top_right_singular(
                 sp.csr_matrix(normalised),
                 typed.factors,

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from recsys import storage
 from recsys.config import PipelineConfig
@@ -24,6 +23,7 @@ from recsys.index import IndexEntryBase, SearchIndex, get_backend
 from recsys.recommend import allowed_by_table, exclude_items, search_batches
 from recsys.stages.index import parse_indices
 from recsys.storage import RANKED_KINDS, RunLayout
+from recsys.threads import blas_limit
 
 log = logging.getLogger("recsys.pipeline")
 
@@ -158,7 +158,7 @@ def score_shard(
         job = ranked_job(run, config, model, indices, kind)
         _WORKER_JOBS[key] = (job, open_job_index(run, job, threads))
     job, index = _WORKER_JOBS[key]
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_limit(1):
         blocks = list(score_blocks(index, job, start, stop))
     ids = np.concatenate([block[1] for block in blocks]).astype(np.int32)
     scores = np.concatenate([block[2] for block in blocks])

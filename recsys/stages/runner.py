@@ -42,6 +42,7 @@ from recsys.stages.publish import (
 from recsys.stages.ranked import recommend_stage, similar_stage
 from recsys.stages.train import train_stage
 from recsys.storage import RunLayout
+from recsys.threads import blas_limit
 
 log = logging.getLogger("recsys.pipeline")
 
@@ -108,7 +109,9 @@ def model_chains(
                 importlib.import_module(module)
     token = BLAS_THREADS.set(1)
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="recsys-model") as pool:
+        # one process-wide limit around all the chains: a chain leaving its own limit
+        # restores what it found, one thread, never every core under another's fit
+        with blas_limit(1), ThreadPoolExecutor(workers, thread_name_prefix="recsys-model") as pool:
             futures = {
                 model.name: pool.submit(
                     contextvars.copy_context().run, model_chain, run, config, model, refit, steps

@@ -4,7 +4,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SAMPLE := data/sample/interactions.parquet
 
-export OPENBLAS_NUM_THREADS ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 

@@ -12,20 +12,16 @@ measured in this run.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-
-from recsys import storage  # noqa: E402
-from recsys.data import build_interactions  # noqa: E402
-from recsys.evaluate import ann_recall, sample_rows  # noqa: E402
-from recsys.index import AnnoyIndex, build_annoy_index  # noqa: E402
-from recsys.models import train  # noqa: E402
-from recsys.recommend import exclude_items  # noqa: E402
+from recsys import storage
+from recsys.data import build_interactions
+from recsys.evaluate import ann_recall, sample_rows
+from recsys.index import AnnoyIndex, build_annoy_index
+from recsys.models import train
+from recsys.recommend import exclude_items
 
 
 def main() -> None:

@@ -11,11 +11,8 @@ the search_k chosen per index with the recall and speed reached.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ def create_prefect_database(env: dict[str, str]) -> None:
 def run(root: Path, name: str, config: dict, table: Path, api_url: str | None = None) -> dict:
     slug = name.replace(", Prefect server", "-server")
     (root / f"{slug}.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PREFECT_HOME": str(root / f"prefect-{slug}")}
+    env = {**os.environ, "PREFECT_HOME": str(root / f"prefect-{slug}")}
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url

@@ -15,13 +15,10 @@ lift in ndcg over the popularity baseline measured in the same run.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 MODELS: dict[str, dict[str, Any]] = {
     "popular": {"type": "popular"},

@@ -10,19 +10,16 @@ downloaded). Everything is measured in this run, on this machine:
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from recsys.evaluate import sample_rows, sweep_search_k  # noqa: E402
-from recsys.index import AnnoyIndex, build_annoy_index  # noqa: E402
-from recsys.recommend import exclude_items  # noqa: E402
+from recsys.evaluate import sample_rows, sweep_search_k
+from recsys.index import AnnoyIndex, build_annoy_index
+from recsys.recommend import exclude_items
 
 
 def peak_rss_mb() -> float:

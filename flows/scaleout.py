@@ -31,12 +31,9 @@ from recsys.storage import RunPaths
 
 log = logging.getLogger("recsys.scaleout")
 
-# Environment of local workers: BLAS at one thread (parallelism comes from processes),
-# analytics off, and the flow's API.
+# Environment of local workers: analytics off, and the flow's API. BLAS threads need no
+# variable: each shard sets its own limit (recsys.threads), as on workers a user started.
 WORKER_ENV = {
-    "OPENBLAS_NUM_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
 }

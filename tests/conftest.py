@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import pandas as pd
+import pytest
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-import flows.settings  # noqa: E402,F401  (offline-safe Prefect defaults before prefect loads)
-from recsys.data import generate_interactions  # noqa: E402
+import flows.settings  # noqa: F401  (offline-safe Prefect defaults before prefect loads)
+from recsys.data import generate_interactions
 
 
 @pytest.fixture(scope="session")

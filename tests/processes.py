@@ -15,10 +15,9 @@ RECSYS = str(Path(sys.executable).with_name("recsys"))
 
 
 def environment(home: Path, **extra: str) -> dict[str, str]:
-    """The environment of a test process: BLAS at one thread, its own Prefect home."""
+    """The environment of a test process: its own Prefect home."""
     env = {
         **os.environ,
-        "OPENBLAS_NUM_THREADS": "1",
         "PREFECT_HOME": str(home / "prefect"),
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         **extra,

@@ -213,7 +213,7 @@ def test_real_process_exit_status_and_single_stderr_line(published, workspace, t
     root, _ = workspace
     path, message = _bad_tables(tmp_path)["no_item"]
     script = Path(sys.executable).with_name("recsys")
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PREFECT_HOME": str(tmp_path / "prefect")}
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("PREFECT_API_URL", None)
     result = subprocess.run(
         [

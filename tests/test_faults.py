@@ -37,7 +37,6 @@ def workspace(tmp_path_factory):
     (root / "c.yaml").write_text(yaml.safe_dump(config))
     env = {
         **os.environ,
-        "OPENBLAS_NUM_THREADS": "1",
         "PREFECT_HOME": str(root / "prefect"),
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }

@@ -34,7 +34,6 @@ def _run(root: Path, task_runner: dict | None) -> tuple[Path, str]:
     (root / f"{name}.yaml").write_text(yaml.safe_dump(config))
     env = {
         **os.environ,
-        "OPENBLAS_NUM_THREADS": "1",
         "PREFECT_HOME": str(root / f"prefect-{name}"),
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }

@@ -77,7 +77,6 @@ def test_deployment_on_a_real_server_runs_on_trigger(tmp_path):
         "PREFECT_API_URL": url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
-        "OPENBLAS_NUM_THREADS": "1",
     }
     processes = []
     logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("server", "deploy")}  # noqa: SIM115

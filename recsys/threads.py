@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 BLAS_MODULES = ("numpy", "scipy.linalg")
 """Modules whose import loads a BLAS: numpy's OpenBLAS and scipy's (which implicit uses)."""
@@ -35,3 +35,9 @@ def blas_limit(threads: int | None = None, *modules: str) -> threadpool_limits:
     for module in (*BLAS_MODULES, *modules):
         importlib.import_module(module)
     return threadpool_limits(limits=threads or os.cpu_count() or 1, user_api="blas")
+
+
+def blas_thread_counts() -> list[int]:
+    """The thread count of every BLAS loaded in this process now, as threadpoolctl sees
+    them (the run's log reports them from inside each fit)."""
+    return [library["num_threads"] for library in threadpool_info() if library["user_api"] == "blas"]

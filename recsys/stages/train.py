@@ -13,22 +13,28 @@ from recsys.data.interactions import Interactions
 from recsys.errors import ModelError
 from recsys.models import get_model_type
 from recsys.storage import RunLayout
+from recsys.threads import blas_thread_counts
 
 log = logging.getLogger("recsys.pipeline")
 
 
 def fit_progress(name: str, iterations: int | None, started: float, every: float = 5.0) -> Any:
     """A ``progress`` callback for a fit that logs an iteration line at most every
-    ``every`` seconds, and the last iteration (implicit's own bar shows on a terminal only)."""
+    ``every`` seconds, and the last iteration (implicit's own bar shows on a terminal only).
+    Its ``blas_threads`` attribute holds the thread counts of the loaded BLAS libraries as
+    seen from inside the fit, at its first iteration (empty until then)."""
     state = {"logged": started}
 
     def report(done: int, user_factors: Any, item_factors: Any) -> None:
+        if not report.blas_threads:
+            report.blas_threads = blas_thread_counts()
         now = time.perf_counter()
         if now - state["logged"] >= every or done == iterations:
             total = f"/{iterations}" if iterations else ""
             log.info("%s: iteration %d%s (%.1f s)", name, done, total, now - started)
             state["logged"] = now
 
+    report.blas_threads = []
     return report
 
 
@@ -41,12 +47,9 @@ def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> d
     log.info("%s: training %s on %d interactions", model.name, model.type, interactions.nnz)
     started = time.perf_counter()
     iterations = model.params.get("iterations", getattr(model.typed_params, "iterations", None))
+    progress = fit_progress(model.name, iterations, started)
     embeddings = model_type.fit(
-        model.params,
-        interactions.user_items,
-        config.seed,
-        model.name,
-        progress=fit_progress(model.name, iterations, started),
+        model.params, interactions.user_items, config.seed, model.name, progress=progress
     )
     fit_seconds = time.perf_counter() - started
     faults.point("after-fit")
@@ -57,7 +60,8 @@ def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> d
     for key, array in embeddings.extras.items():
         storage.write_array(run.model_array(model.name, key), array)
         extras[key] = run.relative(run.model_array(model.name, key))
-    log.info("%s: trained in %.1fs, %d factors", model.name, fit_seconds, embeddings.dim)
+    threads = f" (BLAS threads in the fit: {max(progress.blas_threads)})" if progress.blas_threads else ""
+    log.info("%s: trained in %.1fs, %d factors%s", model.name, fit_seconds, embeddings.dim, threads)
     return {
         "type": model.type,
         "params": {"random_state": config.seed, **model.params},

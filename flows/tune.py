@@ -66,7 +66,7 @@ def tune_flow(
     config, input_path, _ = resolve_inputs(config_path, interactions, None)
     config.select_models([model])
     result = study(config, str(input_path), model, trials, timeout, metric, sampler)
-    paths = tuning.write_outputs(result, config, output or f"configs/{model}-tuned.yaml")
+    paths = tuning.write_outputs(result, config, output or f"configs/{model}-tuned.yaml", input_path)
     best, baseline = result.best, result.baseline
     counts = result.counts()
     if best["baseline"]:

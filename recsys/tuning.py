@@ -25,6 +25,7 @@ import io
 import itertools
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,14 @@ import scipy.sparse as sp
 import yaml
 from pydantic import ValidationError
 
-from recsys.config import TUNE_METRIC, ModelConfig, PipelineConfig, spec_dimension
+from recsys.config import (
+    MODEL_PATH_PARAMS,
+    PATH_KEYS,
+    TUNE_METRIC,
+    ModelConfig,
+    PipelineConfig,
+    spec_dimension,
+)
 from recsys.data.interactions import Interactions, InteractionTable
 from recsys.errors import ConfigError, ModelError
 from recsys.evaluate import ranking_metrics
@@ -454,13 +462,54 @@ def best_trial(results: list[dict[str, Any]], metric: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ outputs
 
 
-def tuned_config(config: PipelineConfig, model_name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The config as a dict with one model's params replaced."""
+def tuned_config(
+    config: PipelineConfig,
+    model_name: str,
+    params: dict[str, Any],
+    input_path: str | Path | None = None,
+    folder: str | Path | None = None,
+) -> dict[str, Any]:
+    """The config as a dict with one model's params replaced and ``input.path`` set to
+    ``input_path``, the table the search ran on (when given: ``--interactions``).
+
+    folder: where the tuned config is written. A relative path in a config file resolves
+    against the file's folder, so every path of the config (input, output root, holdout,
+    item rules, precomputed vectors) is written relative to ``folder`` (absolute where the
+    two share no folder but the root): the tuned config then names the same files as the
+    run it was tuned for, wherever it is run from. Paths the config holds relative (its
+    defaults, ``output.root: data/outputs``) are relative to the working directory."""
     raw = config.to_dict()
     for model in raw["models"]:
         if model["name"] == model_name:
             model["params"] = params
+    if input_path is not None:
+        raw["input"]["path"] = str(input_path)
+    if folder is not None:
+        _paths_relative_to(raw, Path(folder))
     return raw
+
+
+def _paths_relative_to(raw: dict[str, Any], folder: Path) -> None:
+    """Rewrite the path values of a config dict (those ``load_config`` resolves) relative to
+    ``folder``, in place."""
+    base = os.path.abspath(folder)
+
+    def relative(value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        absolute = os.path.abspath(value)  # relative values: to the working directory
+        if os.path.commonpath([absolute, base]) == os.path.sep:
+            return absolute
+        return os.path.relpath(absolute, base)
+
+    for section, key in PATH_KEYS:
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raw[section][key] = relative(raw[section][key])
+    for model in raw.get("models") or []:
+        if model.get("type") == "precomputed" and isinstance(model.get("params"), dict):
+            for key in MODEL_PATH_PARAMS:
+                if key in model["params"]:
+                    model["params"][key] = relative(model["params"][key])
 
 
 def output_paths(target: str | Path) -> dict[str, Path]:
@@ -473,9 +522,12 @@ def output_paths(target: str | Path) -> dict[str, Path]:
     }
 
 
-def write_outputs(result: TuneResult, config: PipelineConfig, target: str | Path) -> dict[str, Path]:
+def write_outputs(
+    result: TuneResult, config: PipelineConfig, target: str | Path, input_path: str | Path | None = None
+) -> dict[str, Path]:
     """Write the tuned config (with a header line), all trials as JSON and the HTML report.
-    Returns their paths."""
+    The config keeps ``input_path``, the table the search ran on, and its paths are written
+    relative to its own folder (:func:`tuned_config`). Returns their paths."""
     from recsys import storage
 
     paths = output_paths(target)
@@ -493,7 +545,7 @@ def write_outputs(result: TuneResult, config: PipelineConfig, target: str | Path
         f"({counts['pruned']} pruned) by {result.metric} = {best['value']:.4f}"
         f"{f' ({verdict})' if verdict else ''}{on}\n"
     )
-    raw = tuned_config(config, result.model, result.best_params)
+    raw = tuned_config(config, result.model, result.best_params, input_path, paths["config"].parent)
     storage.write_text(paths["config"], header + yaml.safe_dump(raw, sort_keys=False))
     storage.write_json(paths["trials"], result.to_dict())
     storage.write_text(paths["report"], report_html(result))

@@ -359,8 +359,7 @@ def _answer(args: argparse.Namespace, kind: str, run: Any) -> int:
             return _popular(args, name, run)
         answer = run.recommend([user], n=args.n, model=name)
         metric, label, column = config["recommend"]["metric"], "user", "user_id"
-        query_ids = [args.user]
-        answer["user_id"] = args.user
+        query_ids = [user]  # typed as the run's ids: --json keeps integers numbers
     elif args.vector:
         from recsys.storage.vectors import read_query_vector
 
@@ -379,8 +378,7 @@ def _answer(args: argparse.Namespace, kind: str, run: Any) -> int:
         item = run.interactions.items.parse(args.item)
         answer = run.similar(items=[item], n=args.n, model=name)
         metric, label, column = config["similar_items"]["metric"], "item", "item_id"
-        query_ids = [args.item]
-        answer["item_id"] = args.item
+        query_ids = [item]
     result_column = "item_id" if kind == "recommend" else "similar_item_id"
     n = (
         args.n
@@ -424,7 +422,8 @@ def _popular(args: argparse.Namespace, model: str, run: Any) -> int:
         for rank, item, score in zip(popular["rank"], popular["item_id"], popular["score"], strict=True)
     ]
     if args.json:
-        answer = {"user": args.user, "model": model, "run_id": run.run_id, "fallback": "popular"}
+        user = run.interactions.users.parse(args.user)  # typed as the run's ids
+        answer = {"user": user, "model": model, "run_id": run.run_id, "fallback": "popular"}
         print(json.dumps({**answer, "results": results}))
         return 0
     n = len(results)

@@ -78,6 +78,7 @@ def test_recommend_excludes_seen_items(published, workspace, capsys):
     seen = set(frame.loc[frame["user_id"] == user, "item_id"])
     assert main(["recommend", "--user", str(user), "--output", str(published), "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
+    assert answer["user"] == user  # an integer id stays a number
     items = [row["item_id"] for row in answer["results"]]
     assert len(items) == 5 and not set(items) & seen
     assert [row["rank"] for row in answer["results"]] == [1, 2, 3, 4, 5]
@@ -270,7 +271,7 @@ def test_unknown_user_gets_the_most_popular_items_with_fallback_popular(publishe
         == 0
     )
     answer = json.loads(capsys.readouterr().out)
-    assert answer["fallback"] == "popular" and answer["user"] == "999999"
+    assert answer["fallback"] == "popular" and answer["user"] == 999999  # typed as the run's ids
     users_per_item = frame.groupby("item_id")["user_id"].nunique().sort_values(ascending=False, kind="stable")
     scores = [result["score"] for result in answer["results"]]
     assert scores == sorted(scores, reverse=True) and scores[0] == users_per_item.iloc[0]

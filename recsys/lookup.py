@@ -38,6 +38,10 @@ from recsys.recommend import allowed_by_table, exclude_items, search_all
 from recsys.storage import RunLayout
 
 DEFAULT_ROOT = "data/outputs"
+RECOMMENDATION_COLUMNS = ("user_id", "item_id", "rank", "score", "model", "run_id", "source")
+"""The columns of recommendations, published or answered (docs/tables.md)."""
+POPULAR = "popular"
+"""``model`` and ``source`` of the popular fallback's rows."""
 
 
 class Run:
@@ -163,7 +167,8 @@ class Run:
     # ---------------------------------------------------------- published lists
 
     def recommendations(self, model: str | None = None) -> pd.DataFrame:
-        """Every user's published list: ``user_id, item_id, rank, score, model, run_id``."""
+        """Every user's published list: ``user_id, item_id, rank, score, model, run_id,
+        source`` (``source`` is ``model`` in every published row; docs/tables.md)."""
         name, entry = self.model(model)
         if entry.outputs.recommendations is None:
             raise QueryError(f"model {name} of run {self.run_id} published no recommendations")
@@ -214,7 +219,7 @@ class Run:
     ) -> pd.DataFrame:
         rows, places = np.nonzero(ids >= 0)
         items = self.interactions.items
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 query_column: pd.Series(np.asarray(query_ids, dtype=object)[rows]).astype(_dtype(query_ids)),
                 result_column: items.to_external(ids[rows, places]),
@@ -224,6 +229,9 @@ class Run:
                 "run_id": self.run_id,
             }
         )
+        if result_column == "item_id":  # recommendations: the columns of the published lists
+            frame["source"] = "model"
+        return frame
 
     def recommend(
         self,
@@ -235,7 +243,8 @@ class Run:
         """Top-n unseen items for users the run knows (external ids, typed as the run's),
         as the published lists rank them (the run's item rules applied). Unknown users: a
         QueryError, or with ``fallback="popular"`` the most popular items the rules allow
-        (``model`` is then ``popular``)."""
+        (``model`` and ``source`` are then ``popular``, and the score is the number of the
+        run's users who interacted with the item, not a model score: docs/tables.md)."""
         users = _as_list(users)
         if fallback is None:
             self.user_factors(model)  # a model of item vectors only: say so, not "unknown user"
@@ -262,8 +271,8 @@ class Run:
                 raise QueryError(f"fallback must be None or 'popular', found {fallback!r}")
             popular = self._popular(n, self.allowed_items)
             for user in [u for u, k in zip(users, known, strict=True) if not k]:
-                frames.append(popular.assign(user_id=user, model="popular", run_id=self.run_id))
-        columns = ["user_id", "item_id", "rank", "score", "model", "run_id"]
+                frames.append(popular.assign(user_id=user))
+        columns = list(RECOMMENDATION_COLUMNS)
         return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
     def fold_in(
@@ -333,8 +342,11 @@ class Run:
         return self._frame("item_id", item_list, "similar_item_id", name, ids, scores)
 
     def popular(self, n: int | None = None) -> pd.DataFrame:
-        """The n items with the most users in the run's interactions (the count as the
-        score): the fallback for users the run does not know."""
+        """The n items with the most users in the run's interactions: the fallback for
+        users the run does not know. The columns of the recommendations but ``user_id``:
+        ``item_id, rank, score, model, run_id, source``, with ``model`` and ``source``
+        ``popular`` and the score the number of the run's users who interacted with the
+        item (a count, not a model score)."""
         return self._popular(n, None)
 
     def _popular(self, n: int | None, allowed: np.ndarray | None) -> pd.DataFrame:
@@ -349,6 +361,9 @@ class Run:
                 "item_id": interactions.items.to_external(top),
                 "rank": np.arange(1, len(top) + 1, dtype=np.int32),
                 "score": users_per_item[top].astype(np.float32),
+                "model": POPULAR,
+                "run_id": self.run_id,
+                "source": POPULAR,
             }
         )
 
@@ -371,4 +386,4 @@ def open_run(root: str | Path = DEFAULT_ROOT, run_id: str | None = None) -> Run:
     return Run(layout, read_manifest(layout))
 
 
-__all__ = ["DEFAULT_ROOT", "IdMap", "Run", "open_run"]
+__all__ = ["DEFAULT_ROOT", "RECOMMENDATION_COLUMNS", "IdMap", "Run", "open_run"]

@@ -48,9 +48,11 @@ def test_recommend_equals_the_published_lists(published):
     root, frame, _ = published
     with recsys.open_run(root) as run:
         lists = run.recommendations("als")
-        assert list(lists.columns) == ["user_id", "item_id", "rank", "score", "model", "run_id"]
+        columns = ["user_id", "item_id", "rank", "score", "model", "run_id", "source"]
+        assert list(lists.columns) == columns and set(lists["source"]) == {"model"}
         users = lists["user_id"].unique()[:5].tolist()
         answer = run.recommend(users, model="als")
+    assert list(answer.columns) == columns and set(answer["source"]) == {"model"}
     assert answer["user_id"].tolist() == lists[lists["user_id"].isin(users)]["user_id"].tolist()
     expected = lists[lists["user_id"].isin(users)].reset_index(drop=True)
     pd.testing.assert_frame_equal(
@@ -87,6 +89,9 @@ def test_fold_in_and_popular_fallback(published):
     assert popular["score"].iloc[0] == counts.iloc[0]
     fallback = run.recommend([10**9 + 1], n=3, fallback="popular")
     assert fallback["model"].unique().tolist() == ["popular"] and len(fallback) == 3
+    assert fallback["source"].unique().tolist() == ["popular"]
+    assert list(popular.columns) == ["item_id", "rank", "score", "model", "run_id", "source"]
+    assert set(popular["run_id"]) == {run.run_id} and set(popular["source"]) == {"popular"}
     with pytest.raises(QueryError, match="unknown id"):
         run.recommend([10**9 + 1])
 

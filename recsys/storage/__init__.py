@@ -1,4 +1,5 @@
-"""Everything that touches paths: input tables, run folders, parquet outputs, CURRENT.
+"""Everything that touches paths: input tables, run folders, parquet outputs, CURRENT
+and ``latest``.
 
 - :mod:`recsys.storage.files`: atomic writes, checksums, paths that must stay inside a run
 - :mod:`recsys.storage.tables`: input tables (parquet, CSV)
@@ -41,6 +42,8 @@ from recsys.storage.parquet import (
     write_similar_items,
 )
 from recsys.storage.runs import (
+    LATEST,
+    PROMOTED,
     PublishTransaction,
     apply_retention,
     check_output_root,
@@ -48,13 +51,18 @@ from recsys.storage.runs import (
     clean_stale_staging,
     current_run_id,
     find_run,
+    is_held,
+    latest_target,
     list_runs,
     new_run_id,
     open_run,
+    pending_held_run,
     publish_run,
     reading,
     root_lock,
     start_run,
+    switch_current,
+    sync_latest,
 )
 from recsys.storage.tables import (
     INPUT_COLUMNS,
@@ -67,6 +75,8 @@ from recsys.storage.tables import (
 __all__ = [
     "DATA_FILES",
     "INPUT_COLUMNS",
+    "LATEST",
+    "PROMOTED",
     "RANKED_KINDS",
     "ROW_GROUP_ROWS",
     "PublishTransaction",
@@ -84,11 +94,14 @@ __all__ = [
     "fsync_dir",
     "hash_tree",
     "inside",
+    "is_held",
     "is_plain_relative",
+    "latest_target",
     "link_or_copy",
     "list_runs",
     "new_run_id",
     "open_run",
+    "pending_held_run",
     "publish_run",
     "read_any_table",
     "read_array",
@@ -106,6 +119,8 @@ __all__ = [
     "similar_items_schema",
     "similar_items_writer",
     "start_run",
+    "switch_current",
+    "sync_latest",
     "table_columns",
     "verified_path",
     "write_array",

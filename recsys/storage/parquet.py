@@ -12,12 +12,23 @@ import pyarrow.parquet as pq
 
 from recsys import faults
 from recsys.data.interactions import IdKind, IdMap, Interactions
+from recsys.errors import RunError
 from recsys.storage.files import atomic_path, read_json, read_sparse, write_json, write_sparse
 from recsys.storage.layout import DATA_FILES
 
 
 def _id_type(kind: IdKind) -> pa.DataType:
     return pa.int64() if kind == "int" else pa.string()
+
+
+ID_MAP_COLUMNS = {"users": "user_id", "items": "item_id"}
+"""The id column of ``data/users.parquet`` and ``data/items.parquet``."""
+
+
+SOURCES = ("model", "popular")
+"""Where a recommendation comes from (its ``source``): ``model`` (the model's own score of
+the served index) or ``popular`` (the fallback for users a run does not know: the number
+of the run's users who interacted with the item)."""
 
 
 def recommendations_schema(user_kind: IdKind, item_kind: IdKind) -> pa.Schema:
@@ -29,6 +40,7 @@ def recommendations_schema(user_kind: IdKind, item_kind: IdKind) -> pa.Schema:
             pa.field("score", pa.float32(), nullable=False),
             pa.field("model", pa.string(), nullable=False),
             pa.field("run_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
         ]
     )
 
@@ -68,6 +80,8 @@ def _ranked_table(
         pa.repeat(pa.scalar(model, type=pa.string()), len(rows)),
         pa.repeat(pa.scalar(run_id, type=pa.string()), len(rows)),
     ]
+    if "source" in schema.names:  # a published list comes from the model, never a fallback
+        columns.append(pa.repeat(pa.scalar("model", type=pa.string()), len(rows)))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -182,10 +196,12 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
 
 
 def write_interactions(directory: Path, interactions: Interactions) -> dict[str, str]:
-    """Write id maps (parquet) and the CSR matrix (npz) into ``directory``."""
+    """Write id maps (parquet: one column, ``user_id`` or ``item_id``, the row position is
+    the internal id) and the CSR matrix (npz) into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, id_map in (("users", interactions.users), ("items", interactions.items)):
-        table = pa.table({"id": pa.array(id_map.ids, type=_id_type(id_map.kind))})
+        column = ID_MAP_COLUMNS[name]
+        table = pa.table({column: pa.array(id_map.ids, type=_id_type(id_map.kind))})
         _write_parquet(directory / DATA_FILES[name], table)
     write_sparse(directory / DATA_FILES["user_items"], interactions.user_items)
     write_json(directory / DATA_FILES["stats"], interactions.stats)
@@ -220,8 +236,13 @@ def _column_ids(column: pa.ChunkedArray, kind: IdKind) -> np.ndarray:
 
 
 def read_id_map(path: Path) -> IdMap:
-    """An id map written by :func:`write_interactions` (position = internal id)."""
-    column = pq.read_table(path).column("id")
+    """An id map written by :func:`write_interactions` (position = internal id): its one
+    column, ``user_id`` or ``item_id`` (``id`` in runs written before the names)."""
+    table = pq.read_table(path)
+    names = [n for n in ("user_id", "item_id", "id") if n in table.column_names]
+    if len(names) != 1:
+        raise RunError(f"{path}: expected one id column (user_id or item_id), found {table.column_names}")
+    column = table.column(names[0])
     kind: IdKind = "int" if pa.types.is_integer(column.type) else "str"
     return IdMap.from_ids(_column_ids(column, kind), kind)
 

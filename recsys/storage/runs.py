@@ -7,7 +7,14 @@ Publishing (nothing is ever half-written where a reader can see it):
 2. Every file is written to a temp name in its folder, fsynced, then ``os.replace``d.
 3. ``manifest.json`` is written last into the staging folder, which is then renamed to
    ``<root>/runs/<run_id>`` in one step; ``_SUCCESS`` is written into it after that.
-4. ``<root>/CURRENT`` (the id of the newest complete run) is replaced atomically.
+4. ``<root>/CURRENT`` (the id of the current run) is replaced atomically, then
+   ``<root>/latest``, a relative symlink to ``runs/<run_id>``, is switched the same way
+   (a temporary symlink beside it, ``os.replace``d): the fixed path downstream readers
+   use. Both only ever name a complete run; where a crash fell between the two, the
+   next run (or ``recsys promote``) points ``latest`` at what ``CURRENT`` names.
+
+A complete run that fails the promotion gate is published without step 4 (it is
+*held*: see :mod:`recsys.stages.publish`); ``recsys promote`` takes it there by hand.
 
 A run folder without ``_SUCCESS`` is incomplete: readers ignore it and the next run
 removes it. A failed run never reaches step 3: the previous run and ``CURRENT`` are
@@ -128,7 +135,68 @@ def _recover_replaced(root: Path) -> None:
         if (entry / "_SUCCESS").exists() and is_ours(entry) and not (runs / current).exists():
             os.replace(entry, runs / current)
             log.warning("restored run %s, which CURRENT names, from %s", current, entry.name)
+            sync_latest(root)
             return
+
+
+LATEST = "latest"
+"""The symlink beside ``CURRENT`` that names the current run's folder."""
+PROMOTED = "_PROMOTED"
+"""Written into a held run's folder when ``recsys promote`` makes it current."""
+
+
+def switch_current(root: str | Path, run_id: str, file_mode: int = FILE_MODE) -> None:
+    """Point ``CURRENT`` and then ``latest`` at a complete run, each replaced in one
+    step: ``CURRENT`` is written to a temp file, ``latest`` made as a temp symlink beside
+    it, and each ``os.replace``d. A reader never finds either missing or naming an
+    incomplete run. Call with the root lock held."""
+    root = Path(root)
+    if not (root / "runs" / run_id / "_SUCCESS").exists():
+        raise RunError(f"{root / 'runs' / run_id}: run is missing or incomplete (no _SUCCESS)")
+    write_text(root / "CURRENT", run_id + "\n", file_mode)
+    fsync_dir(root)
+    faults.point("publish-before-latest")
+    _point_latest(root, run_id)
+
+
+def latest_target(root: str | Path) -> str | None:
+    """The run id ``<root>/latest`` points at (None: no symlink, or not ``runs/<id>``)."""
+    link = Path(root) / LATEST
+    if not link.is_symlink():
+        return None
+    target = os.readlink(link)
+    parts = target.split("/")
+    return parts[1] if len(parts) == 2 and parts[0] == "runs" else None
+
+
+def _point_latest(root: Path, run_id: str) -> None:
+    link = root / LATEST
+    if link.exists() and not link.is_symlink():
+        log.warning("left %s alone: it is not a symlink made by recsys", link)
+        return
+    tmp = root / f".{LATEST}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        os.symlink(f"runs/{run_id}", tmp)
+        os.replace(tmp, link)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(root)
+
+
+def sync_latest(root: str | Path) -> None:
+    """Make ``latest`` name the run ``CURRENT`` names, where a crash fell between the two
+    switches, or the root predates ``latest``. Call with the root lock held."""
+    root = Path(root)
+    current = current_run_id(root)
+    if current is None or not (root / "runs" / current / "_SUCCESS").exists():
+        return
+    for stale in root.glob(f".{LATEST}.tmp-*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    if latest_target(root) != current:
+        _point_latest(root, current)
+        log.info("pointed %s at runs/%s, the run CURRENT names", root / LATEST, current)
 
 
 def clean_stale_staging(root: str | Path) -> list[str]:
@@ -140,6 +208,7 @@ def clean_stale_staging(root: str | Path) -> list[str]:
     if not runs.is_dir():
         return removed
     _recover_replaced(Path(root))
+    sync_latest(root)
     for entry in sorted(runs.iterdir()):
         if not entry.is_dir() or entry.is_symlink() or not entry.name.startswith(HIDDEN_PREFIXES):
             continue
@@ -171,14 +240,15 @@ def publish_run(
     run: RunLayout, manifest: dict[str, Any], move_current: bool = True, file_mode: int = FILE_MODE
 ) -> RunLayout:
     """Publish a staged run: manifest and ``_SUCCESS`` into the staging folder, then the
-    complete folder into place in one step, then ``CURRENT`` pointed at it.
+    complete folder into place in one step, then ``CURRENT`` and ``latest`` pointed at it.
 
     A crash before the folder is in place leaves only the hidden staging folder (removed
     by the next run); a crash after it leaves a complete run that is not current. A
     re-run with an id that is already published swaps the two folders atomically, so the
     id always names a complete run. ``move_current=False`` publishes without moving
-    ``CURRENT`` (evaluation runs). Every file gets ``file_mode``, every folder the same
-    with ``x`` where there is ``r``, whatever the umask."""
+    ``CURRENT`` or ``latest`` (evaluation runs, runs held by the promotion gate). Every
+    file gets ``file_mode``, every folder the same with ``x`` where there is ``r``,
+    whatever the umask."""
     write_json(run.manifest, manifest)
     faults.point("publish-before-success")
     write_text(run.success, run.run_id + "\n")
@@ -200,8 +270,7 @@ def publish_run(
     fsync_dir(final.dir.parent)
     faults.point("publish-before-current")
     if move_current:
-        write_text(run.root / "CURRENT", run.run_id + "\n", file_mode)
-        fsync_dir(run.root)
+        switch_current(run.root, run.run_id, file_mode)
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)
     return final
@@ -215,20 +284,42 @@ def reading(run: RunLayout) -> Iterator[None]:
         yield
 
 
+def is_held(manifest: dict[str, Any] | None) -> bool:
+    """Whether a run's manifest (raw JSON) says the promotion gate held it back."""
+    promotion = (manifest or {}).get("promotion") or {}
+    return promotion.get("gate") == "failed"
+
+
+def pending_held_run(root: str | Path) -> str | None:
+    """The held run still waiting for a decision: the newest complete run, published after
+    the current one, that the promotion gate held back (and nobody promoted since). A
+    newer held run supersedes an older one; a run made current supersedes them all."""
+    current = current_run_id(root)
+    for entry in list_runs(root):
+        if entry["run_id"] == current:
+            return None
+        if entry["status"] == "complete" and is_held(entry["manifest"]):
+            promoted = (Path(root) / "runs" / entry["run_id"] / PROMOTED).exists()
+            return None if promoted else entry["run_id"]
+    return None
+
+
 def apply_retention(root: str | Path, keep_runs: int) -> list[str]:
     """Delete the oldest complete runs of this program beyond ``keep_runs`` (newest
-    first by publication), never CURRENT, never a run a reader holds, never a folder
-    this program did not make. Each run goes first to a hidden name (one rename), then is
-    removed. What cannot be removed is skipped with a warning: retention never fails a
-    run that is already published. Call with the root lock held."""
+    first by publication), never CURRENT (nor the run ``latest`` names), never the held
+    run waiting to be promoted (:func:`pending_held_run`), never a run a reader holds,
+    never a folder this program did not make. Each run goes first to a hidden name (one
+    rename), then is removed. What cannot be removed is skipped with a warning: retention
+    never fails a run that is already published. Call with the root lock held."""
     current = current_run_id(root)
+    spared = {current, latest_target(root), pending_held_run(root)} - {None}
     complete = [r for r in list_runs(root) if r["status"] == "complete"]
     ours = [r["run_id"] for r in complete if is_ours(Path(root) / "runs" / r["run_id"])]
     for foreign in sorted({r["run_id"] for r in complete} - set(ours)):
         log.warning("retention: left runs/%s alone: not made by recsys (no %s)", foreign, MARKER)
     removed = []
     for run_id in ours[keep_runs:]:
-        if run_id == current:
+        if run_id in spared:
             continue
         run = RunLayout(Path(root), run_id, staging=False)
         try:

@@ -307,6 +307,26 @@ class RetentionConfig(_Strict):
     lookup is reading are never deleted."""
 
 
+class PromotionConfig(_Strict):
+    """The promotion gate: a complete run becomes ``CURRENT`` (and ``latest``) only when
+    it passes checks against the current run; one that fails is kept under ``runs/``,
+    complete but held, with the reason in its manifest and report, and ``recsys run``
+    exits 4. ``recsys promote RUN_ID`` promotes a held run by hand."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    enabled: StrictBool = True
+    """Check each run against the current run before it becomes current; false (or
+    ``recsys run --no-gate``) promotes every complete run."""
+    max_input_drop: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Largest share of the current run's users, items or interactions the new input may
+    have lost (0.5: a run on less than half the users is held). 1 turns the check off."""
+    max_metric_drop: float = Field(default=0.1, ge=0.0)
+    """Largest relative fall of a model's headline metric (ndcg at the largest
+    ``evaluate.k``, on held-out interactions) against the same model in the current run,
+    where both runs measured it (0.1: from 0.20 to below 0.18 is held)."""
+
+
 class RunConfig(_Strict):
     timeout_seconds: float | None = Field(default=6 * 3600, gt=0)
     """`recsys run` gives up after this long (exit 3, nothing published), so a run whose
@@ -503,6 +523,8 @@ class PipelineConfig(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     retention: RetentionConfig = RetentionConfig()
+    promotion: PromotionConfig = PromotionConfig()
+    """The promotion gate: when a complete run may replace the current one."""
     run: RunConfig = RunConfig()
     task_runner: TaskRunnerConfig = TaskRunnerConfig()
     tune: CheckedTuneConfig = TuneConfig()

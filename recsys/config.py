@@ -44,12 +44,17 @@ class _Strict(BaseModel):
 
 
 class InputConfig(_Strict):
+    """The interactions table a run reads (``user_id``, ``item_id``, optional ``weight``
+    and ``timestamp``)."""
+
     path: str | None = None
     """Interactions table (parquet or CSV). A relative path in a config file resolves
     against the config file's folder. ``recsys run --interactions`` overrides it."""
 
 
 class OutputConfig(_Strict):
+    """Where runs are published, and with which permissions."""
+
     root: str = "data/outputs"
     """Output root: runs are published under ``<root>/runs/<run_id>`` and ``<root>/CURRENT``
     names the newest complete run. A relative path set in a config file resolves against
@@ -88,13 +93,13 @@ class ModelConfig(_Strict):
     type: str
     """Model type, one of the registry (``recsys.models.MODEL_TYPES``): ``als``
     (implicit's AlternatingLeastSquares), ``bpr`` (BayesianPersonalizedRanking), ``lmf``
-    (LogisticMatrixFactorization), or ``precomputed``: vectors made elsewhere, read from
-    files (see params)."""
+    (LogisticMatrixFactorization), ``spectral`` (GF-CF's low-pass graph filter as
+    embeddings), ``popular`` (the popularity baseline), or ``precomputed``: vectors made
+    elsewhere, read from files (see params)."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Params of the type, checked against its typed params model when the config loads
-    (unknown names, wrong types and out-of-range values are refused): for the implicit
-    types the constructor arguments (factors, iterations, regularization, alpha,
-    learning_rate, ...); ``random_state`` defaults to the config's ``seed``. Kept as given,
+    (unknown names, wrong types and out-of-range values are refused): each type's params
+    are listed below; ``random_state`` defaults to the config's ``seed``. Kept as given,
     so the config hash sees what the user wrote; ``typed_params`` is the checked object."""
 
     @field_validator("type")
@@ -138,6 +143,9 @@ class ModelConfig(_Strict):
 
 
 class IndexConfig(_Strict):
+    """How each model's two indices (``dot`` for recommendations, ``angular`` for similar
+    items) are built and served."""
+
     backend: str = "auto"
     """``annoy`` (approximate, memory-mapped index files), ``exact`` (blocked matrix
     product + top-k over the same interface), ``faiss`` or ``hnswlib`` (the ``ann``
@@ -157,7 +165,7 @@ class IndexConfig(_Strict):
     """With ``backend: auto``, catalogs of fewer items are served by exact search without
     building or probing an approximate index: below 10,000 items exact search was the
     faster at recall 0.95 in every case measured (64 to 1,024 factors, both metrics;
-    README "Speed"). 0 probes every catalog."""
+    docs/speed.md). 0 probes every catalog."""
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     """Annoy's ``set_seed`` (0 to 2^31 - 1, Annoy's range); defaults to the config's ``seed``."""
 
@@ -185,6 +193,8 @@ ItemList = Annotated[list[StrictInt | StrictStr], Field(max_length=1_000_000)]
 
 
 class RecommendConfig(_Strict):
+    """The published top-N lists of every user, and which items they may contain."""
+
     top_n: int = Field(default=20, ge=1, le=10_000)
     """Recommendations per user; already-seen items are never recommended."""
     metric: Metric = "dot"
@@ -209,6 +219,8 @@ class RecommendConfig(_Strict):
 
 
 class SimilarItemsConfig(_Strict):
+    """The published similar items of every item."""
+
     top_n: int = Field(default=20, ge=1, le=10_000)
     """Similar items per item; an item is never similar to itself."""
     metric: Metric = "angular"
@@ -216,6 +228,8 @@ class SimilarItemsConfig(_Strict):
 
 
 class SplitConfig(_Strict):
+    """Held-out interactions for ranking metrics."""
+
     method: Literal["none", "random", "leave_last", "time"] = "none"
     """How to hold interactions out for ranking metrics: ``none`` (train on everything;
     no ranking metrics unless a holdout table is given), ``random`` (per user, a random
@@ -229,6 +243,9 @@ class SplitConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
+    """What a run measures: recall of the served lists against exact search, and ranking
+    metrics on held-out interactions (docs/evaluation.md)."""
+
     refit: bool = True
     """With a ``split``: evaluate models trained on the training part, then train them
     again on all the input for publication, so that the published lists never miss what
@@ -265,6 +282,8 @@ class EvaluateConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
+    """The scheduled deployment ``recsys deploy`` serves (docs/operations.md)."""
+
     cron: str = "0 3 * * *"
     """Cron expression for the scheduled deployment (``recsys deploy``)."""
     timezone: str = "UTC"
@@ -302,6 +321,8 @@ class ScheduleConfig(_Strict):
 
 
 class RetentionConfig(_Strict):
+    """Which published runs are kept."""
+
     keep_runs: int | None = Field(default=None, ge=1)
     """Complete runs to keep after each publish (null keeps all). CURRENT and runs that a
     lookup is reading are never deleted."""
@@ -328,6 +349,8 @@ class PromotionConfig(_Strict):
 
 
 class RunConfig(_Strict):
+    """How a run uses its time and threads."""
+
     timeout_seconds: float | None = Field(default=6 * 3600, gt=0)
     """`recsys run` gives up after this long (exit 3, nothing published), so a run whose
     Prefect API disappeared ends instead of hanging; null waits forever."""
@@ -340,6 +363,9 @@ class RunConfig(_Strict):
 
 
 class TaskRunnerConfig(_Strict):
+    """Where users and items are scored: in the flow's process, or on Dask workers
+    (docs/operations.md)."""
+
     type: Literal["local", "dask"] = "local"
     """``local`` scores in the flow's process (threads on every core); ``dask`` scores
     shards of users (and of items) on Dask workers through Prefect's Dask task runner."""
@@ -620,8 +646,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if key in seen:
-                line = key_node.start_mark.line + 1
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line})")
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -673,6 +700,21 @@ def _resolve_paths(raw: Any, folder: Path) -> Any:
     return raw
 
 
+def _yaml_problem(path: Path, error: yaml.YAMLError) -> str:
+    """One line for a YAML error, naming the file, line and column as editors and
+    compilers do (``c.yaml:3:11: not valid YAML: ...``), not PyYAML's ``<unicode string>``."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return f"{path}: not valid YAML: {' '.join(str(error).split())}"
+    mark = error.problem_mark or error.context_mark
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = error.problem or error.context or "syntax error"
+    if error.problem and error.context:
+        started = error.context_mark
+        at = f" at line {started.line + 1}, column {started.column + 1}" if started else ""
+        problem += f" ({error.context}{at})"
+    return f"{where}: not valid YAML: {' '.join(problem.split())}"
+
+
 def load_config(path: str | Path) -> PipelineConfig:
     """Read and validate a YAML config file. Relative paths in it resolve against its
     folder; duplicate keys and alias bombs are refused."""
@@ -695,8 +737,7 @@ def load_config(path: str | Path) -> PipelineConfig:
             raise ConfigError(f"{path}: the YAML expands to more than {MAX_YAML_NODES} nodes (aliases)")
         raw = _UniqueKeyLoader(text).get_single_data() if node is not None else None
     except yaml.YAMLError as exc:
-        problem = " ".join(str(exc).split())
-        raise ConfigError(f"{path}: not valid YAML: {problem}") from None
+        raise ConfigError(_yaml_problem(path, exc)) from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     return parse_config(_resolve_paths(raw, path.resolve().parent), str(path))

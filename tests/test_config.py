@@ -196,6 +196,26 @@ def test_yaml_syntax_error_names_the_path(tmp_path):
     assert "not valid YAML" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("models:\n  - name: als\n    type: [als\n", ":4:1:", "expected ',' or ']'"),
+        ("models:\n  - name: als\n  type: als\n", ":3:3:", "expected <block end>"),
+        ("seed: 1\nindex: {}\nseed: 2\n", ":3:1:", "duplicate key 'seed'"),
+        ("seed:\t1\n", ":1:6:", "'\\t' that cannot start any token"),
+    ],
+)
+def test_yaml_error_names_the_file_line_and_column(tmp_path, text, where, problem):
+    """One line as an editor reads it: path:line:column, never PyYAML's <unicode string>."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}{where} not valid YAML: "), message
+    assert problem in message and "<unicode string>" not in message and "\n" not in message
+
+
 def test_config_that_is_a_folder_or_empty_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path)

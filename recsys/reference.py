@@ -201,10 +201,7 @@ def field_line(key: str, field: FieldInfo, doc: str | None) -> str:
         else:
             kind += f" {', '.join(bounds)}"
     default = default_of(field)
-    if default is PydanticUndefined:
-        said = "required"
-    else:
-        said = f"default `{yaml_value(default)}`"
+    said = "required" if default is PydanticUndefined else f"default `{yaml_value(default)}`"
     text = markdown(doc) if doc else ""
     return f"- **`{key}`** ({kind}; {said}){': ' + text if text else ''}"
 

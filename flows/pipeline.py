@@ -9,13 +9,14 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
 from flows.observe import name_flow_run, publish_artifacts, route_logs, task_name
 from flows.scaleout import dask_runner, ranked_on_workers
 from recsys import stages, storage
 from recsys.config import DEFAULT_CONFIG, ModelConfig, PipelineConfig, resolve_inputs
-from recsys.stages.runner import Steps, execute
+from recsys.stages.runner import Steps, execute, held_error
 from recsys.storage import RunPaths
 
 __all__ = ["DEFAULT_CONFIG", "pipeline_flow", "resolve_inputs"]
@@ -104,6 +105,7 @@ def pipeline_flow(
     models: list[str] | None = None,
     holdout: str | None = None,
     config: PipelineConfig | None = None,
+    gate: bool = True,
 ) -> dict[str, Any]:
     """Train, index, recommend, evaluate and publish one run.
 
@@ -111,7 +113,10 @@ def pipeline_flow(
     is read from ``config_path`` (deployments pass a path).
     models: names of the config's models to (re)train; the others are carried over
     from the current run when it was made from the same input. holdout: a test table
-    for ranking metrics (overrides ``evaluate.holdout``). Returns the manifest.
+    for ranking metrics (overrides ``evaluate.holdout``). gate: false skips the promotion
+    gate (``recsys run --no-gate``). Returns the manifest. A run the promotion gate holds
+    is published complete but not current, and the flow run ends Failed with the reason
+    as its message (calling the flow raises :class:`recsys.errors.PromotionHeld`).
     """
     route_logs()
     config, input_path, root = resolve_inputs(config_path, interactions, output, config)
@@ -119,15 +124,19 @@ def pipeline_flow(
     name_flow_run(run_id)
     with dask_runner(config) as runner:
         manifest, published, removed = execute(
-            config, input_path, root, run_id, models, holdout, flow_steps(runner)
+            config, input_path, root, run_id, models, holdout, flow_steps(runner), gate
         )
     if removed:
         print(f"retention: removed {len(removed)} old run(s): {', '.join(removed)}")
-    kind = (
-        "published run"
-        if manifest.purpose == "production"
-        else "published evaluation run (CURRENT not moved)"
-    )
+    held = held_error(manifest)
+    if manifest.purpose != "production":
+        kind = "published evaluation run (CURRENT not moved)"
+    elif held is not None:
+        kind = "published held run (failed the promotion gate; CURRENT not moved)"
+    else:
+        kind = "published run"
     print(f"{kind} {manifest.run_id} to {published.dir}")
     publish_artifacts(manifest, str(published.dir), config.schedule.deployment_name)
+    if held is not None:
+        return Failed(message=str(held), data=held)
     return manifest.model_dump(mode="json", exclude_none=True)

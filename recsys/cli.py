@@ -2,7 +2,9 @@
 imports ``flows`` (and so Prefect), lazily, for the commands that orchestrate.
 
 Errors: one line on stderr (``recsys: error: ...``) and exit status 2; ``--debug``
-shows the traceback instead.
+shows the traceback instead. Other exit statuses: 3 (the run's timeout), 4 (the run is
+complete but the promotion gate held it: not made current; ``recsys promote`` makes it
+current), 130 / 143 (SIGINT / SIGTERM), 141 (stdout closed).
 """
 
 from __future__ import annotations
@@ -314,7 +316,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         models=models,
         holdout=args.holdout,
         config=config,
-    )
+        gate=not args.no_gate,
+    )  # a run the promotion gate holds raises PromotionHeld: one line, exit 4
     if watchdog is not None:
         watchdog.cancel()
     run_dir = storage.RunLayout(Path(root), manifest["run_id"], staging=False).dir
@@ -322,6 +325,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps({"run_dir": str(run_dir), "manifest": manifest}))
         return 0
     print(run_summary(str(run_dir), RunManifest.model_validate(manifest)))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Make a complete run (one the promotion gate held) current by hand."""
+    from recsys.stages.publish import promote
+
+    before, _ = promote(args.output, args.run_id)
+    was = f"was {before}" if before else "there was none"
+    print(f"run {args.run_id} is CURRENT and {Path(args.output) / storage.LATEST} ({was})")
     return 0
 
 
@@ -519,6 +532,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
             row["served_vs_exact"] = ", ".join(served)
             if manifest.purpose == "evaluation":
                 row["status"] = "evaluation"  # complete, never made CURRENT
+            elif (
+                manifest.promotion is not None
+                and manifest.promotion.held
+                and not entry["current"]
+                and not (Path(args.output) / "runs" / entry["run_id"] / storage.PROMOTED).exists()
+            ):
+                row["status"] = "held"  # complete, the promotion gate kept it from CURRENT
             row.update(
                 created_at=manifest.created_at,
                 seconds=manifest.timings.get("total_before_publish", ""),
@@ -738,7 +758,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--holdout", help="test table for ranking metrics (overrides evaluate.holdout)")
     run.add_argument("--models", help="comma-separated model names to (re)train; others carried over")
     run.add_argument("--json", action="store_true", help="print the published manifest as JSON")
+    run.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="make the run current without the promotion gate's checks against the current run",
+    )
     run.set_defaults(func=cmd_run)
+
+    promote = add(
+        "promote",
+        "make a complete run current (CURRENT and latest), such as one the promotion gate held, "
+        "after verifying its files",
+    )
+    promote.add_argument("run_id", metavar="RUN_ID", help="the run to make current")
+    promote.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")
+    promote.set_defaults(func=cmd_promote)
 
     for name, help_text, flag in (
         ("recommend", "top-N unseen items for one user from the current run", "--user"),

@@ -33,3 +33,17 @@ class QueryError(RecsysError):
 
 class RunError(RecsysError):
     """A published run is missing, incomplete, or cannot be written."""
+
+
+class PromotionHeld(RecsysError):
+    """A complete run failed the promotion gate: it is kept under ``runs/``, not made
+    current. Exit status 4 (``recsys promote RUN_ID`` promotes it by hand)."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, run_id: str = "", current: str | None = None, reason: str = ""):
+        super().__init__(message)
+        self.run_id, self.current, self.reason = run_id, current, reason
+
+    def __reduce__(self) -> tuple:  # Prefect keeps the exception of a failed flow run: it pickles
+        return (type(self), (str(self), self.run_id, self.current, self.reason))

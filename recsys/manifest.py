@@ -179,6 +179,41 @@ class ModelEntry(_Strict):
         return [p for p in named if p is not None]
 
 
+class GateCheck(_Strict):
+    """One check of the promotion gate: a figure of the current run against this run's."""
+
+    name: str
+    """``users``, ``items``, ``interactions``, or ``<metric> of <model>`` (``ndcg@10 of als``)."""
+    current: float
+    """The figure of the run that was current."""
+    candidate: float
+    """The figure of this run."""
+    drop: float
+    """Share lost: (current - candidate) / current; negative where it grew."""
+    limit: float
+    """The most it may lose (``promotion.max_input_drop`` or ``max_metric_drop``)."""
+    passed: bool
+
+
+class Promotion(_Strict):
+    """The promotion gate's verdict on a production run (docs/tables.md)."""
+
+    gate: Literal["passed", "failed", "off"]
+    """``passed``: made current; ``failed``: kept complete but not made current (held);
+    ``off``: not checked (``promotion.enabled: false`` or ``recsys run --no-gate``)."""
+    against: str | None = None
+    """The run that was current when this one was checked (None: there was none)."""
+    metric: str | None = None
+    """The headline metric compared per model: ndcg at the largest ``evaluate.k``."""
+    checks: list[GateCheck] = Field(default_factory=list)
+    reason: str | None = None
+    """Why the run was held, in one line (``gate: failed`` only)."""
+
+    @property
+    def held(self) -> bool:
+        return self.gate == "failed"
+
+
 class RunManifest(_Strict):
     """``manifest.json`` of a published run."""
 
@@ -198,6 +233,8 @@ class RunManifest(_Strict):
     holdout: HoldoutInfo | None = None
     timings: dict[str, float]
     models: dict[str, ModelEntry] = Field(min_length=1)
+    promotion: Promotion | None = None
+    """The promotion gate's verdict (production runs; None in evaluation runs)."""
     report: RunPath | None = None
     files: dict[str, FileEntry] = Field(default_factory=dict)
     """Every file of the run folder but the manifest and ``_SUCCESS``: size and sha256."""

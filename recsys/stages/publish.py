@@ -1,6 +1,7 @@
 """The run's manifest, assembled from the stages' parts and validated as a
-:class:`~recsys.manifest.RunManifest`; the report; and the models a partial run
-carries over from the current run."""
+:class:`~recsys.manifest.RunManifest`; the report; the models a partial run carries
+over from the current run; and the promotion gate, which decides whether a complete
+run becomes current, with :func:`promote`, which makes a held run current by hand."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 from recsys import __version__, storage
 from recsys.config import ModelConfig, PipelineConfig
 from recsys.errors import RunError
-from recsys.manifest import RunManifest, read_manifest
+from recsys.manifest import GateCheck, Promotion, RunManifest, read_manifest
 from recsys.storage import RunLayout
 
 log = logging.getLogger("recsys.pipeline")
@@ -160,3 +161,143 @@ def seal_manifest(run: RunLayout, manifest: RunManifest, report: str | None) -> 
     raw = manifest.model_dump(mode="json", exclude_none=True)
     raw.update(report=report, files=storage.hash_tree(run.dir, skip=(run.relative(run.manifest),)))
     return RunManifest.model_validate(raw)
+
+
+# ---------------------------------------------------------------- promotion gate
+
+INPUT_FIGURES = ("users", "items", "interactions")
+
+
+def headline_metric(config: PipelineConfig) -> str:
+    """The metric the gate compares per model: ndcg at the largest ``evaluate.k`` (the
+    report's and ``recsys runs``' headline too)."""
+    return f"ndcg@{max(config.evaluate.ks)}"
+
+
+def _drop(before: float, after: float) -> float:
+    return (before - after) / before
+
+
+def _fmt(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() and value >= 1 else f"{value:.4f}"
+
+
+def gate_checks(current: RunManifest, candidate: RunManifest, config: PipelineConfig) -> list[GateCheck]:
+    """The gate's checks of a run against the current run: the input's users, items and
+    interactions (each may lose at most ``promotion.max_input_drop``), and the headline
+    metric of every model both runs measured (at most ``max_metric_drop``, relative)."""
+    settings = config.promotion
+    checks = []
+    for name in INPUT_FIGURES:
+        before, after = getattr(current.input, name), getattr(candidate.input, name)
+        if before > 0:
+            drop = _drop(before, after)
+            limit = settings.max_input_drop
+            checks.append(
+                GateCheck(
+                    name=name, current=before, candidate=after, drop=drop, limit=limit, passed=drop <= limit
+                )
+            )
+    metric = headline_metric(config)
+    for model, entry in candidate.models.items():
+        previous = current.models.get(model)
+        if previous is None:
+            continue
+        before = (previous.evaluation.ranking or {}).get(metric)
+        after = (entry.evaluation.ranking or {}).get(metric)
+        if before is None or after is None or before <= 0:
+            continue
+        drop = _drop(before, after)
+        limit = settings.max_metric_drop
+        checks.append(
+            GateCheck(
+                name=f"{metric} of {model}",
+                current=before,
+                candidate=after,
+                drop=drop,
+                limit=limit,
+                passed=drop <= limit + 1e-12,
+            )
+        )
+    return checks
+
+
+def _failure(check: GateCheck) -> str:
+    key = "max_input_drop" if check.name in INPUT_FIGURES else "max_metric_drop"
+    return (
+        f"{check.name} fell from {_fmt(check.current)} to {_fmt(check.candidate)} "
+        f"(-{check.drop:.1%}; promotion.{key} allows {check.limit * 100:g}%)"
+    )
+
+
+def promotion_gate(
+    root: Path, config: PipelineConfig, candidate: RunManifest, enabled: bool = True
+) -> Promotion:
+    """The promotion gate's verdict on a complete production run, against the run
+    ``CURRENT`` names (call with the root lock held, so that it cannot move meanwhile).
+    Off when ``enabled`` is false or ``promotion.enabled`` is; passed where there is no
+    current run (the first run) or it cannot be read (a good run replaces it)."""
+    if not (enabled and config.promotion.enabled):
+        return Promotion(gate="off")
+    current_id = storage.current_run_id(root)
+    if current_id is None:
+        return Promotion(gate="passed")
+    try:
+        current = read_manifest(storage.find_run(root, current_id))
+    except RunError as exc:
+        log.warning("promotion gate: the current run %s cannot be read (%s); passing", current_id, exc)
+        return Promotion(gate="passed", against=current_id)
+    checks = gate_checks(current, candidate, config)
+    failed = [c for c in checks if not c.passed]
+    reason = None
+    if failed:
+        reason = "; ".join(_failure(c) for c in failed) + f" against the current run {current_id}"
+    return Promotion(
+        gate="failed" if failed else "passed",
+        against=current_id,
+        metric=headline_metric(config),
+        checks=checks,
+        reason=reason,
+    )
+
+
+def with_promotion(manifest: RunManifest, promotion: Promotion | None) -> RunManifest:
+    """The manifest with the gate's verdict."""
+    raw = manifest.model_dump(mode="json", exclude_none=True)
+    if promotion is not None:
+        raw["promotion"] = promotion.model_dump(mode="json", exclude_none=True)
+    return RunManifest.model_validate(raw)
+
+
+def verify_run(run: RunLayout, manifest: RunManifest) -> None:
+    """Every file the manifest lists, checked against its size and sha256 (a RunError
+    naming the first that differs), as readers check the files they use."""
+    if not manifest.files:
+        raise RunError(f"{run.manifest}: lists no files with checksums; cannot verify the run")
+    for relative, listed in manifest.files.items():
+        storage.verified_path(run.dir, relative, listed.size_bytes, listed.sha256)
+
+
+def promote(root: str | Path, run_id: str, file_mode: int | None = None) -> tuple[str | None, RunManifest]:
+    """Make a complete production run current by hand (``recsys promote``): under the
+    root lock, after its manifest validates and every file it lists is verified (size and
+    sha256), ``CURRENT`` and ``latest`` are switched to it, each in one step, and the run
+    is marked promoted. Returns the run that was current before and the run's manifest."""
+    root = Path(root)
+    with storage.root_lock(root):
+        storage.clean_stale_staging(root)
+        run = storage.find_run(root, storage.check_run_id(run_id))
+        manifest = read_manifest(run)
+        if manifest.purpose != "production":
+            raise RunError(
+                f"run {run_id} is an evaluation run (trained on a split, not refit): it is never made current"
+            )
+        verify_run(run, manifest)
+        before = storage.current_run_id(root)
+        if file_mode is None:
+            file_mode = int(manifest.config.get("output", {}).get("mode", "0644"), 8)
+        if manifest.promotion is not None and manifest.promotion.held:
+            storage.write_text(run.dir / storage.PROMOTED, f"promoted by hand over {before}\n", file_mode)
+        storage.switch_current(root, run.run_id, file_mode)
+    log.info("run %s promoted by hand (CURRENT was %s)", run_id, before)
+    return before, manifest

@@ -23,6 +23,7 @@ import pandas as pd
 
 from recsys import storage
 from recsys.config import ModelConfig, PipelineConfig, parse_config
+from recsys.errors import PromotionHeld
 from recsys.index import BACKENDS
 from recsys.manifest import RunManifest
 from recsys.models import get_model_type
@@ -36,8 +37,10 @@ from recsys.stages.publish import (
     merge_model_results,
     model_fingerprint,
     plan_carry_over,
+    promotion_gate,
     report_stage,
     seal_manifest,
+    with_promotion,
 )
 from recsys.stages.ranked import recommend_stage, similar_stage
 from recsys.stages.train import train_stage
@@ -136,10 +139,16 @@ def execute(
     models: list[str] | None = None,
     holdout: str | Path | None = None,
     steps: Steps | None = None,
+    gate: bool = True,
 ) -> tuple[RunManifest, RunLayout, list[str]]:
     """One run, start to publish: returns the published manifest, where it is, and the
     runs retention removed. A run evaluated on a split without refit is published as an
-    evaluation run: ``CURRENT`` does not move."""
+    evaluation run: ``CURRENT`` does not move. A production run that fails the promotion
+    gate (``gate`` false or ``promotion.enabled: false`` turn it off) is published as a
+    held run: complete, ``CURRENT`` and ``latest`` unchanged, the reason in its manifest
+    (``promotion``) and report; the caller reports it (:func:`held_error`). A held run
+    whose id is the current run's is not published at all: it would replace the current
+    run; :class:`PromotionHeld` is raised and nothing changes."""
     steps = steps or Steps()
     selected = config.select_models(models) if models else list(config.models)
     # models not selected are carried over from the current run when nothing they depend
@@ -174,14 +183,43 @@ def execute(
             else "production"
         )
         manifest = assemble_manifest(run, config, prepared, results, created_at, timings, purpose)
+        promotion = promotion_gate(run.root, config, manifest, gate) if purpose == "production" else None
+        manifest = with_promotion(manifest, promotion)
+        if promotion is not None and promotion.held and promotion.against == run.run_id:
+            raise PromotionHeld(
+                f"run {run.run_id} failed the promotion gate: {promotion.reason}; not published, "
+                "since its id names the current run (nothing changed; `--no-gate` skips the gate)",
+                run.run_id,
+                promotion.against,
+                promotion.reason or "",
+            )
         report = steps.report(run, manifest.model_dump(mode="json", exclude_none=True))
         sealed = seal_manifest(run, manifest, report)
         published = steps.publish(
-            transaction, sealed.model_dump(mode="json", exclude_none=True), purpose == "production"
+            transaction,
+            sealed.model_dump(mode="json", exclude_none=True),
+            purpose == "production" and not (promotion is not None and promotion.held),
         )
     if purpose == "evaluation":
         log.info("evaluation run %s published; CURRENT not moved (evaluate.refit is false)", run.run_id)
+    elif promotion is not None and promotion.held:
+        log.warning("run %s held by the promotion gate: %s", run.run_id, promotion.reason)
     return sealed, published, transaction.removed
+
+
+def held_error(manifest: RunManifest) -> PromotionHeld | None:
+    """The error a held run ends with (None where the run is not held): one line with
+    the reason, the run ``CURRENT`` stays on, and how to promote the run by hand."""
+    promotion = manifest.promotion
+    if promotion is None or not promotion.held:
+        return None
+    return PromotionHeld(
+        f"run {manifest.run_id} is complete but not promoted: {promotion.reason}, which CURRENT "
+        f"and latest stay on (`recsys promote {manifest.run_id}` promotes it)",
+        manifest.run_id,
+        promotion.against,
+        promotion.reason or "",
+    )
 
 
 def run_local(
@@ -192,8 +230,13 @@ def run_local(
     models: list[str] | None = None,
     holdout: str | Path | None = None,
 ) -> RunManifest:
-    """The whole pipeline in this process; returns the published manifest."""
-    return execute(config, input_path, root, run_id, models, holdout)[0]
+    """The whole pipeline in this process; returns the published manifest. A run the
+    promotion gate holds raises :class:`PromotionHeld` once it is published (held)."""
+    manifest = execute(config, input_path, root, run_id, models, holdout)[0]
+    error = held_error(manifest)
+    if error is not None:
+        raise error
+    return manifest
 
 
 def run_pipeline(

@@ -462,6 +462,52 @@ def _summary_section(manifest: RunManifest, summary: Summary) -> str:
     return "<h2>Summary</h2>" + verdict + table
 
 
+def _promotion_section(manifest: RunManifest) -> str:
+    """The promotion gate's verdict: held (with the reason and how to promote the run by
+    hand), passed, or off; and its checks against the run that was current."""
+    promotion = manifest.promotion
+    if promotion is None:
+        return ""
+    run_id = _esc(manifest.run_id)
+    if promotion.held:
+        sentences = [
+            f"<strong>Held by the promotion gate</strong>: this run is complete but was not made "
+            f"current. {_esc(promotion.reason)}.",
+            f"<code>CURRENT</code> and <code>latest</code> stay on <code>{_esc(promotion.against)}</code>; "
+            f"<code>recsys promote {run_id}</code> makes this run current after verifying its files.",
+        ]
+    elif promotion.gate == "off":
+        sentences = ["Made current without the promotion gate (turned off)."]
+    elif promotion.against is None:
+        sentences = ["Made current: the first run of this output root, nothing to check against."]
+    else:
+        sentences = [
+            f"Made current: passed the promotion gate against <code>{_esc(promotion.against)}</code>."
+        ]
+    verdict = (
+        f'<div class="verdict{" warn" if promotion.held else ""}">'
+        + "".join(f"<p>{s}</p>" for s in sentences)
+        + "</div>"
+    )
+    table = ""
+    if promotion.checks:
+        counts = ("users", "items", "interactions")
+        rows = [
+            [
+                check.name,
+                (fmt_count if check.name in counts else fmt_metric)(check.current),
+                (fmt_count if check.name in counts else fmt_metric)(check.candidate),
+                f"{0.0 - check.drop:+.1%}",
+                f"-{check.limit * 100:g}%",
+                "passed" if check.passed else "failed",
+            ]
+            for check in promotion.checks
+        ]
+        header = ["Check", f"Run {promotion.against}", "This run", "Change", "Limit", "Result"]
+        table = _table(header, rows)
+    return "<h2>Promotion</h2>" + verdict + table
+
+
 # ---------------------------------------------------------------- plots
 
 
@@ -753,6 +799,7 @@ def render_report(
         f'<p class="meta">{purpose} created {_esc(typed.created_at)}, recsys {_esc(typed.recsys_version)}, '
         f"config sha256 <code>{_esc(typed.config_sha256[:16])}</code></p>",
         f'<p class="meta">{_esc(context)}</p>',
+        _promotion_section(typed),
         _summary_section(typed, summary),
         _ranking_section(manifest, k),
         _serving_section(typed, manifest),

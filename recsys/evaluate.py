@@ -186,9 +186,11 @@ def sweep_setting(
     target_recall: float,
     stop_when_slower: bool,
     metric: str,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """:func:`sweep_search_k` over any setting: ``index_for(value)`` gives the index to
-    query (asked with ``search_k=value`` when the setting is search_k, else -1)."""
+    query (asked with ``search_k=value`` when the setting is search_k, else -1).
+    progress: called with (values tried, values) after each value."""
     exact = ExactIndex(vectors, metric)
     started = time.perf_counter()
     exact_ids, exact_scores = exact.search(queries, k, exclude=exclude)
@@ -202,6 +204,8 @@ def sweep_setting(
         qps = len(queries) / max(time.perf_counter() - started, 1e-9)
         recall = recall_at_k(ids, exact_ids, k, scores, exact_scores)
         curve.append({setting: value, "recall_at_k": round(recall, 6), "queries_per_second": round(qps, 1)})
+        if progress is not None:
+            progress(len(curve), len(values))
         if recall >= target_recall:
             chosen = value
             break

@@ -16,6 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "faults": set(),
     "threads": set(),
+    "progress": set(),
     "data": {"errors"},
     "models": {"errors"},
     "config": {"errors", "models", "index"},
@@ -44,10 +45,11 @@ ALLOWED: dict[str, set[str]] = {
     "lookup": {"errors", "data", "models", "storage", "index", "recommend", "evaluate", "manifest"},
     "flows": {"errors", "config", "storage", "stages", "manifest", "tuning", "data", "models"},
 }
-# the BLAS thread limits (recsys.threads) serve every part that trains or scores
+# the BLAS thread limits (recsys.threads) and progress lines (recsys.progress) serve every
+# part that trains, builds or scores
 for _component_name, _allowed in ALLOWED.items():
-    if _component_name not in ("errors", "faults", "threads"):
-        _allowed.add("threads")
+    if _component_name not in ("errors", "faults", "threads", "progress"):
+        _allowed.update({"threads", "progress"})
 ALLOWED["__init__"] = {"lookup", "stages"}
 ALLOWED["cli"] = set(ALLOWED) | {"flows"}
 ALLOWED["console"] = {"cli", "flows"}  # the console script: the temporary API first, then the CLI

@@ -171,6 +171,8 @@ class BuildContext:
     seed: int
     built: dict[tuple[str, str], Built] = field(default_factory=dict)
     """What the backends built for this model so far, by (backend, metric)."""
+    progress: Callable[[int, int], None] | None = None
+    """Called with (items added, items) by a build that adds its items in parts."""
 
 
 @dataclass

@@ -47,6 +47,8 @@ from recsys.index.exact import VectorIndex, check_query, normalize_rows
 LINKS = 16
 EF_CONSTRUCTION = 100
 PARALLEL_BUILD_ITEMS = 200_000
+ADD_ITEMS = 50_000
+"""Items added to the graph per call while it is built: a progress count between calls."""
 MAX_EF = 8192
 
 
@@ -119,10 +121,15 @@ class HnswIndex(VectorIndex):
 
 
 def build_hnsw_file(
-    item_factors: np.ndarray, metric: str, path: Path, seed: int
+    item_factors: np.ndarray,
+    metric: str,
+    path: Path,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """Build and publish the graph of one metric; returns its :class:`IndexFile` fields
-    (path as given) and the loaded graph."""
+    (path as given) and the loaded graph. Items are added ``ADD_ITEMS`` at a time, in id
+    order (the graph one call would build), and ``progress`` is told (added, items)."""
     import hnswlib
 
     started = time.perf_counter()
@@ -131,7 +138,11 @@ def build_hnsw_file(
     threads = 1 if len(data) < PARALLEL_BUILD_ITEMS else (os.cpu_count() or 1)
     graph = hnswlib.Index(space="ip", dim=data.shape[1])
     graph.init_index(max_elements=len(data), M=LINKS, ef_construction=EF_CONSTRUCTION, random_seed=seed)
-    graph.add_items(data, np.arange(len(data)), num_threads=threads)
+    for start in range(0, len(data), ADD_ITEMS):
+        stop = min(start + ADD_ITEMS, len(data))
+        graph.add_items(data[start:stop], np.arange(start, stop), num_threads=threads)
+        if progress is not None:
+            progress(stop, len(data))
     size, sha256 = publish_file(lambda tmp: graph.save_index(str(tmp)), path)
     fields = {
         "path": str(path),
@@ -206,7 +217,9 @@ class HnswBackend(Backend):
         if self.missing() is not None:
             return None  # the extra is not installed: auto goes on without it
         path = context.path_for("hnsw")
-        fields, graph = build_hnsw_file(context.item_factors, context.metric, path, context.seed)
+        fields, graph = build_hnsw_file(
+            context.item_factors, context.metric, path, context.seed, context.progress
+        )
         fields["path"] = context.relative(path)
         vectors, metric = context.item_factors, context.metric
         return Built(

@@ -18,7 +18,6 @@ D_i^-1/2 V_k S_k^p, saved beside the factors (no solve).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Annotated, Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from pydantic import Field, Strict
 from recsys.errors import ModelError
 from recsys.models._implicit import NonNegativeInt, PositiveInt, Seed, checked_embeddings
 from recsys.models.base import Embeddings, FloatRange, IntRange, ModelParams, ModelType, blas_threads
+from recsys.progress import Progress
 from recsys.threads import blas_limit
 
 FOLD_IN = "fold_in_projection"
@@ -68,28 +68,32 @@ def _power(values: np.ndarray, exponent: float) -> np.ndarray:
 
 
 def top_right_singular(
-    matrix: sp.csr_matrix, k: int, oversampling: int, iterations: int, seed: int
+    matrix: sp.csr_matrix,
+    k: int,
+    oversampling: int,
+    iterations: int,
+    seed: int,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The top-k singular values (descending) and right singular vectors (n_cols, k) of a
     sparse matrix: Halko, Martinsson and Tropp's randomized SVD with power iterations,
     orthonormalised at every step; exact (dense) where k + oversampling reaches the
-    smaller side."""
+    smaller side. progress: told each phase and the power iterations done."""
     n_rows, n_cols = matrix.shape
     width = min(k + oversampling, n_rows, n_cols)
+    progress = progress or Progress(log, "spectral SVD")
     if width >= min(n_rows, n_cols):
+        progress.phase(f"dense SVD of {n_rows:,} x {n_cols:,}")
         _, values, vt = np.linalg.svd(matrix.toarray(), full_matrices=False)
         return values[:k], vt[:k].T
     rng = np.random.default_rng(seed)
-    started = time.perf_counter()
+    progress.phase(f"range of {width} columns")
     basis = np.linalg.qr(matrix @ rng.standard_normal((n_cols, width)))[0]
+    progress.phase("power iterations", iterations)
     for step in range(iterations):
         basis = np.linalg.qr(matrix @ np.linalg.qr(matrix.T @ basis)[0])[0]
-        log.info(
-            "spectral SVD: power iteration %d/%d (%.1f s)",
-            step + 1,
-            iterations,
-            time.perf_counter() - started,
-        )
+        progress(step + 1)
+    progress.phase(f"SVD of {width} x {n_cols:,}")
     small = np.asarray((matrix.T @ basis).T)  # basis^T matrix, (width, n_cols)
     _, values, vt = np.linalg.svd(small, full_matrices=False)
     return values[:k], vt[:k].T
@@ -129,14 +133,16 @@ class Spectral(ModelType):
         normalised = sp.diags(user_scale) @ matrix @ sp.diags(item_scale)
         # the SVD's dense products and QR use every core (implicit's models want one BLAS
         # thread), or one where models are fitted side by side
-        with blas_limit(blas_threads()):
+        with blas_limit(blas_threads()), Progress(log, f"{name}: spectral SVD") as svd_progress:
             values, vectors = top_right_singular(
                 sp.csr_matrix(normalised),
                 typed.factors,
                 typed.oversampling,
                 typed.power_iterations,
                 typed.random_state,
+                svd_progress,
             )
+            svd_progress.phase("user vectors")
             projection = (item_scale[:, None] * vectors) * (values**typed.spectral_power)[None, :]
             user_factors = np.asarray(matrix @ projection)
             item_factors = _power(item_degree, typed.item_exponent)[:, None] * vectors

@@ -17,6 +17,7 @@ from recsys.config import PipelineConfig
 from recsys.evaluate import sample_rows, sweep_setting
 from recsys.index import BACKENDS, BuildContext, Built, IndexEntry, IndexEntryBase, Sweep
 from recsys.index.select import choose
+from recsys.progress import Progress
 from recsys.recommend import exclude_items
 from recsys.storage import RunLayout
 
@@ -98,7 +99,10 @@ def index_stage(run: RunLayout, config: PipelineConfig, model: str) -> dict[str,
                 continue
             if backend != "auto" and candidate.family != backend:
                 continue
-            made = candidate.build(context, k, configured)
+            with Progress(log, f"{model}: {metric} index", "items") as progress:
+                progress.phase(f"{candidate.name} build", len(item_factors))
+                context.progress = progress
+                made = candidate.build(context, k, configured)
             if made is None:
                 continue
             built[(candidate.name, metric)] = made
@@ -113,10 +117,11 @@ def index_stage(run: RunLayout, config: PipelineConfig, model: str) -> dict[str,
             )
         else:
             queries, exclude = _tuning_queries(run, config, model, metric, item_factors)
-            sweeps = [
-                (
-                    made.backend,
-                    sweep_setting(
+            sweeps = []
+            for _, made in strategies:
+                with Progress(log, f"{model}: {metric} index", "settings") as progress:
+                    progress.phase(f"{made.backend} probe of {made.setting}", len(made.values))
+                    sweep = sweep_setting(
                         made.index_for,
                         made.setting,
                         item_factors,
@@ -127,10 +132,9 @@ def index_stage(run: RunLayout, config: PipelineConfig, model: str) -> dict[str,
                         target,
                         backend == "auto",
                         metric,
-                    ),
-                )
-                for _, made in strategies
-            ]
+                        progress=progress,
+                    )
+                sweeps.append((made.backend, sweep))
             entry["tuning"] = dict(sweeps)
             entry.update(choose([(n, Sweep.model_validate(s)) for n, s in sweeps], backend, target, k))
         log.info("%s: %s index served by %s (%s)", model, metric, entry["backend"], entry["reason"])

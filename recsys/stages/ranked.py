@@ -20,24 +20,13 @@ from recsys import storage
 from recsys.config import PipelineConfig
 from recsys.errors import QueryError
 from recsys.index import IndexEntryBase, SearchIndex, get_backend
+from recsys.progress import Progress
 from recsys.recommend import allowed_by_table, exclude_items, search_batches
 from recsys.stages.index import parse_indices
 from recsys.storage import RANKED_KINDS, RunLayout
 from recsys.threads import blas_limit
 
 log = logging.getLogger("recsys.pipeline")
-
-
-def progress_logger(label: str) -> Callable[[int, int], None]:
-    """A callback that logs progress at most every ~10% of the work."""
-    state = {"next": 0.0}
-
-    def report(done: int, total: int) -> None:
-        if done >= total or done / total >= state["next"]:
-            log.info("%s: %d/%d (%.0f%%)", label, done, total, 100.0 * done / total)
-            state["next"] = done / total + 0.1
-
-    return report
 
 
 def open_index(
@@ -210,8 +199,8 @@ def recommend_stage(
         return {"timings": {"recommend": 0.0}}
     job = ranked_job(run, config, model, indices, "recommendations")
     index = open_job_index(run, job)
-    blocks = score_blocks(index, job, progress=progress_logger(f"{model}: recommend"))
-    return write_ranked(run, model, job.kind, blocks)
+    with Progress(log, f"{model}: recommend", "users", job.rows, done_line=True) as progress:
+        return write_ranked(run, model, job.kind, score_blocks(index, job, progress=progress))
 
 
 def similar_stage(
@@ -220,5 +209,5 @@ def similar_stage(
     """Top-N similar items for every item (never itself), streamed to parquet."""
     job = ranked_job(run, config, model, indices, "similar_items")
     index = open_job_index(run, job)
-    blocks = score_blocks(index, job, progress=progress_logger(f"{model}: similar items"))
-    return write_ranked(run, model, job.kind, blocks)
+    with Progress(log, f"{model}: similar items", "items", job.rows, done_line=True) as progress:
+        return write_ranked(run, model, job.kind, score_blocks(index, job, progress=progress))

@@ -95,3 +95,51 @@ def test_id_maps_name_their_column_and_old_runs_still_read(tmp_path):
     pq.write_table(pa.table({"id": pa.array(["a", "b"])}), tmp_path / "old.parquet")
     old = storage.read_id_map(tmp_path / "old.parquet")
     assert isinstance(old, IdMap) and old.kind == "str" and old.ids.tolist() == ["a", "b"]
+
+
+def test_a_reader_never_finds_latest_missing_or_incomplete(tmp_path):
+    import threading
+
+    _publish(tmp_path, "r0")
+    done = threading.Event()
+    problems: list[str] = []
+    reads = 0
+
+    def publish_many():
+        for i in range(1, 40):
+            _publish(tmp_path, f"r{i}")
+        done.set()
+
+    writer = threading.Thread(target=publish_many)
+    writer.start()
+    while not done.is_set():
+        try:
+            run_id = (tmp_path / "latest" / "file.txt").read_text()
+            if not (tmp_path / "latest" / "_SUCCESS").exists():
+                problems.append(f"latest names {run_id} without _SUCCESS")
+            reads += 1
+        except OSError as exc:
+            problems.append(repr(exc))
+    writer.join()
+    assert reads > 0 and not problems, problems[:3]
+    assert os.readlink(tmp_path / "latest") == "runs/r39"
+
+
+def test_killed_between_current_and_latest(tmp_path):
+    import subprocess
+    import sys
+
+    _publish(tmp_path, "r1")
+    script = (
+        "import sys\nfrom recsys import storage\n"
+        "run = storage.start_run(sys.argv[1], 'r2')\n"
+        "storage.publish_run(run, {'run_id': 'r2'})\n"
+    )
+    env = {**os.environ, "RECSYS_FAILPOINT": "publish-before-latest"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, timeout=60)
+    assert result.returncode < 0  # killed at the point
+    assert storage.current_run_id(tmp_path) == "r2" and os.readlink(tmp_path / "latest") == "runs/r1"
+    with storage.PublishTransaction(tmp_path, "r3") as transaction:
+        assert os.readlink(tmp_path / "latest") == "runs/r2"
+        transaction.publish({"run_id": "r3"})
+    assert storage.current_run_id(tmp_path) == "r3" and os.readlink(tmp_path / "latest") == "runs/r3"

@@ -192,3 +192,15 @@ def test_an_evaluation_run_is_not_gated_and_never_promoted(tables, tmp_path):
     assert storage.current_run_id(root) == "first"
     with pytest.raises(RunError, match="evaluation run"):
         promote(root, "eval")
+
+
+def test_a_partial_run_carries_models_over_from_current_not_from_a_held_run(tables, tmp_path):
+    two = {**CONFIG, "models": [*CONFIG["models"], {"name": "pop", "type": "popular"}]}
+    config = parse_config(two)
+    root = tmp_path / "out"
+    run_local(config, tables / "full.parquet", root, "first")
+    with pytest.raises(PromotionHeld):
+        run_local(config, tables / "part.parquet", root, "held")
+    manifest = run_local(config, tables / "full.parquet", root, "partial", models=["pop"])
+    assert manifest.models["als"].carried_over_from == "first"
+    assert storage.current_run_id(root) == "partial"

@@ -91,6 +91,11 @@ def publish_artifacts(manifest: Any, run_dir: str, deployment: str) -> None:
         lines = [
             f"# recsys run {manifest.run_id}",
             f"- published to `{run_dir}` ({manifest.purpose})",
+            *(
+                [f"- held by the promotion gate, not made current: {manifest.promotion.reason}"]
+                if manifest.promotion is not None and manifest.promotion.held
+                else []
+            ),
             f"- input: {manifest.input.users} users x {manifest.input.items} items, "
             f"{manifest.input.interactions} interactions",
             f"- report: [{report}](file://{report})" if report else "- no report",

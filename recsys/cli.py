@@ -557,6 +557,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     print(_table(rows, columns))
     print("* = CURRENT; models: ranking metrics on held-out interactions; served_vs_exact: recall of the")
     print("served lists against exact search (ANN loss), not model quality")
+    if any(row["status"] == "held" for row in rows):
+        print("held: complete, kept from CURRENT by the promotion gate (see its report; `recsys promote ID`)")
     return 0
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -73,17 +75,34 @@ def api_configured(environ: dict[str, str] | None = None, cwd: Path | None = Non
     return any(_mentions_api_url(here / name) for name in ("prefect.toml", ".env", "pyproject.toml"))
 
 
-def _free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _listening_socket() -> socket.socket:
+    """A socket bound to a free loopback port and listening, that the server inherits:
+    the port is this process's from the start, so no other process on the machine can
+    answer on it while the server boots (connections wait in the backlog until it does)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent() -> None:
+    """In the server's process before it starts (Linux): the kernel sends it SIGTERM when
+    the process that started it dies, also by SIGKILL, which runs no exit handler."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class TemporaryAPI:
-    """A Prefect API server for this process's runs, stopped when they are done."""
+    """A Prefect API server for this process's runs, stopped when they are done, and by
+    the kernel when this process dies."""
 
-    def __init__(self, port: int | None = None):
-        self.port = port or _free_port()
+    def __init__(self) -> None:
+        self.socket = _listening_socket()
+        self.port = int(self.socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.process: subprocess.Popen[bytes] | None = None
         self.output: IO[bytes] | None = None
@@ -100,10 +119,8 @@ class TemporaryAPI:
                 "uvicorn",
                 "--factory",
                 "prefect.server.api.server:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
+                "--fd",
+                str(self.socket.fileno()),
                 "--log-level",
                 "error",
                 "--lifespan",
@@ -113,6 +130,8 @@ class TemporaryAPI:
             stdin=subprocess.DEVNULL,
             stdout=self.output,
             stderr=subprocess.STDOUT,
+            pass_fds=(self.socket.fileno(),),
+            preexec_fn=_end_with_parent if sys.platform == "linux" else None,
         )
         return self
 
@@ -152,6 +171,7 @@ class TemporaryAPI:
         return lines[-1].strip() if lines else ""
 
     def stop(self) -> None:
+        self.socket.close()
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return

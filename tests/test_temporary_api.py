@@ -1,13 +1,23 @@
 """The temporary Prefect API `recsys run` starts before importing Prefect: only when no API
 is configured anywhere Prefect looks, and with one-line errors when it does not come up."""
 
+import contextlib
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 
 from flows.temporary_api import TemporaryAPI, api_configured
+from recsys.data import generate_interactions
 from recsys.errors import RecsysError
+
+RECSYS = str(Path(sys.executable).with_name("recsys"))
 
 
 @pytest.fixture
@@ -62,3 +72,44 @@ def test_a_server_that_does_not_answer_is_stopped(home):
     with pytest.raises(RecsysError, match="did not answer within 0.5 s"):
         api.wait_ready(timeout=0.5)
     assert process.wait(timeout=10) is not None and api.process is None
+
+
+def test_the_port_is_owned_before_the_server_starts(home):
+    """The port is bound by the run itself before the server boots: a process on the
+    machine cannot take it and answer the run's health check in the server's place."""
+    api = TemporaryAPI()
+    try:
+        intruder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with pytest.raises(OSError), intruder:
+            intruder.bind(("127.0.0.1", api.port))
+    finally:
+        api.stop()
+
+
+@pytest.mark.slow
+def test_sigkill_of_recsys_run_ends_its_temporary_api(tmp_path):
+    """SIGKILL runs no exit handler: the kernel ends the server with its parent."""
+    generate_interactions(n_users=300, n_items=200, n_clusters=4, seed=1).to_parquet(tmp_path / "t.parquet")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "prefect")}
+    run = subprocess.Popen(
+        [RECSYS, "run", "--interactions", "t.parquet", "--output", "out"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        servers: list[psutil.Process] = []
+        while not servers and time.monotonic() < deadline and run.poll() is None:
+            servers = [p for p in psutil.Process(run.pid).children() if "uvicorn" in " ".join(p.cmdline())]
+            time.sleep(0.05)
+        assert servers, "the run started no temporary API"
+        run.kill()
+        run.wait(timeout=10)
+        gone, alive = psutil.wait_procs(servers, timeout=30)
+        assert not alive, f"the temporary API outlived its run: {alive}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)

@@ -18,6 +18,8 @@ import scipy.sparse as sp
 from recsys.errors import InputError, QueryError
 
 USER, ITEM, WEIGHT, TIMESTAMP = "user_id", "item_id", "weight", "timestamp"
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+"""The smallest normal float32 (1.18e-38): positive weights below it are refused."""
 IdKind = Literal["int", "str"]
 
 
@@ -184,6 +186,14 @@ def _weights(frame: pd.DataFrame, source: str) -> np.ndarray:
     negative = int((weights < 0).sum())
     if negative:
         raise InputError(f"{source}: {negative} row(s) have a negative weight (expected >= 0)")
+    # models train on float32: a positive weight below its smallest normal number becomes
+    # 0 or loses its precision there, and the model learns from nothing
+    tiny = (weights > 0) & (weights < FLOAT32_TINY)
+    if tiny.any():
+        raise InputError(
+            f"{source}: {int(tiny.sum())} row(s) have a positive weight below {FLOAT32_TINY:.3g}, "
+            f"the smallest float32 (smallest found {weights[tiny].min():.3g}): rescale the column"
+        )
     return weights
 
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsys.data import IdMap, Interactions, build_interactions
+from recsys.data.interactions import FLOAT32_TINY
 from recsys.errors import InputError, QueryError
 from recsys.storage import read_interactions, read_interactions_table, write_interactions
 
@@ -269,7 +270,8 @@ def test_id_map_round_trip(ids):
 
 def _pairs(kind: str):
     ids = st.integers(min_value=-(2**63), max_value=2**63 - 1) if kind == "int" else id_text
-    weights = st.floats(min_value=0.0, max_value=1000.0, allow_nan=False, allow_infinity=False)
+    # valid weights: 0 (dropped) or a positive float32 can hold (smaller ones are refused)
+    weights = st.just(0.0) | st.floats(min_value=FLOAT32_TINY, max_value=1000.0)
     # small pools of ids so that duplicates (user, item) pairs happen
     return st.tuples(
         st.lists(ids, min_size=1, max_size=6, unique=True), st.lists(ids, min_size=1, max_size=6, unique=True)

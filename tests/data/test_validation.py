@@ -39,6 +39,10 @@ def _frame(**columns):
         (_frame(weight=[1.0, np.nan, 1.0, np.nan]), "2 row\\(s\\) have a missing or NaN weight"),
         (_frame(weight=[1.0, np.inf, 1.0, 1.0]), "1 row\\(s\\) have an infinite weight"),
         (_frame(weight=[1.0, -1.0, -2.0, 1.0]), "2 row\\(s\\) have a negative weight"),
+        (
+            _frame(weight=[1.0, 1e-300, 1e-39, 0.0]),
+            "2 row\\(s\\) have a positive weight below 1.18e-38.*1e-300",
+        ),
         (_frame(weight=["a", "b", "c", "d"]), "weight must be numeric"),
         (_frame(weight=[0.0, 0.0, 0.0, 0.0]), "all 4 rows have weight 0"),
         (_frame(user_id=[True, False, True, True]), "found booleans"),

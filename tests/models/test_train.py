@@ -170,3 +170,24 @@ def test_als_fit_does_not_warn_about_openblas_threads(checkerboard, monkeypatch)
         assert not _openblas_warnings(caught), [str(w.message) for w in caught]
         # the limit is restored after the fit
         assert max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas") == 2
+
+
+def test_a_diverging_learning_rate_fails_the_fit_with_one_line():
+    """LMF at learning_rate 1e9 ends with finite factors of norm ~1e9: refused, not published."""
+    frame = generate_interactions(n_users=300, n_items=200, n_clusters=4, seed=5)
+    data = build_interactions(frame)
+    with pytest.raises(ModelError) as caught:
+        train("lmf", {"factors": 16, "learning_rate": 1e9}, data.user_items, seed=1, name="lmf")
+    message = str(caught.value)
+    assert "lmf training diverged" in message and "longer than 1e+06" in message and "\n" not in message
+
+
+def test_factor_norms_past_the_bound_are_refused_and_below_it_kept():
+    from recsys.models._implicit import MAX_FACTOR_NORM, checked_embeddings
+
+    users = np.ones((3, 4), dtype=np.float32)
+    items = np.ones((5, 4), dtype=np.float32) * (MAX_FACTOR_NORM / 2 / 2)  # norm MAX / 2
+    assert checked_embeddings(users, items, (3, 5), "m").item_factors.shape == (5, 4)
+    items[2] *= 4  # norm 2 * MAX
+    with pytest.raises(ModelError, match="1 item vector\\(s\\) have a norm past 1e\\+06"):
+        checked_embeddings(users, items, (3, 5), "m")

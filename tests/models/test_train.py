@@ -187,7 +187,9 @@ def test_factor_norms_past_the_bound_are_refused_and_below_it_kept():
 
     users = np.ones((3, 4), dtype=np.float32)
     items = np.ones((5, 4), dtype=np.float32) * (MAX_FACTOR_NORM / 2 / 2)  # norm MAX / 2
-    assert checked_embeddings(users, items, (3, 5), "m").item_factors.shape == (5, 4)
+    assert checked_embeddings(users, items, (3, 5), "m", MAX_FACTOR_NORM).item_factors.shape == (5, 4)
     items[2] *= 4  # norm 2 * MAX
     with pytest.raises(ModelError, match="1 item vector\\(s\\) have a norm past 1e\\+06"):
-        checked_embeddings(users, items, (3, 5), "m")
+        checked_embeddings(users, items, (3, 5), "m", MAX_FACTOR_NORM)
+    # closed-form fits (spectral) give no bound: long vectors are kept
+    assert checked_embeddings(users, items, (3, 5), "m").item_factors.shape == (5, 4)

@@ -164,11 +164,15 @@ def build_hnsw_file(
     return fields, graph
 
 
-def read_hnsw_file(path: Path, recorded: IndexFile, dim: int) -> Any:
+def read_hnsw_file(path: Path, recorded: IndexFile, item_factors: np.ndarray, metric: str) -> Any:
     """The hnswlib graph of a file, after its size, item count and dimension check out
-    (hnswlib may crash on a truncated file, so the size is checked first)."""
+    (hnswlib may crash on a truncated file, so the size is checked first), and after the
+    vectors it stores for a sample of items are the ones this index of ``metric`` over
+    ``item_factors`` stores (the file has no header: the dot and angular graphs of one
+    model have the same size, and only their vectors tell them apart)."""
     import hnswlib
 
+    dim = item_factors.shape[1]
     checked_file(path, recorded, AnnIndexError)
     if recorded.dim != dim:
         raise AnnIndexError(f"{path}: hnswlib file holds dimension {recorded.dim}, the factors have {dim}")
@@ -180,6 +184,19 @@ def read_hnsw_file(path: Path, recorded: IndexFile, dim: int) -> Any:
     if graph.get_current_count() != recorded.n_items:
         raise AnnIndexError(
             f"{path}: hnswlib file holds {graph.get_current_count()} items, its entry says {recorded.n_items}"
+        )
+    if recorded.n_items != len(item_factors):
+        raise AnnIndexError(
+            f"{path}: hnswlib file holds {recorded.n_items} items, the model has {len(item_factors)}"
+        )
+    sample = np.unique(np.linspace(0, len(item_factors) - 1, num=min(16, len(item_factors)), dtype=np.int64))
+    expected = np.asarray(item_factors[sample], dtype=np.float32)
+    expected = normalize_rows(expected) if metric == "angular" else expected
+    stored = np.asarray(graph.get_items(sample), dtype=np.float32)
+    if not np.allclose(stored, expected, rtol=1e-4, atol=1e-6):
+        raise AnnIndexError(
+            f"{path}: the hnswlib file does not hold this model's {metric} vectors (a file of "
+            "another index or model); rebuild the run"
         )
     return graph
 
@@ -239,5 +256,5 @@ class HnswBackend(Backend):
     ) -> HnswIndex:
         self.check_installed()
         assert isinstance(entry, HnswEntry)
-        graph = read_hnsw_file(resolve(entry.hnswlib.path), entry.hnswlib, item_factors.shape[1])
+        graph = read_hnsw_file(resolve(entry.hnswlib.path), entry.hnswlib, item_factors, entry.metric)
         return HnswIndex(graph, item_factors, entry.metric, entry.ef, threads)

@@ -153,6 +153,33 @@ def test_damaged_or_mismatched_files_are_refused(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", LIBRARIES)
+def test_the_dot_and_angular_files_of_one_model_swapped_are_refused(tmp_path, name):
+    """Both files of a model have the same size: each backend must still tell them apart
+    (hnswlib's files have no header: the stored vectors do)."""
+    items, _ = _clustered(500)
+    (tmp_path / "dot").mkdir()
+    (tmp_path / "angular").mkdir()
+    dot, _ = _build(tmp_path / "dot", name, "dot", items)
+    angular, _ = _build(tmp_path / "angular", name, "angular", items)
+    dot_file = tmp_path / "dot" / getattr(dot, name).path
+    angular_file = tmp_path / "angular" / getattr(angular, name).path
+    dot_bytes, angular_bytes = dot_file.read_bytes(), angular_file.read_bytes()
+    dot_file.write_bytes(angular_bytes)
+    angular_file.write_bytes(dot_bytes)
+    for folder, entry in (("dot", dot), ("angular", angular)):
+        recorded = getattr(entry, name)
+        swapped = entry.model_copy(
+            update={
+                name: recorded.model_copy(
+                    update={"size_bytes": (tmp_path / folder / recorded.path).stat().st_size}
+                )
+            }
+        )
+        with pytest.raises(AnnIndexError):
+            _open(tmp_path / folder, swapped, items)
+
+
+@pytest.mark.parametrize("name", LIBRARIES)
 def test_exclusion_of_many_seen_items(tmp_path, name):
     """Rows excluding nothing, a few, most of the catalog, and the whole catalog but 3: no
     excluded item comes back, and at the most thorough setting the lists are exact."""

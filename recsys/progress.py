@@ -14,6 +14,21 @@ from types import TracebackType
 EVERY_SECONDS = 5.0
 """The time between two progress lines of one step."""
 
+CANCEL: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("recsys_cancel", default=None)
+"""Set in the context of work that others may call off (a model's chain among models run
+side by side): once the event is set, the next progress report raises :class:`Cancelled`."""
+
+
+class Cancelled(Exception):
+    """The step was called off (:data:`CANCEL`): another part of the run failed."""
+
+
+def check_cancelled() -> None:
+    """Raise :class:`Cancelled` if the work of this context was called off."""
+    event = CANCEL.get()
+    if event is not None and event.is_set():
+        raise Cancelled("called off: another model of the run failed")
+
 
 class Progress:
     """A step's progress, logged by a background thread every ``every`` seconds while the
@@ -42,33 +57,36 @@ class Progress:
         """every: seconds between lines, :data:`EVERY_SECONDS` by default."""
         self.logger, self.label, self.unit = logger, label, unit
         self.every = EVERY_SECONDS if every is None else every
-        self.done, self.total, self.done_line = 0, total, done_line
-        self.current_phase = ""
+        self.done_line = done_line
+        self.state: tuple[str, int, int | None] = ("", 0, total)
+        """(phase, done, total), replaced whole: the thread never sees half an update."""
         self.started = time.perf_counter()
         self.lines = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __call__(self, done: int, total: int | None = None) -> None:
-        self.done = done
-        if total is not None:
-            self.total = total
+        """Report the count done; raises :class:`Cancelled` if the work was called off."""
+        check_cancelled()
+        phase, _, known = self.state
+        self.state = (phase, done, known if total is None else total)
 
     def phase(self, name: str, total: int | None = None) -> None:
-        """Start a phase of the step (``power iterations``), its count from zero."""
-        self.current_phase, self.done, self.total = name, 0, total
+        """Start a phase of the step (``power iterations``), its count from zero; raises
+        :class:`Cancelled` if the work was called off."""
+        check_cancelled()
+        self.state = (name, 0, total)
 
     def line(self) -> str:
         """``label: [phase: ][done[/total] [unit] ](percent, elapsed s)``."""
-        head = f"{self.label}: {self.current_phase}: " if self.current_phase else f"{self.label}: "
+        phase, done, total = self.state
+        head = f"{self.label}: {phase}: " if phase else f"{self.label}: "
         unit = f" {self.unit}" if self.unit else ""
         elapsed = f"{time.perf_counter() - self.started:.1f} s"
-        if self.total:
-            return (
-                f"{head}{self.done:,}/{self.total:,}{unit} ({100.0 * self.done / self.total:.0f}%, {elapsed})"
-            )
-        if self.done:
-            return f"{head}{self.done:,}{unit} ({elapsed})"
+        if total:
+            return f"{head}{done:,}/{total:,}{unit} ({100.0 * done / total:.0f}%, {elapsed})"
+        if done:
+            return f"{head}{done:,}{unit} ({elapsed})"
         return f"{head}({elapsed})"
 
     def _beat(self) -> None:
@@ -95,5 +113,6 @@ class Progress:
         if self._thread is not None:
             self._thread.join()
         if kind is None and self.done_line:
-            self.current_phase = ""
+            _, done, total = self.state
+            self.state = ("", done, total)
             self.logger.info("%s", self.line())

@@ -106,3 +106,28 @@ def test_libraries_are_imported_before_the_threads_start(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "CURRENT").exists()
+
+
+def test_a_failing_model_calls_its_running_siblings_off(tmp_path):
+    """A model that fails while a sibling trains for hours ends the run at once: the
+    sibling stops at its next iteration (a fresh process, so a hang fails by the timeout)."""
+    import subprocess
+    import sys
+
+    endless = {"name": "als", "type": "als", "params": {"factors": 32, "iterations": 1_000_000}}
+    failing = {"name": "spectral", "type": "spectral", "params": {"factors": 500}}
+    script = (
+        "import recsys\n"
+        "from recsys.data import generate_interactions\n"
+        "from recsys.errors import ModelError\n"
+        "frame = generate_interactions(n_users=300, n_items=200, n_clusters=3, seed=4)\n"
+        f"config = {_config(2, [endless, failing])!r}\n"
+        "try:\n"
+        f"    recsys.run_pipeline(frame, config, output={str(tmp_path)!r})\n"
+        "except ModelError as exc:\n"
+        "    print('failed:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "failed: model spectral: factors 500 is more than" in done.stdout
+    assert not (tmp_path / "CURRENT").exists()

@@ -13,9 +13,10 @@ import importlib
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from recsys.index import BACKENDS
 from recsys.manifest import RunManifest
 from recsys.models import get_model_type
 from recsys.models.base import BLAS_THREADS
+from recsys.progress import CANCEL, check_cancelled
 from recsys.stages.evaluate import evaluate_stage, holdout_stage
 from recsys.stages.index import index_stage
 from recsys.stages.prepare import prepare_stage
@@ -76,14 +78,23 @@ def model_chain(
     split: dict[str, Any] = {}
     if refit:
         part = run.evaluation()
+        check_cancelled()
         steps.train(part, config, model)
-        evaluated = steps.holdout(part, config, model.name, steps.index(part, config, model.name)["indices"])
+        check_cancelled()
+        indices = steps.index(part, config, model.name)["indices"]
+        check_cancelled()
+        evaluated = steps.holdout(part, config, model.name, indices)
         split = {"evaluation": evaluated["evaluation"], "timings": evaluated["timings"]}
+    check_cancelled()
     trained = steps.train(run, config, model)
+    check_cancelled()
     indexed = steps.index(run, config, model.name)
     indices = indexed["indices"]
+    check_cancelled()
     recommended = steps.recommend(run, config, model.name, indices)
+    check_cancelled()
     similar = steps.similar(run, config, model.name, indices)
+    check_cancelled()
     evaluated = steps.evaluate(run, config, model.name, indices)
     if split:  # the ranking figures come from the split, the ANN figures from the refit model
         evaluated = {**evaluated, "evaluation": {**evaluated["evaluation"], **split["evaluation"]}}
@@ -98,7 +109,9 @@ def model_chains(
     """Every model's chain (:func:`model_chain`): one after the other, or
     ``run.parallel_models`` at a time in threads, each with one BLAS thread. Each thread
     runs in a copy of the caller's context, so Prefect files its tasks under the flow run.
-    The first failure is raised once the chains under way have ended; none starts after it."""
+    The first failure calls the other chains off: each stops at its next stage, fit
+    iteration or progress report (:data:`recsys.progress.CANCEL`), none starts after it,
+    and the failure is raised once they have stopped."""
     workers = min(config.run.parallel_models, len(models))
     if workers <= 1:
         return {model.name: model_chain(run, config, model, refit, steps) for model in models}
@@ -111,6 +124,8 @@ def model_chains(
             for module in backend.requires:
                 importlib.import_module(module)
     token = BLAS_THREADS.set(1)
+    cancel = threading.Event()
+    cancel_token = CANCEL.set(cancel)  # seen by every chain: their contexts copy this one
     try:
         # one process-wide limit around all the chains: a chain leaving its own limit
         # restores what it found, one thread, never every core under another's fit
@@ -122,12 +137,18 @@ def model_chains(
                 for model in models
             }
             try:
+                wait(futures.values(), return_when=FIRST_EXCEPTION)
+                for future in futures.values():
+                    if future.done() and not future.cancelled() and future.exception() is not None:
+                        raise future.exception()  # type: ignore[misc]
                 return {name: future.result() for name, future in futures.items()}
             except BaseException:
+                cancel.set()  # the chains under way stop at their next check
                 for future in futures.values():
                     future.cancel()
                 raise
     finally:
+        CANCEL.reset(cancel_token)
         BLAS_THREADS.reset(token)
 
 

@@ -12,6 +12,7 @@ from recsys.config import ModelConfig, PipelineConfig
 from recsys.data.interactions import Interactions
 from recsys.errors import ModelError
 from recsys.models import get_model_type
+from recsys.progress import check_cancelled
 from recsys.storage import RunLayout
 from recsys.threads import blas_thread_counts
 
@@ -26,6 +27,7 @@ def fit_progress(name: str, iterations: int | None, started: float, every: float
     state = {"logged": started}
 
     def report(done: int, user_factors: Any, item_factors: Any) -> None:
+        check_cancelled()  # a sibling model failed: stop after this iteration
         if not report.blas_threads:
             report.blas_threads = blas_thread_counts()
         now = time.perf_counter()

@@ -32,3 +32,18 @@ def test_the_documented_table_is_the_tested_one():
         else:
             expected = stated[name] | (set() if name in NOT_SHARED else SHARED)
         assert allowed == expected, f"{name}: the doc says {sorted(expected)}, the test {sorted(allowed)}"
+
+
+def test_the_layout_names_every_module():
+    """Every module of recsys/ and flows/ (and every package) appears in the Layout block."""
+    text = DOC.read_text()
+    layout = text[text.index("## Layout") :].split("```")[1]
+    root = DOC.parents[1]
+    missing = []
+    for path in sorted([*(root / "recsys").rglob("*.py"), *(root / "flows").glob("*.py")]):
+        if path.name == "__init__.py" and path.parent.name in ("recsys", "flows"):
+            continue
+        name = f"{path.parent.name}/" if path.name == "__init__.py" else path.name
+        if name not in layout and path.stem not in layout:
+            missing.append(str(path.relative_to(root)))
+    assert not missing, f"docs/architecture.md's Layout does not name: {', '.join(missing)}"

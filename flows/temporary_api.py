@@ -25,6 +25,7 @@ import tempfile
 import time
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import IO
@@ -182,6 +183,34 @@ class TemporaryAPI:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def check_api(url: str, key: str | None = None, timeout: float = 10.0) -> None:
+    """One line if the configured Prefect API at ``url`` cannot serve a run: not an
+    http(s) URL, nothing answering, or something that is not a Prefect API (its
+    ``/health`` does not answer ``true``). Prefect's own check ends in a traceback."""
+    hint = "start one with `prefect server start`, or unset PREFECT_API_URL to use a temporary one"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RecsysError(f"PREFECT_API_URL {url!r} is not an http(s) URL; {hint}")
+    request = urllib.request.Request(f"{url.rstrip('/')}/health")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read(64).strip()
+    except urllib.error.HTTPError as exc:
+        raise RecsysError(
+            f"PREFECT_API_URL {url}: not a Prefect API (GET /health answered {exc.code}); {hint}"
+        ) from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        reason = getattr(reason, "strerror", None) or reason
+        raise RecsysError(f"PREFECT_API_URL {url}: cannot reach the Prefect API ({reason}); {hint}") from None
+    if body != b"true":
+        raise RecsysError(
+            f"PREFECT_API_URL {url}: not a Prefect API (GET /health answered {body[:20]!r}); {hint}"
+        )
 
 
 def startup_timeout(environ: dict[str, str] | None = None) -> float:

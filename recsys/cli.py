@@ -153,6 +153,11 @@ def _import_flows(debug: bool = False) -> Any:
             api.url.removesuffix("/api"),
         )
         api.wait_ready(temporary_api.startup_timeout())
+    else:
+        from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL
+
+        if PREFECT_API_URL.value():
+            temporary_api.check_api(PREFECT_API_URL.value(), PREFECT_API_KEY.value())
     return pipeline_module
 
 

@@ -2,18 +2,20 @@
 is configured anywhere Prefect looks, and with one-line errors when it does not come up."""
 
 import contextlib
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from flows.temporary_api import TemporaryAPI, api_configured
+from flows.temporary_api import TemporaryAPI, api_configured, check_api
 from recsys.data import generate_interactions
 from recsys.errors import RecsysError
 
@@ -113,3 +115,81 @@ def test_sigkill_of_recsys_run_ends_its_temporary_api(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.pid, signal.SIGKILL)
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    """GET /api/health answers what the server's ``body`` says (404 where it is None)."""
+
+    body: bytes | None = None
+
+    def do_GET(self):  # noqa: N802  (http.server's name)
+        if self.body is None or self.path != "/api/health":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def _server(body: bytes | None):
+    handler = type("Handler", (_Answer,), {"body": body})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/api"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "message"),
+    [
+        ("garbage", None, "PREFECT_API_URL 'garbage' is not an http(s) URL"),
+        ("ftp://127.0.0.1/api", None, "is not an http(s) URL"),
+        (f"http://127.0.0.1:{_closed_port()}/api", None, "cannot reach the Prefect API"),
+        ("SERVER", None, "not a Prefect API (GET /health answered 404)"),
+        ("SERVER", b"<html>hello</html>", "not a Prefect API (GET /health answered b'<html>"),
+    ],
+)
+def test_a_configured_api_that_cannot_serve_a_run_is_one_line(url, body, message):
+    with _server(body) as served:
+        with pytest.raises(RecsysError) as caught:
+            check_api(served if url == "SERVER" else url, timeout=5)
+    assert message in str(caught.value) and "prefect server start" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_prefect_api_that_answers_passes():
+    with _server(b"true") as url:
+        check_api(url, timeout=5)
+
+
+def test_recsys_run_with_a_garbage_api_url_is_one_line_and_exit_2(tmp_path):
+    generate_interactions(n_users=50, n_items=30, n_clusters=2, seed=1).to_parquet(tmp_path / "t.parquet")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PREFECT_API_URL": "garbage"}
+    done = subprocess.run(
+        [RECSYS, "run", "--interactions", "t.parquet", "--output", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.splitlines() == [
+        "recsys: error: PREFECT_API_URL 'garbage' is not an http(s) URL; start one with "
+        "`prefect server start`, or unset PREFECT_API_URL to use a temporary one"
+    ]
+    assert not (tmp_path / "out" / "CURRENT").exists()

@@ -48,7 +48,7 @@ def test_generate_shows_its_real_defaults():
 def test_user_items_help_names_the_types_that_fold_in():
     text = " ".join(_subcommands()["recommend"].format_help().split())
     folding = [n for n, t in MODEL_TYPES.items() if type(t).fold_in is not ModelType.fold_in]
-    assert "als" in folding and "bpr" not in folding
+    assert "als" in folding
     assert "ALS models" not in text
     for name in folding:
         assert name in text.split("--user-items")[2].split("--fallback")[0]

@@ -159,7 +159,7 @@ def type_name(annotation: Any) -> str:
         return " | ".join(str(v) for v in get_args(annotation))
     if origin in (typing.Union, types.UnionType):
         names = list(dict.fromkeys(type_name(arg) for arg in get_args(annotation)))
-        if len(names) > 1 and "," in names[-2]:  # "int >= 0, <= 9, or null"
+        if len(names) > 1 and re.search(r"[<>]|entries|non-empty", names[-2]):  # "int >= 0, <= 9, or null"
             return " or ".join(names[:-1]) + ", or " + names[-1]
         return " or ".join(names)
     if origin is list:

@@ -156,14 +156,29 @@ def clean_environment(prefect_home: Path) -> dict[str, str]:
     }
 
 
+NOT_COPIED_AT_THE_TOP = {".git", ".venv", "data", "out", "build"}
+NOT_COPIED = {"__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis"}
+
+
 def tracked_files() -> list[str]:
-    """The repository's files as a clone has them, plus new files not ignored by git."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.decode()
+    """The repository's files as a clone has them, plus new files not ignored by git
+    (without git: every file outside the folders a clone does not have)."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        ).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):
+        return [
+            str(path.relative_to(ROOT))
+            for path in ROOT.rglob("*")
+            if path.is_file()
+            and path.relative_to(ROOT).parts[0] not in NOT_COPIED_AT_THE_TOP
+            and not NOT_COPIED & set(path.relative_to(ROOT).parts)
+            and not any(part.endswith(".egg-info") for part in path.parts)
+        ]
     return [name for name in listed.split("\0") if name]
 
 

@@ -231,6 +231,49 @@ class RunGuard:
 
         threading.Thread(target=watch, name="recsys-signals", daemon=True).start()
 
+    def watch_api(self, every: float = 1.0, grace: float = 20.0) -> threading.Event:
+        """End the run (exit 3) once its Prefect API is gone: at once when the temporary
+        API this process started exits, or when a configured API has not answered its
+        health check for ``grace`` seconds. Prefect's client would otherwise retry for
+        as long as the run's timeout. Returns the event that ends the watch."""
+        from flows import temporary_api
+
+        done = threading.Event()
+        api = temporary_api.started()
+        if api is None:
+            from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL
+
+            url, key = PREFECT_API_URL.value(), PREFECT_API_KEY.value()
+            if not url:
+                return done
+            every = max(every, 5.0)
+
+        def gone() -> str | None:
+            if api is not None:
+                code = api.process.poll() if api.process is not None else None
+                return None if code is None else f"Prefect's temporary API exited mid-run (status {code})"
+            try:
+                temporary_api.check_api(url, key, timeout=every)
+            except RecsysError:
+                return f"the Prefect API at {url} stopped answering mid-run"
+            return None
+
+        def watch() -> None:
+            failing_since = None
+            while not done.wait(every):
+                reason = gone()
+                if reason is None:
+                    failing_since = None
+                    continue
+                failing_since = failing_since or time.monotonic()
+                if api is not None or time.monotonic() - failing_since >= grace:
+                    if not done.is_set():
+                        self.stop(3, f"error: {reason}; stopped")
+                    return
+
+        threading.Thread(target=watch, name="recsys-api-watch", daemon=True).start()
+        return done
+
     def watchdog(self, seconds: float) -> threading.Timer:
         """End the run (exit 3) if it is not done in time: a run whose Prefect API went
         away would otherwise hang."""
@@ -313,16 +356,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     timeout = args.timeout if args.timeout is not None else config.run.timeout_seconds
     watchdog = guard.watchdog(timeout) if timeout else None
     pipeline = _import_flows(args.debug)
-    manifest = pipeline.pipeline_flow(
-        config_path=args.config or pipeline.DEFAULT_CONFIG,
-        interactions=input_path,
-        output=root,
-        run_id=run_id,
-        models=models,
-        holdout=args.holdout,
-        config=config,
-        gate=not args.no_gate,
-    )  # a run the promotion gate holds raises PromotionHeld: one line, exit 4
+    api_watch = guard.watch_api()
+    try:
+        manifest = pipeline.pipeline_flow(
+            config_path=args.config or pipeline.DEFAULT_CONFIG,
+            interactions=input_path,
+            output=root,
+            run_id=run_id,
+            models=models,
+            holdout=args.holdout,
+            config=config,
+            gate=not args.no_gate,
+        )  # a run the promotion gate holds raises PromotionHeld: one line, exit 4
+    finally:
+        api_watch.set()  # the API stops with this process: no longer a failure
     if watchdog is not None:
         watchdog.cancel()
     run_dir = storage.RunLayout(Path(root), manifest["run_id"], staging=False).dir

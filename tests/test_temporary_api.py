@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from flows.temporary_api import TemporaryAPI, api_configured, check_api
 from recsys.data import generate_interactions
@@ -193,3 +194,38 @@ def test_recsys_run_with_a_garbage_api_url_is_one_line_and_exit_2(tmp_path):
         "`prefect server start`, or unset PREFECT_API_URL to use a temporary one"
     ]
     assert not (tmp_path / "out" / "CURRENT").exists()
+
+
+@pytest.mark.slow
+def test_a_run_whose_temporary_api_dies_ends_at_once_with_one_line(tmp_path):
+    """Prefect's client would retry for as long as the run's timeout (6 h by default): the
+    run ends within seconds, exit 3, one line, nothing published."""
+    generate_interactions(n_users=300, n_items=200, n_clusters=4, seed=1).to_parquet(tmp_path / "t.parquet")
+    endless = {"models": [{"name": "als", "type": "als", "params": {"factors": 8, "iterations": 10_000_000}}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**endless, "evaluate": {"split": {"method": "none"}}}))
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "prefect")}
+    with open(tmp_path / "out.log", "w+") as out, open(tmp_path / "err.log", "w+") as err:
+        run = subprocess.Popen(
+            [RECSYS, "run", "--config", "c.yaml", "--interactions", "t.parquet", "--output", "out"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while "als: training" not in (tmp_path / "out.log").read_text() and time.monotonic() < deadline:
+                assert run.poll() is None, (tmp_path / "err.log").read_text()
+                time.sleep(0.1)
+            (server,) = [p for p in psutil.Process(run.pid).children() if "uvicorn" in " ".join(p.cmdline())]
+            server.kill()
+            assert run.wait(timeout=30) == 3
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.pid, signal.SIGKILL)
+    assert (tmp_path / "err.log").read_text().splitlines() == [
+        "recsys: error: Prefect's temporary API exited mid-run (status -9); stopped; nothing published"
+    ]
+    assert not (tmp_path / "out" / "CURRENT").exists()
+    assert not [p for p in (tmp_path / "out" / "runs").iterdir()]

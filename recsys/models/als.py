@@ -1,5 +1,5 @@
 """``als``: implicit's AlternatingLeastSquares (Hu, Koren and Volinsky's implicit-feedback
-ALS, conjugate-gradient solver by default). The only type that folds users in."""
+ALS, conjugate-gradient solver by default). Folds users in with ALS's own user step."""
 
 from __future__ import annotations
 

@@ -218,7 +218,10 @@ class ModelType(ABC):
         retraining. item_factors: float32 (n_items, dim); user_items: CSR (users, n_items);
         extras: the arrays the fit saved beside the factors (:attr:`Embeddings.extras`).
         Returns float32 (users, dim). Types that cannot fold in raise :class:`ModelError`."""
-        raise ModelError(f"folding users in needs an ALS model; this one is {self.name}")
+        from recsys.models import MODEL_TYPES
+
+        able = [name for name, t in MODEL_TYPES.items() if type(t).fold_in is not ModelType.fold_in]
+        raise ModelError(f"a {self.name} model cannot fold users in; model types that can: {', '.join(able)}")
 
     def __repr__(self) -> str:
         return f"<model type {self.name!r} ({type(self).__name__})>"

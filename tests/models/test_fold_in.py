@@ -60,5 +60,5 @@ def test_fold_in_of_known_users_reproduces_their_lists(data):
 
 
 def test_only_als_folds_in(data):
-    with pytest.raises(ModelError, match="needs an ALS model; this one is bpr"):
+    with pytest.raises(ModelError, match="a bpr model cannot fold users in; model types that can: als, "):
         fold_in_users("bpr", {}, np.ones((data.n_items, 4), np.float32), data.user_items[:1])

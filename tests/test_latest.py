@@ -143,3 +143,14 @@ def test_killed_between_current_and_latest(tmp_path):
         assert os.readlink(tmp_path / "latest") == "runs/r2"
         transaction.publish({"run_id": "r3"})
     assert storage.current_run_id(tmp_path) == "r3" and os.readlink(tmp_path / "latest") == "runs/r3"
+
+
+def test_a_filesystem_without_symlinks_still_publishes(tmp_path, monkeypatch, caplog):
+    def no_symlinks(*args, **kwargs):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    _publish(tmp_path, "r1")
+    assert storage.current_run_id(tmp_path) == "r1" and not (tmp_path / "latest").exists()
+    assert "could not point" in caplog.text
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".latest")]

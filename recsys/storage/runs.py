@@ -169,19 +169,26 @@ def latest_target(root: str | Path) -> str | None:
     return parts[1] if len(parts) == 2 and parts[0] == "runs" else None
 
 
-def _point_latest(root: Path, run_id: str) -> None:
+def _point_latest(root: Path, run_id: str) -> bool:
+    """Switch ``latest`` to ``runs/<run_id>``; False, with a warning, where it cannot be
+    (a folder of that name, a filesystem without symlinks): ``CURRENT`` has moved already,
+    and nothing after that may fail a published run."""
     link = root / LATEST
     if link.exists() and not link.is_symlink():
         log.warning("left %s alone: it is not a symlink made by recsys", link)
-        return
+        return False
     tmp = root / f".{LATEST}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
     try:
         os.symlink(f"runs/{run_id}", tmp)
         os.replace(tmp, link)
+        fsync_dir(root)
+    except OSError as exc:
+        log.warning("could not point %s at runs/%s (%s); CURRENT names it", link, run_id, exc.strerror or exc)
+        return False
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    fsync_dir(root)
+    return True
 
 
 def sync_latest(root: str | Path) -> None:
@@ -194,8 +201,7 @@ def sync_latest(root: str | Path) -> None:
     for stale in root.glob(f".{LATEST}.tmp-*"):
         with contextlib.suppress(OSError):
             stale.unlink()
-    if latest_target(root) != current:
-        _point_latest(root, current)
+    if latest_target(root) != current and _point_latest(root, current):
         log.info("pointed %s at runs/%s, the run CURRENT names", root / LATEST, current)
 
 

@@ -10,12 +10,10 @@ current), 130 / 143 (SIGINT / SIGTERM), 141 (stdout closed).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -25,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys import __version__, storage
+from recsys import __version__, signals, storage
 from recsys.config import resolve_inputs
 from recsys.errors import ConfigError, QueryError, RecsysError
 from recsys.manifest import ModelEntry, RunManifest
@@ -180,56 +178,38 @@ def _strip_traceback(record: logging.LogRecord) -> bool:
 
 class RunGuard:
     """Ends a `recsys run` cleanly and at once on Ctrl-C (SIGINT), SIGTERM (``docker
-    stop``, ``systemctl stop``) or the outer timeout: removes the run's staging folder,
-    ends every child process (Prefect's temporary API server, Dask workers), prints one
-    line and exits 130 / 143 / 3.
+    stop``, ``systemctl stop``), the outer timeout or the loss of its Prefect API: removes
+    the run's staging folder, ends every child process (Prefect's temporary API server,
+    Dask workers), prints one line and exits 130 / 143 / 3 (:mod:`recsys.signals`).
 
-    The signals wake a watcher thread through ``signal.set_wakeup_fd``, so the stop does
-    not wait for the main thread to leave a long C call (a model fit, a matrix product).
     A run that had already published stays published; ``CURRENT`` moves only as the
     last step of publishing, so it never names a run that was cut off.
     """
 
     def __init__(self, root: str, run_id: str):
         self.layout = storage.RunLayout(Path(root), run_id)
-        self._stopping = threading.Lock()
 
-    def stop(self, code: int, reason: str) -> None:
-        if not self._stopping.acquire(blocking=False):
-            return  # already stopping
-        # from here the one line below is all the run says: Prefect's workers would
-        # otherwise log that the API (a child, ended with the run) went away
-        logging.disable(logging.CRITICAL)
+    def cleanup(self) -> str:
+        """Remove the staging folder (what the run's threads write into it meanwhile too,
+        until it stays away, at most a second); say whether the run had been published."""
         staged = self.layout.dir.exists()
-        shutil.rmtree(self.layout.dir, ignore_errors=True)
-        _end_children()
-        # the run's threads go on until the exit below: remove what they wrote meanwhile,
-        # until the folder stays away (at most a second)
         deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
+        while True:
             shutil.rmtree(self.layout.dir, ignore_errors=True)
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.05)
             if not self.layout.dir.exists():
                 break
         published = (self.layout.published().dir / "_SUCCESS").exists() and not staged
-        outcome = f"run {self.layout.run_id} had been published" if published else "nothing published"
-        print(f"recsys: {reason}; {outcome}", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(code)
+        return f"run {self.layout.run_id} had been published" if published else "nothing published"
+
+    def stop(self, code: int, reason: str) -> None:
+        signals.stop(code, reason)
 
     def watch_signals(self) -> None:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(write_fd, False)
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, lambda *_: None)  # the watcher thread does the work
-
-        def watch() -> None:
-            number = os.read(read_fd, 1)[0]
-            name = signal.Signals(number).name
-            self.stop(128 + number, f"{'interrupted' if number == signal.SIGINT else 'terminated'} ({name})")
-
-        threading.Thread(target=watch, name="recsys-signals", daemon=True).start()
+        signals.install()
+        signals.on_stop("run", self.cleanup)
 
     def watch_api(self, every: float = 1.0, grace: float = 20.0) -> threading.Event:
         """End the run (exit 3) once its Prefect API is gone: at once when the temporary
@@ -283,23 +263,6 @@ class RunGuard:
         timer.daemon = True
         timer.start()
         return timer
-
-
-def _end_children(grace: float = 2.0) -> None:
-    """Terminate every process this one started (and theirs), then kill what is left."""
-    import psutil
-
-    try:
-        children = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=grace)
-    for child in alive:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
 
 
 def _preflight(config: Any, input_path: str | None, root: str, args: argparse.Namespace) -> list[str] | None:

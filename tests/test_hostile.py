@@ -175,6 +175,76 @@ def test_a_signal_ends_the_run_at_once_and_cleanly(workspace, published, sent, t
     assert again.returncode == 0, again.stderr
 
 
+def _signalled(command: list[str], root, env, sent, ready) -> tuple[int, float, list[str], list]:
+    """Start ``command`` in its own process group, wait until ``ready()``, send ``sent`` to
+    the group: (exit status, seconds to exit, stderr lines, children still alive)."""
+    import os
+    import time
+
+    import psutil
+
+    with open(root / "sig.err", "w+") as stderr:
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=root, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not ready(process) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            children = psutil.Process(process.pid).children(recursive=True)
+            sent_at = time.monotonic()
+            os.killpg(process.pid, sent)
+            returncode = process.wait(timeout=30)
+            elapsed = time.monotonic() - sent_at
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        stderr.seek(0)
+        lines = stderr.read().splitlines()
+    time.sleep(0.2)
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    return returncode, elapsed, lines, alive
+
+
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_tune_at_once_with_one_line(workspace, sent):
+    """recsys tune under the same guard as run: one line, 130 / 143 within 5 s, no child
+    left, no tuned config half-written."""
+    import psutil
+
+    root, env = workspace
+    command = [RECSYS, "tune", "--model", "als", "--config", str(root / "c.yaml"), "--trials", "200"]
+    command += ["--output", str(root / "tuned.yaml")]
+
+    def tuning(process) -> bool:  # the study runs once its API is up and the split made
+        children = psutil.Process(process.pid).children()
+        return bool(children) and (root / "sig.err").exists() and process.poll() is None
+
+    code, elapsed, lines, alive = _signalled(command, root, env, sent, tuning)
+    assert code == 128 + sent and elapsed < 5, (code, elapsed, lines[-3:])
+    assert lines == [f"recsys: {'interrupted' if sent == signal.SIGINT else 'terminated'} ({sent.name})"]
+    assert not alive
+    assert not (root / "tuned.yaml").exists()
+
+
+@pytest.mark.parametrize("after", [0.1, 0.5, 1.5])
+def test_ctrl_c_while_the_command_starts_is_one_line(workspace, after):
+    """Ctrl-C while Python, the CLI and Prefect load and the temporary API boots: one line
+    and 130, never a traceback or a hang (a KeyboardInterrupt in the middle of an import
+    could leave a lock held)."""
+    import time
+
+    root, env = workspace
+    started = time.monotonic()
+    command = [RECSYS, "run", "--config", str(root / "c.yaml"), "--run-id", "early"]
+    code, elapsed, lines, alive = _signalled(
+        command, root, env, signal.SIGINT, lambda _: time.monotonic() - started >= after
+    )
+    assert code == 130 and elapsed < 5, (code, elapsed, lines[-5:])
+    assert len(lines) == 1 and lines[0].startswith("recsys: interrupted (SIGINT)"), lines
+    assert not alive
+
+
 def test_published_files_follow_output_mode_whatever_the_umask(workspace, published):
     import os
     import stat

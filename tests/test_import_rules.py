@@ -17,6 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "faults": set(),
     "threads": set(),
     "progress": set(),
+    "signals": set(),  # the console script's signal guard: standard library only
     "data": {"errors"},
     "models": {"errors"},
     "config": {"errors", "models", "index"},
@@ -48,11 +49,12 @@ ALLOWED: dict[str, set[str]] = {
 # the BLAS thread limits (recsys.threads) and progress lines (recsys.progress) serve every
 # part that trains, builds or scores
 for _component_name, _allowed in ALLOWED.items():
-    if _component_name not in ("errors", "faults", "threads", "progress"):
+    if _component_name not in ("errors", "faults", "threads", "progress", "signals"):
         _allowed.update({"threads", "progress"})
 ALLOWED["__init__"] = {"lookup", "stages"}
 ALLOWED["cli"] = set(ALLOWED) | {"flows"}
-ALLOWED["console"] = {"cli", "flows"}  # the console script: the temporary API first, then the CLI
+# the console script: the signal guard and the temporary API first, then the CLI
+ALLOWED["console"] = {"signals", "cli", "flows"}
 ORCHESTRATION = ("prefect", "prefect_dask", "dask", "distributed")
 
 

@@ -732,7 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Batch recommendations: train embeddings, index them, publish top-N lists and "
         "similar items as parquet, and answer lookups from the published run.",
         epilog="Run `recsys COMMAND --help` for a command's options. Errors are one line on stderr "
-        "with exit status 2; --debug shows the traceback.",
+        "(--debug shows the traceback); exit status 2: bad input or config, 3: a run stopped by its "
+        "timeout or the loss of its Prefect API, 4: a run the promotion gate held, 130 / 143: "
+        "Ctrl-C / SIGTERM.",
     )
     parser.add_argument("--version", action="version", version=f"recsys {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")

@@ -56,9 +56,11 @@ class OutputConfig(_Strict):
     """Where runs are published, and with which permissions."""
 
     root: str = "data/outputs"
-    """Output root: runs are published under ``<root>/runs/<run_id>`` and ``<root>/CURRENT``
-    names the newest complete run. A relative path set in a config file resolves against
-    the config file's folder; the default is relative to the working directory."""
+    """Output root: runs are published under ``<root>/runs/<run_id>``; ``<root>/CURRENT``
+    names the current run (the newest complete run the promotion gate let through, or
+    one made current by ``recsys promote``) and ``<root>/latest`` links to it. A relative
+    path set in a config file resolves against the config file's folder; the default is
+    relative to the working directory."""
     mode: str = "0644"
     """Permissions of every published file, in octal (folders get the same plus ``x``
     where there is ``r``: 0644 -> 0755). Set explicitly, whatever the process's umask,
@@ -324,8 +326,9 @@ class RetentionConfig(_Strict):
     """Which published runs are kept."""
 
     keep_runs: int | None = Field(default=None, ge=1)
-    """Complete runs to keep after each publish (null keeps all). CURRENT and runs that a
-    lookup is reading are never deleted."""
+    """Complete runs to keep after each publish (null keeps all). CURRENT (the run
+    ``latest`` links to), the newest run the promotion gate held after it (until a newer
+    run is current or held), and runs that a lookup is reading are never deleted."""
 
 
 class PromotionConfig(_Strict):

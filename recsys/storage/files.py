@@ -6,21 +6,131 @@ leaving the run folder."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.errors import RunError
+from recsys.errors import ConfigError, RunError
 
 FILE_MODE = 0o644
+
+
+# ---------------------------------------------------------------- reading only regular files
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+    stat.S_IFLNK: "a symlink",
+}
+
+
+class NotRegularFile(OSError):
+    """A path the product reads (a published or control file) is not a regular file: a
+    FIFO, a device, a socket or a folder. An ``OSError``, so that every caller that turns
+    an unreadable file into one line does so for this too."""
+
+    def __init__(self, path: str | Path, mode: int):
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        message = f"not a regular file ({kind}): damaged or not made by recsys"
+        super().__init__(errno.EINVAL, message, str(path))
+
+
+def kind_of(path: str | Path) -> str | None:
+    """None where ``path`` is a regular file (symlinks followed) or does not exist; else
+    what it is (``a FIFO``, ``a folder``, ...). Never opens it, so never blocks."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return None if stat.S_ISREG(mode) else _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def is_regular(path: str | Path) -> bool:
+    """Whether ``path`` is a regular file (symlinks followed), without opening it."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def open_regular(path: str | Path, flags: int = os.O_RDONLY) -> int:
+    """A file descriptor of ``path`` if it is a regular file, else :class:`NotRegularFile`.
+    Opened with ``O_NONBLOCK`` (opening a FIFO for reading would wait for a writer for
+    ever), checked with ``fstat`` on what was opened (no window between a check and the
+    open), then made blocking again."""
+    fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular_bytes(path: str | Path) -> bytes:
+    """The bytes of a regular file (:func:`open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as handle:
+        return handle.read()
+
+
+# ---------------------------------------------------------------- outputs a command writes
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def check_output(
+    path: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False, option: str = "--output"
+) -> Path:
+    """Refuse (one-line :class:`ConfigError`, exit 2) to write a command's output at
+    ``path`` where that would replace something the command did not just make:
+
+    - always where ``path`` is one of the command's own ``inputs`` (same resolved path,
+      or the same file through a link: ``os.path.samefile``), even with ``force``;
+    - always where something other than a regular file is there (a folder, a FIFO, a
+      device);
+    - where a regular file is there, unless ``force`` (``--force``).
+
+    Call it before any work starts, for every file the command writes."""
+    path = Path(path)
+    for source in inputs:
+        if source is not None and _same_file(path, Path(source)):
+            raise ConfigError(
+                f"{option} {path} is {source}, an input of this command: refused, even with --force "
+                "(write the output elsewhere)"
+            )
+    if not os.path.lexists(path):
+        return path
+    kind = kind_of(path)
+    if kind is not None:
+        raise ConfigError(f"{option} {path} is {kind}: refused (only a regular file may be replaced)")
+    if not force:
+        raise ConfigError(f"{option} {path} exists: refused to replace it (--force replaces it)")
+    return path
 
 
 @contextlib.contextmanager
@@ -41,7 +151,7 @@ def atomic_path(path: Path, mode: int = FILE_MODE) -> Iterator[Path]:
 
 def file_sha256(path: Path, chunk: int = 8 * 1024 * 1024) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with os.fdopen(open_regular(path), "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
@@ -53,7 +163,8 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """JSON of a regular file (a FIFO or device there: :class:`NotRegularFile`)."""
+    return json.loads(read_text(path))
 
 
 def write_text(path: Path, text: str, mode: int = FILE_MODE) -> None:
@@ -62,7 +173,8 @@ def write_text(path: Path, text: str, mode: int = FILE_MODE) -> None:
 
 
 def read_text(path: Path) -> str:
-    return Path(path).read_text()
+    """Text of a regular file (a FIFO or device there: :class:`NotRegularFile`)."""
+    return read_regular_bytes(path).decode()
 
 
 def write_array(path: Path, array: np.ndarray) -> None:

@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,15 @@ from recsys import faults
 from recsys.errors import RunError
 from recsys.storage.files import (
     FILE_MODE,
+    NotRegularFile,
     apply_mode,
     folder_mode,
     fsync_dir,
+    is_regular,
+    kind_of,
+    open_regular,
     read_json,
+    read_text,
     write_json,
     write_text,
 )
@@ -73,19 +79,81 @@ def check_run_id(run_id: str) -> str:
 
 MARKER = ".recsys-run"
 """Written into a run folder when this program starts the run: cleanup and retention
-delete only folders that carry it, never anything else under ``runs/``."""
+delete only folders that carry it, never anything else under ``runs/``. Its second line
+is the owner token of the process that made the folder (:data:`OWNER_TOKEN`)."""
 HIDDEN_PREFIXES = (".staging-", ".replaced-", ".deleting-")
+
+OWNER_TOKEN = f"{os.getpid()}-{secrets.token_hex(8)}"
+"""This process's token, written into every staging folder it makes: a process removes a
+staging folder only where the token is its own (:func:`remove_own_staging`), never one
+that another process (a second writer with the same run id) is writing."""
+
+
+def _foreign(folder: Path) -> str | None:
+    """Why ``folder`` (a run or staging folder name under ``runs/``) may not be replaced
+    or removed by this program, or None where nothing is there or it is this program's."""
+    if not os.path.lexists(folder):
+        return None
+    if folder.is_symlink():
+        return "is a symlink, not a folder made by recsys"
+    if not folder.is_dir():
+        return f"is {kind_of(folder) or 'a file'}, not a folder made by recsys"
+    if not is_ours(folder):
+        return f"was not made by recsys (no {MARKER} in it)"
+    return None
+
+
+def check_run_folders(root: str | Path, run_id: str) -> None:
+    """Refuse (one-line RunError) a run id whose folder ``runs/<id>`` or staging folder
+    ``runs/.staging-<id>`` exists and is not this program's: a run never replaces nor
+    deletes what it did not make."""
+    for layout in (RunLayout(Path(root), run_id, staging=False), RunLayout(Path(root), run_id)):
+        problem = _foreign(layout.dir)
+        if problem:
+            raise RunError(
+                f"{layout.dir} {problem}: refused to replace it (use another --run-id, or move it away)"
+            )
 
 
 def start_run(root: str | Path, run_id: str | None = None) -> RunLayout:
-    """Create a fresh staging folder for a run, marked as this program's; stale staging
-    folders of the same id go."""
+    """Create a fresh staging folder for a run, marked as this program's and owned by this
+    process; a stale staging folder of the same id that this program made goes (call with
+    the root lock held: its writer is gone). Refused where ``runs/<id>`` or its staging
+    folder exists and is not this program's (:func:`check_run_folders`)."""
     run = RunLayout(Path(root), check_run_id(new_run_id() if run_id is None else run_id))
+    check_run_folders(root, run.run_id)
     if run.dir.exists():
         shutil.rmtree(run.dir)
     run.dir.mkdir(parents=True)
-    write_text(run.dir / MARKER, f"{run.run_id}\n")
+    write_text(run.dir / MARKER, f"{run.run_id}\n{OWNER_TOKEN}\n")
     return run
+
+
+def owns_staging(run: RunLayout) -> bool:
+    """Whether this process made the staging folder of ``run`` (its owner token)."""
+    try:
+        lines = read_text(run.dir / MARKER).split()
+    except (OSError, ValueError):
+        return False
+    return lines[1:2] == [OWNER_TOKEN]
+
+
+def remove_own_staging(run: RunLayout, settle: float = 0.0) -> bool:
+    """Remove the staging folder of ``run`` if this process made it (and only then: a
+    second writer with the same run id never removes the first's). ``settle``: keep
+    removing what this process's threads still write into it for up to that many
+    seconds, until it stays away. Returns whether it was this process's."""
+    if not owns_staging(run):
+        return False
+    deadline = time.monotonic() + settle
+    while True:
+        shutil.rmtree(run.dir, ignore_errors=True)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+        if not run.dir.exists():
+            break
+    return True
 
 
 def check_output_root(root: str | Path, file_mode: int = FILE_MODE) -> Path:
@@ -104,6 +172,19 @@ def check_output_root(root: str | Path, file_mode: int = FILE_MODE) -> Path:
     except OSError as exc:
         raise RunError(f"{root}: cannot write to the output root ({exc.strerror or exc})") from None
     return root
+
+
+def check_can_start(root: str | Path, run_id: str | None = None) -> None:
+    """What refuses a run before it starts anything (a one-line RunError, in milliseconds
+    rather than once Prefect is up): another process holds the root lock (it is writing a
+    run there: the lock is held from staging to publishing), ``CURRENT`` is damaged, or
+    ``run_id``'s folders are not this program's. Takes the lock only for the test."""
+    root = Path(root)
+    with root_lock(root):
+        pass
+    current_run_id(root)
+    if run_id is not None:
+        check_run_folders(root, check_run_id(run_id))
 
 
 @contextlib.contextmanager
@@ -129,10 +210,10 @@ def _recover_replaced(root: Path) -> None:
     without an atomic exchange), put the complete run back under its name."""
     current = current_run_id(root)
     runs = root / "runs"
-    if current is None or (runs / current / "_SUCCESS").exists():
+    if current is None or os.path.lexists(runs / current / "_SUCCESS"):
         return
     for entry in sorted(runs.glob(f".replaced-{current}-*")):
-        if (entry / "_SUCCESS").exists() and is_ours(entry) and not (runs / current).exists():
+        if is_regular(entry / "_SUCCESS") and is_ours(entry) and not os.path.lexists(runs / current):
             os.replace(entry, runs / current)
             log.warning("restored run %s, which CURRENT names, from %s", current, entry.name)
             sync_latest(root)
@@ -151,7 +232,7 @@ def switch_current(root: str | Path, run_id: str, file_mode: int = FILE_MODE) ->
     it, and each ``os.replace``d. A reader never finds either missing or naming an
     incomplete run. Call with the root lock held."""
     root = Path(root)
-    if not (root / "runs" / run_id / "_SUCCESS").exists():
+    if not is_regular(root / "runs" / run_id / "_SUCCESS"):
         raise RunError(f"{root / 'runs' / run_id}: run is missing or incomplete (no _SUCCESS)")
     write_text(root / "CURRENT", run_id + "\n", file_mode)
     fsync_dir(root)
@@ -196,7 +277,7 @@ def sync_latest(root: str | Path) -> None:
     switches, or the root predates ``latest``. Call with the root lock held."""
     root = Path(root)
     current = current_run_id(root)
-    if current is None or not (root / "runs" / current / "_SUCCESS").exists():
+    if current is None or not is_regular(root / "runs" / current / "_SUCCESS"):
         return
     for stale in root.glob(f".{LATEST}.tmp-*"):
         with contextlib.suppress(OSError):
@@ -255,6 +336,9 @@ def publish_run(
     ``CURRENT`` or ``latest`` (evaluation runs, runs held by the promotion gate). Every
     file gets ``file_mode``, every folder the same with ``x`` where there is ``r``,
     whatever the umask."""
+    problem = _foreign(run.published().dir)
+    if problem:  # appeared while the run was staged: never replaced
+        raise RunError(f"{run.published().dir} {problem}: refused to replace it; the run is not published")
     write_json(run.manifest, manifest)
     faults.point("publish-before-success")
     write_text(run.success, run.run_id + "\n")
@@ -285,7 +369,7 @@ def publish_run(
 @contextlib.contextmanager
 def reading(run: RunLayout) -> Iterator[None]:
     """Hold a shared lock on a published run while reading it: retention skips such runs."""
-    with open(run.dir / "_SUCCESS") as handle:
+    with os.fdopen(open_regular(run.success), "rb") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
         yield
 
@@ -329,12 +413,12 @@ def apply_retention(root: str | Path, keep_runs: int) -> list[str]:
             continue
         run = RunLayout(Path(root), run_id, staging=False)
         try:
-            with open(run.success) as handle:
+            with os.fdopen(open_regular(run.success), "rb") as handle:
                 try:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a lookup is reading it
-                doomed = run.dir.with_name(f".deleting-{run_id}")
+                doomed = run.dir.with_name(f".deleting-{run_id}-{secrets.token_hex(3)}")
                 os.replace(run.dir, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
         except OSError as exc:
@@ -346,10 +430,17 @@ def apply_retention(root: str | Path, keep_runs: int) -> list[str]:
 
 
 def current_run_id(root: str | Path) -> str | None:
+    """The id ``CURRENT`` names (None: no ``CURRENT``). A one-line RunError where it is not
+    a regular file (a FIFO would block a reader for ever) or cannot be read."""
     path = Path(root) / "CURRENT"
     if not path.exists():
         return None
-    return path.read_text().strip() or None
+    try:
+        return read_text(path).strip() or None
+    except NotRegularFile as exc:
+        raise RunError(f"{path}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: cannot read CURRENT ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def find_run(root: str | Path, run_id: str | None = None) -> RunLayout:
@@ -360,7 +451,10 @@ def find_run(root: str | Path, run_id: str | None = None) -> RunLayout:
     if run_id is None:
         raise RunError(f"{root}: no published run (CURRENT is missing); run `recsys run` first")
     run = RunLayout(root, check_run_id(run_id), staging=False)
-    if not (run.dir / "_SUCCESS").exists():
+    kind = kind_of(run.success)
+    if kind is not None:
+        raise RunError(f"{run.success}: is {kind}, not the file recsys writes: a damaged run")
+    if not is_regular(run.success):
         raise RunError(f"{run.dir}: run is missing or incomplete (no _SUCCESS)")
     return run
 
@@ -374,13 +468,14 @@ def open_run(root: str | Path, run_id: str | None = None) -> tuple[RunLayout, di
 def _published_at(run_dir: Path) -> float:
     """When a run was published (its _SUCCESS), or last changed if it never was."""
     success = run_dir / "_SUCCESS"
-    return success.stat().st_mtime if success.exists() else run_dir.stat().st_mtime
+    return success.stat().st_mtime if os.path.lexists(success) else run_dir.stat().st_mtime
 
 
 def list_runs(root: str | Path) -> list[dict[str, Any]]:
-    """Every run folder with its status (complete/incomplete), newest first, and its
-    manifest as raw JSON (None where it is missing or not JSON): ``recsys.manifest``
-    validates it."""
+    """Every run folder with its status (complete/incomplete, or unreadable where its
+    ``_SUCCESS`` is not a regular file: ``problem`` says what it is), newest first, and
+    its manifest as raw JSON (None where it is missing, not a regular file or not JSON):
+    ``recsys.manifest`` validates it. Nothing here opens anything but regular files."""
     runs_dir = Path(root) / "runs"
     current = current_run_id(root)
     listed = []
@@ -393,7 +488,8 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
         with contextlib.suppress(OSError):
             entries.append((_published_at(entry), entry))
     for _, entry in sorted(entries, key=lambda pair: pair[0], reverse=True):
-        complete = (entry / "_SUCCESS").exists()
+        kind = kind_of(entry / "_SUCCESS")
+        complete = kind is None and is_regular(entry / "_SUCCESS")
         manifest = None
         if complete:
             with contextlib.suppress(OSError, ValueError):
@@ -401,9 +497,10 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
         listed.append(
             {
                 "run_id": entry.name,
-                "status": "complete" if complete else "incomplete",
+                "status": "unreadable" if kind else "complete" if complete else "incomplete",
                 "current": entry.name == current,
                 "manifest": manifest,
+                **({"problem": f"_SUCCESS is {kind}, not the file recsys writes"} if kind else {}),
             }
         )
     return listed
@@ -463,6 +560,6 @@ class PublishTransaction:
     def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
         try:
             if self.published is None and hasattr(self, "run"):
-                shutil.rmtree(self.run.dir, ignore_errors=True)
+                remove_own_staging(self.run)
         finally:
             self._stack.close()

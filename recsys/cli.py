@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import threading
 import time
@@ -190,18 +189,11 @@ class RunGuard:
         self.layout = storage.RunLayout(Path(root), run_id)
 
     def cleanup(self) -> str:
-        """Remove the staging folder (what the run's threads write into it meanwhile too,
-        until it stays away, at most a second); say whether the run had been published."""
-        staged = self.layout.dir.exists()
-        deadline = time.monotonic() + 1.0
-        while True:
-            shutil.rmtree(self.layout.dir, ignore_errors=True)
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-            if not self.layout.dir.exists():
-                break
-        published = (self.layout.published().dir / "_SUCCESS").exists() and not staged
+        """Remove the staging folder if this process made it (never a second writer's:
+        its owner token; what the run's threads write into it meanwhile too, until it stays
+        away, at most a second); say whether the run had been published."""
+        staged = storage.remove_own_staging(self.layout, settle=1.0)
+        published = storage.is_regular(self.layout.published().success) and not staged
         return f"run {self.layout.run_id} had been published" if published else "nothing published"
 
     def stop(self, code: int, reason: str) -> None:
@@ -284,6 +276,7 @@ def _preflight(config: Any, input_path: str | None, root: str, args: argparse.Na
     if args.holdout and not Path(args.holdout).exists():
         raise ConfigError(f"{args.holdout}: holdout file not found")
     storage.check_output_root(root, config.output.file_mode)
+    storage.check_can_start(root, args.run_id)  # a second writer, foreign run folders
     if config.task_runner.type == "dask" and config.task_runner.address:
         _check_scheduler(config.task_runner.address)
     return models
@@ -525,6 +518,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     rows = []
     for entry in runs:
         row = {"run_id": entry["run_id"] + (" *" if entry["current"] else ""), "status": entry["status"]}
+        if entry.get("problem"):
+            row["models"] = entry["problem"]
         manifest = None
         if entry["status"] == "complete":
             try:

@@ -436,14 +436,16 @@ def _plain(value: Any) -> Any:
 
 def _popular(args: argparse.Namespace, model: str, run: Any) -> int:
     """The fallback for a user the run does not know (no interactions, so no vector): the
-    items with the most users in the run's interactions, the count as the score."""
-    popular = run.popular(args.n)
+    items with the most users in the run's interactions that the run's item rules allow,
+    the count as the score. Answered by :meth:`recsys.lookup.Run.recommend` (the API's
+    own fallback), so that the command and the API agree."""
+    user = run.interactions.users.parse(args.user)  # typed as the run's ids
+    popular = run.recommend([user], n=args.n, model=model, fallback="popular")
     results = [
         {"rank": int(rank), "item_id": _plain(item), "score": float(score)}
         for rank, item, score in zip(popular["rank"], popular["item_id"], popular["score"], strict=True)
     ]
     if args.json:
-        user = run.interactions.users.parse(args.user)  # typed as the run's ids
         answer = {"user": user, "model": model, "run_id": run.run_id, "fallback": "popular"}
         print(json.dumps({**answer, "results": results}))
         return 0

@@ -64,7 +64,9 @@ class OutputConfig(_Strict):
     mode: str = "0644"
     """Permissions of every published file, in octal (folders get the same plus ``x``
     where there is ``r``: 0644 -> 0755). Set explicitly, whatever the process's umask,
-    so that the readers of the outputs can read them; ``0640`` limits them to the group."""
+    so that the readers of the outputs can read them; ``0640`` limits them to the group.
+    A mode that lets the group or others write (``0664``, ``0777``) is refused: anyone
+    could then replace a published file, ``runs/`` or ``CURRENT``."""
 
     @field_validator("mode")
     @classmethod
@@ -73,6 +75,11 @@ class OutputConfig(_Strict):
             raise ValueError(f"mode must be an octal permission like 0644, found {value!r}")
         if int(value, 8) & 0o600 != 0o600:
             raise ValueError(f"mode {value} must let the owner read and write (0600)")
+        if int(value, 8) & 0o022:
+            raise ValueError(
+                f"mode {value} lets the group or others write, so anyone could replace published "
+                "files, runs/ and CURRENT: refused (0644, 0640 or 0600; only the owner writes)"
+            )
         return value
 
     @property

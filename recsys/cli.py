@@ -600,7 +600,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from recsys.data.interactions import clean_table
     from recsys.storage.importers import parse_mapping, read_source, to_implicit
 
-    mapping = parse_mapping(args.map) if args.map else None
+    if args.map is not None and args.format != "table":
+        raise ConfigError(f"--map is for format 'table'; {args.format} names its own columns")
+    mapping = parse_mapping(args.map) if args.map is not None else None
     frame = read_source(args.format, args.input, mapping)
     frame = to_implicit(frame, min_rating=args.min_rating, weighting=args.weighting)
     if frame.attrs.get("dropped_not_positive"):

@@ -110,8 +110,27 @@ def map_columns(frame: pd.DataFrame, mapping: dict[str, str], path: Path | str =
     if missing:
         found = ", ".join(map(str, frame.columns))
         raise InputError(f"{path}: missing column {', '.join(missing)} (found columns: {found})")
-    names = {"user": "user_id", "item": "item_id", "weight": "weight", "timestamp": "timestamp"}
-    return frame[list(mapping.values())].rename(columns={v: names[k] for k, v in mapping.items()})
+    mapped = frame[list(mapping.values())].rename(columns={v: CONTRACT[k] for k, v in mapping.items()})
+    # the source's own columns are no longer what the table holds: validation that names
+    # the file's columns (frame.attrs["columns"]) must see the mapped ones
+    mapped.attrs["columns"] = list(mapped.columns)
+    return mapped
+
+
+CONTRACT = {"user": "user_id", "item": "item_id", "weight": "weight", "timestamp": "timestamp"}
+"""Mapping targets and the input contract's column each becomes."""
+
+
+def table_mapping(columns: list[str], mapping: dict[str, str] | None) -> dict[str, str]:
+    """The mapping of a ``table`` import: the one given (by default ``user=user_id,
+    item=item_id``), plus every column already named as the contract names it (``weight``,
+    ``timestamp``, ...) for a target the mapping leaves out, unless the mapping reads that
+    column for another target. A column named ``weight`` is a weight, mapped or not."""
+    full = dict(mapping) if mapping is not None else {"user": "user_id", "item": "item_id"}
+    for target, column in CONTRACT.items():
+        if target not in full and column in columns and column not in full.values():
+            full[target] = column
+    return full
 
 
 def parse_mapping(text: str) -> dict[str, str]:
@@ -141,7 +160,8 @@ def read_source(fmt: str, path: str | Path, mapping: dict[str, str] | None = Non
     if fmt == "table":
         from recsys.storage.tables import read_any_table
 
-        return map_columns(read_any_table(path), mapping or {"user": "user_id", "item": "item_id"}, path)
+        frame = read_any_table(path)
+        return map_columns(frame, table_mapping([str(c) for c in frame.columns], mapping), path)
     raise InputError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 

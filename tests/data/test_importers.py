@@ -135,3 +135,92 @@ def test_import_command_writes_a_runnable_table(tmp_path, capsys):
         == 2
     )
     assert "file not found" in capsys.readouterr().err
+
+
+def _import(tmp_path, *args: str):
+    import subprocess
+
+    from tests.processes import RECSYS, environment
+
+    return subprocess.run(
+        [RECSYS, "import", "table", *args],
+        capture_output=True,
+        text=True,
+        env=environment(tmp_path),
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+
+def test_import_table_keeps_the_contract_columns_it_finds(tmp_path):
+    """Without --map, a column already named weight (or timestamp) is the weight: a
+    negative rating is dropped as one, never made 1.0; with --map, the columns it names."""
+    source = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "a", "c"],
+            "item_id": [1, 2, 2, 3],
+            "weight": [3.0, -1.0, 2.0, 0.5],
+            "timestamp": [10, 20, 30, 40],
+        }
+    )
+    for suffix in ("csv", "parquet"):
+        path = tmp_path / f"plain.{suffix}"
+        source.to_csv(path, index=False) if suffix == "csv" else source.to_parquet(path)
+        result = _import(tmp_path, str(path), "--output", f"out-{suffix}.parquet")
+        assert result.returncode == 0, result.stderr
+        assert "dropped 1 row(s) with a zero or negative rating" in result.stdout
+        table = pd.read_parquet(tmp_path / f"out-{suffix}.parquet")
+        assert table.to_dict("list") == {
+            "user_id": ["a", "a", "c"],
+            "item_id": [1, 2, 3],
+            "weight": [3.0, 2.0, 0.5],
+            "timestamp": [10, 30, 40],
+        }
+    # the mapping names the weight column: the mapped one wins over a column named weight
+    renamed = source.rename(columns={"user_id": "who", "item_id": "what"}).assign(stars=[1.0, 2.0, 3.0, 4.0])
+    renamed.to_csv(tmp_path / "renamed.csv", index=False)
+    result = _import(
+        tmp_path, "renamed.csv", "--output", "mapped.parquet", "--map", "user=who,item=what,weight=stars"
+    )
+    assert result.returncode == 0, result.stderr
+    table = pd.read_parquet(tmp_path / "mapped.parquet")
+    assert table["weight"].tolist() == [1.0, 2.0, 3.0, 4.0] and table["timestamp"].tolist() == [
+        10,
+        20,
+        30,
+        40,
+    ]
+
+
+def test_import_table_with_a_mapping(tmp_path):
+    """Any real --map is applied (it was refused: 'missing column user_id, item_id')."""
+    pd.DataFrame({"who": ["a", "b", "a"], "what": [1, 2, 2], "n": [3.0, -1.0, 2.0]}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    result = _import(tmp_path, "t.csv", "--output", "o.parquet", "--map", "user=who,item=what,weight=n")
+    assert result.returncode == 0, result.stderr
+    assert pd.read_parquet(tmp_path / "o.parquet").to_dict("list") == {
+        "user_id": ["a", "a"],
+        "item_id": [1, 2],
+        "weight": [3.0, 2.0],
+    }
+    result = _import(tmp_path, "t.csv", "--output", "o2.parquet", "--map", "user=who,item=what")
+    assert result.returncode == 0, result.stderr
+    assert pd.read_parquet(tmp_path / "o2.parquet")["weight"].tolist() == [1.0, 1.0, 1.0]
+    # a mapped column the file lacks names the file's columns; --map of another format
+    result = _import(tmp_path, "t.csv", "--output", "o3.parquet", "--map", "user=userId,item=what")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "missing column userId (found columns: who, what, n)" in result.stderr
+    assert not (tmp_path / "o3.parquet").exists()
+    bad = main(
+        [
+            "import",
+            "movielens",
+            str(tmp_path / "t.csv"),
+            "--output",
+            str(tmp_path / "x.parquet"),
+            "--map",
+            "user=who",
+        ]
+    )
+    assert bad == 2 and not (tmp_path / "x.parquet").exists()

@@ -54,19 +54,25 @@ def tune_flow(
     metric: str | None = None,
     sampler: str | None = None,
     output: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Search one model's params on a validation split carved from the training data;
     write the best as a config file (default ``configs/<model>-tuned.yaml``),
     ``<config>.trials.json`` and ``<config>.report.html``. ``trials``, ``timeout``,
-    ``metric`` and ``sampler`` override the config's ``tune`` section.
+    ``metric`` and ``sampler`` override the config's ``tune`` section. An existing output
+    file is replaced only with ``force``; an output that is one of the search's own inputs
+    (the config, the table, a file the config names) never: both refused before the search.
 
     Returns {best_params, best_value, baseline_value, metric, trials, config, report,
     trials_file}.
     """
     config, input_path, _ = resolve_inputs(config_path, interactions, None)
     config.select_models([model])
+    target = output or tuning.default_output(model)
+    inputs = tuning.input_files(config, config_path, input_path)
+    tuning.check_outputs(target, inputs, force)  # before the search, not after it
     result = study(config, str(input_path), model, trials, timeout, metric, sampler)
-    paths = tuning.write_outputs(result, config, output or f"configs/{model}-tuned.yaml", input_path)
+    paths = tuning.write_outputs(result, config, target, input_path, force, inputs)
     best, baseline = result.best, result.baseline
     counts = result.counts()
     if best["baseline"]:

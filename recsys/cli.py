@@ -577,6 +577,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from recsys.data import generate_interactions
 
+    storage.check_output(args.output, (), args.force)
     if not getattr(args, "quiet", False):
         print(
             f"generating {args.users} users x {args.items} items in {args.clusters} clusters...", flush=True
@@ -600,6 +601,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from recsys.data.interactions import clean_table
     from recsys.storage.importers import parse_mapping, read_source, to_implicit
 
+    storage.check_output(args.output, [args.input], args.force)  # never the source, nor unasked
     if args.map is not None and args.format != "table":
         raise ConfigError(f"--map is for format 'table'; {args.format} names its own columns")
     mapping = parse_mapping(args.map) if args.map is not None else None
@@ -636,6 +638,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     tuning.metric_name(config, args.metric)
     if not Path(input_path).exists():
         raise ConfigError(f"{input_path}: interactions file not found")
+    inputs = tuning.input_files(config, args.config, input_path)
+    tuning.check_outputs(args.output or tuning.default_output(args.model), inputs, args.force)
     if args.json and "prefect" not in sys.modules:  # stdout carries the JSON: progress to stderr
         os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM"] = "ext://sys.stderr"
     _import_flows(args.debug)
@@ -650,6 +654,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         metric=args.metric,
         sampler=args.sampler,
         output=args.output,
+        force=args.force,
     )
     if args.json:
         summary = {
@@ -723,6 +728,12 @@ def _fold_in_types() -> str:
 
     names = [name for name, t in MODEL_TYPES.items() if type(t).fold_in is not ModelType.fold_in]
     return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+FORCE_HELP = (
+    "replace output files that exist (without it the command refuses them); never a folder, a "
+    "special file, or one of the command's own inputs"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -878,6 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="config to write (default: configs/<model>-tuned.yaml); trials and report beside it as "
         "<name>.trials.json and <name>.report.html",
     )
+    tune.add_argument("--force", action="store_true", help=FORCE_HELP)
     tune.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     tune.set_defaults(func=cmd_tune)
 
@@ -890,6 +902,7 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--map", help="for format 'table': user=COL,item=COL[,weight=COL][,timestamp=COL]")
     importer.add_argument("--min-rating", type=float, help="keep ratings >= this (explicit -> implicit)")
     importer.add_argument("--weighting", choices=WEIGHTINGS, default="none", help="reweight")
+    importer.add_argument("--force", action="store_true", help=FORCE_HELP)
     importer.set_defaults(func=cmd_import)
 
     generate = add("generate", "write the deterministic synthetic sample (users in taste clusters)")
@@ -901,6 +914,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--clusters", type=int, default=12, help="taste clusters users and items fall into")
     generate.add_argument("--seed", type=int, default=0, help="same seed, same table")
     generate.add_argument("--string-ids", action="store_true", help="ids as strings")
+    generate.add_argument("--force", action="store_true", help=FORCE_HELP)
     generate.set_defaults(func=cmd_generate)
     return parser
 

@@ -38,6 +38,7 @@ import yaml
 from pydantic import ValidationError
 
 from recsys.config import (
+    DEFAULT_CONFIG,
     MODEL_PATH_PARAMS,
     PATH_KEYS,
     TUNE_METRIC,
@@ -522,15 +523,58 @@ def output_paths(target: str | Path) -> dict[str, Path]:
     }
 
 
-def write_outputs(
-    result: TuneResult, config: PipelineConfig, target: str | Path, input_path: str | Path | None = None
-) -> dict[str, Path]:
-    """Write the tuned config (with a header line), all trials as JSON and the HTML report.
-    The config keeps ``input_path``, the table the search ran on, and its paths are written
-    relative to its own folder (:func:`tuned_config`). Returns their paths."""
+def default_output(model: str) -> str:
+    """Where ``recsys tune`` writes the tuned config without ``--output``."""
+    return f"configs/{model}-tuned.yaml"
+
+
+def input_files(
+    config: PipelineConfig, config_path: str | Path | None, input_path: str | Path | None
+) -> list[str]:
+    """Every file a search reads: the config file, the interactions table, and the files
+    the config names (holdout, item rules, precomputed vectors). An output is never any
+    of them (:func:`check_outputs`)."""
+    raw = config.to_dict()
+    files = [str(config_path or DEFAULT_CONFIG), input_path]
+    files += [(raw.get(section) or {}).get(key) for section, key in PATH_KEYS if section != "output"]
+    for model in raw.get("models") or []:
+        if model.get("type") == "precomputed" and isinstance(model.get("params"), dict):
+            files += [model["params"].get(key) for key in MODEL_PATH_PARAMS]
+    return [str(f) for f in files if isinstance(f, str | Path) and str(f)]
+
+
+def check_outputs(target: str | Path, inputs: list[str], force: bool = False) -> dict[str, Path]:
+    """The three files :func:`write_outputs` writes, checked before anything runs: none of
+    them is one of the search's ``inputs`` (refused even with ``force``), a folder or a
+    special file; an existing one is replaced only with ``force`` (``--force``). A
+    one-line ConfigError otherwise."""
     from recsys import storage
 
     paths = output_paths(target)
+    for key, path in paths.items():
+        option = "--output" if key == "config" else f"--output's {key} file"
+        storage.check_output(path, inputs, force, option)
+    return paths
+
+
+def write_outputs(
+    result: TuneResult,
+    config: PipelineConfig,
+    target: str | Path,
+    input_path: str | Path | None = None,
+    force: bool = False,
+    inputs: list[str] | None = None,
+) -> dict[str, Path]:
+    """Write the tuned config (with a header line), all trials as JSON and the HTML report.
+    The config keeps ``input_path``, the table the search ran on, and its paths are written
+    relative to its own folder (:func:`tuned_config`). Returns their paths. Refused as
+    :func:`check_outputs` says (``inputs``: the config's files and ``input_path`` by
+    default): never an input, an existing file only with ``force``."""
+    from recsys import storage
+
+    if inputs is None:
+        inputs = input_files(config, None, input_path)[1:]  # the config file is not known here
+    paths = check_outputs(target, inputs, force)
     paths["config"].parent.mkdir(parents=True, exist_ok=True)
     counts = result.counts()
     best, baseline = result.best, result.baseline

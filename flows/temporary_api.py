@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from recsys.errors import RecsysError
+from recsys.errors import ConfigError, RecsysError
 
 SERVER_ENV = {
     # what Prefect's own temporary server sets: no UI, no background services
@@ -49,9 +49,73 @@ def _mentions_api_url(path: Path) -> bool:
     return "api_url" in lowered or "[api]" in lowered or "api.url" in lowered
 
 
-def _active_profile_sets_api(environ: dict[str, str]) -> bool:
+def _profiles_path(environ: dict[str, str] | os._Environ[str]) -> Path:
     home = Path(environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
-    path = Path(environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    return Path(environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+
+
+STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+
+def _whole_seconds(text: str) -> int | None:
+    """A number of seconds as Prefect reads it (a whole number), None where it cannot."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(int).validate_python(text)
+    except ValidationError:
+        return None
+
+
+def settings_problem(environ: dict[str, str] | None = None) -> str | None:
+    """What in Prefect's settings would make importing Prefect fail with a traceback,
+    read the way Prefect reads it, before Prefect is imported: a profiles file that is not
+    UTF-8 TOML, a startup timeout that is not a whole number of seconds >= 1. None if
+    nothing is wrong that this can see."""
+    environ = dict(os.environ if environ is None else environ)
+    path = _profiles_path(environ)
+    if path.exists():
+        where = f"Prefect profiles file {path} (PREFECT_PROFILES_PATH, or profiles.toml in PREFECT_HOME)"
+        try:
+            tomllib.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            return f"{where} is not UTF-8 text; fix or remove it"
+        except tomllib.TOMLDecodeError as exc:
+            return f"{where} is not valid TOML ({exc}); fix or remove it"
+        except OSError as exc:
+            return f"{where} cannot be read ({exc.strerror or exc})"
+    value = environ.get(STARTUP_TIMEOUT)
+    if value is not None:
+        seconds = _whole_seconds(value)
+        if seconds is None or seconds < 1:
+            return f"{STARTUP_TIMEOUT} must be a whole number of seconds >= 1, found {value!r}"
+    return None
+
+
+def check_settings(environ: dict[str, str] | None = None) -> None:
+    """A one-line :class:`ConfigError` for :func:`settings_problem`."""
+    problem = settings_problem(environ)
+    if problem:
+        raise ConfigError(problem)
+
+
+def settings_error(exc: BaseException) -> ConfigError:
+    """One line for the error Prefect raised while loading its settings at import (a
+    pydantic ValidationError of its Settings, a TOML error of a settings file)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = []
+        for error in errors()[:3]:
+            where = ".".join(str(p) for p in error.get("loc", ()))
+            parts.append(f"{where}: {error.get('msg')} (found {error.get('input')!r})")
+        detail = "; ".join(parts)
+    else:
+        detail = " ".join(str(exc).split())
+    return ConfigError(f"Prefect's settings are invalid: {detail}")
+
+
+def _active_profile_sets_api(environ: dict[str, str]) -> bool:
+    path = _profiles_path(environ)
     if not path.exists():
         return False
     try:
@@ -214,11 +278,11 @@ def check_api(url: str, key: str | None = None, timeout: float = 10.0) -> None:
 
 
 def startup_timeout(environ: dict[str, str] | None = None) -> float:
+    """Seconds to wait for the temporary API (:func:`check_settings` has refused a value
+    that is not a whole number >= 1)."""
     environ = os.environ if environ is None else environ
-    try:
-        return max(1.0, float(environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
-    except ValueError:
-        return 120.0
+    seconds = _whole_seconds(environ.get(STARTUP_TIMEOUT, "120"))
+    return 120.0 if seconds is None else float(max(1, seconds))
 
 
 _started: TemporaryAPI | None = None
@@ -236,8 +300,8 @@ def start_if_needed() -> TemporaryAPI | None:
     global _started
     if _started is not None:
         return _started
-    if "prefect" in sys.modules or api_configured():
-        return None
+    if "prefect" in sys.modules or api_configured() or settings_problem() is not None:
+        return None  # with bad settings, the command says what is wrong before importing Prefect
     api = _started = TemporaryAPI().start()
     # at exit, as Prefect stops its own: its log and event workers drain first (they
     # stop in threading's exit hooks, which run before atexit's)

@@ -135,10 +135,16 @@ def _import_flows(debug: bool = False) -> Any:
     from flows import temporary_api
     from flows.settings import apply_defaults
 
+    temporary_api.check_settings()  # a bad profile or setting: one line, not Prefect's traceback
     apply_defaults()  # before Prefect loads its settings
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM", "ext://sys.stdout")
 
-    import flows.pipeline as pipeline_module
+    try:
+        import flows.pipeline as pipeline_module
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError and TOML errors among them
+        if debug or "prefect.settings" not in sys.modules:
+            raise
+        raise temporary_api.settings_error(exc) from None
 
     if not debug:
         for name in _PREFECT_RUN_LOGGERS:

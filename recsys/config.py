@@ -298,7 +298,18 @@ class ScheduleConfig(_Strict):
     timezone: str = "UTC"
     """Time zone the cron expression is read in."""
     deployment_name: str = "nightly"
-    """Name of the Prefect deployment."""
+    """Name of the Prefect deployment: 1-64 letters, digits, ``_``, ``-``, ``.``, starting
+    with a letter or digit (as model names)."""
+
+    @field_validator("deployment_name")
+    @classmethod
+    def _safe_deployment_name(cls, value: str) -> str:
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"deployment_name {value!r} must be 1-64 characters of letters, digits, '_', '-', "
+                "'.', starting with a letter or digit"
+            )
+        return value
 
     @field_validator("cron")
     @classmethod
@@ -396,7 +407,14 @@ class TaskRunnerConfig(_Strict):
         if self.address is not None:
             if self.type != "dask":
                 raise ValueError("task_runner.address needs task_runner.type: dask")
-            if "://" not in self.address:
+            from urllib.parse import urlsplit
+
+            try:  # urlsplit and .port raise on a bad IPv6 host or port
+                parts = urlsplit(self.address)
+                host, port = parts.hostname, parts.port
+            except ValueError:
+                host, port = None, None
+            if "://" not in self.address or not host or not port:
                 raise ValueError(
                     f"task_runner.address must look like tcp://host:8786, found {self.address!r}"
                 )

@@ -27,6 +27,7 @@ log = logging.getLogger("recsys.pipeline")
 
 RULE_KEYS = ("include_items", "exclude_items")
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 def _data_files(run: RunLayout, with_holdout: bool = False) -> dict[str, str]:
@@ -71,12 +72,18 @@ def _typed(value: Any, kind: IdKind) -> Any:
             return None
         value = int(value)
     if isinstance(value, int | np.integer):
-        return int(value) if kind == "int" else str(int(value))
+        return _int64(int(value)) if kind == "int" else str(int(value))
     if isinstance(value, str):
         if kind == "str":
             return value
-        return int(value) if _INTEGER.fullmatch(value) else None
+        return _int64(int(value)) if _INTEGER.fullmatch(value) else None
     return None
+
+
+def _int64(value: int) -> int | None:
+    """An integer id as the run keeps integer ids (int64); None past its range: such an id
+    is no item of any run, so it counts as unknown."""
+    return value if INT64_MIN <= value <= INT64_MAX else None
 
 
 def _known(ids: list[Any], items: IdMap) -> tuple[np.ndarray, int, int]:

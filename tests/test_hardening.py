@@ -1,0 +1,100 @@
+"""Hostile values that ended in a traceback or a misleading error: each is one line (a
+project error through the API, `recsys: error: ...` and exit 2 through the command)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+
+import pytest
+import yaml
+
+import recsys
+from recsys.config import parse_config
+from recsys.data import generate_interactions
+from recsys.errors import ConfigError
+from tests.processes import RECSYS, environment
+
+BASE = {
+    "models": [{"name": "als", "type": "als", "params": {"factors": 4, "iterations": 2}}],
+    "index": {"backend": "exact"},
+    "recommend": {"top_n": 5},
+    "similar_items": {"top_n": 5},
+}
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return generate_interactions(n_users=80, n_items=40, n_clusters=2, seed=4)
+
+
+def _one_line(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert result.returncode == code, result.stderr
+    assert result.stderr.startswith("recsys: error: ") and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("name", ["../x", "", "a/b", ".hidden", "x" * 65, "a b", "nightly\n"])
+def test_deployment_names_are_checked_with_the_config(name):
+    with pytest.raises(ConfigError, match="schedule.deployment_name"):
+        parse_config({**BASE, "schedule": {"deployment_name": name}})
+    assert parse_config({**BASE, "schedule": {"deployment_name": "nightly-2.eu_west"}})
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["tcp://[::1", "tcp://[::1]", "tcp://host:99999", "tcp://host:port", "tcp://:8786", "host:8786"],
+)
+def test_scheduler_addresses_are_checked_with_the_config(address):
+    with pytest.raises(ConfigError, match="task_runner.address must look like tcp://host:8786"):
+        parse_config({**BASE, "task_runner": {"type": "dask", "address": address}})
+    assert parse_config({**BASE, "task_runner": {"type": "dask", "address": "tcp://[::1]:8786"}})
+
+
+def test_deploy_and_run_refuse_them_in_one_line(tmp_path, frame):
+    frame.to_parquet(tmp_path / "t.parquet")
+    env = environment(tmp_path)
+    for section in (
+        {"schedule": {"deployment_name": "../x"}},
+        {"task_runner": {"type": "dask", "address": "tcp://[::1"}},
+    ):
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump({**BASE, **section, "input": {"path": "t.parquet"}}))
+        for command in ("deploy", "run"):
+            result = subprocess.run(
+                [RECSYS, command, "--config", "c.yaml", "--output", "out"],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+                timeout=120,
+            )
+            assert "invalid config" in _one_line(result)
+
+
+def test_item_ids_past_int64_are_unknown_ids(tmp_path, frame, caplog):
+    """An integer id outside int64 is no item of any run: ignored and counted as unknown
+    (exclude), or one line where nothing else is listed (include), never an OverflowError."""
+    items = sorted(int(i) for i in frame["item_id"].unique())
+    rules = {"exclude_items": [2**63, -(2**63) - 1, 10**30, str(2**64), items[0]]}
+    with caplog.at_level(logging.INFO, logger="recsys"):
+        run = recsys.run_pipeline(
+            frame, {**BASE, "recommend": {"top_n": 5, **rules}}, output=tmp_path / "a", run_id="r"
+        )
+    assert items[0] not in set(run.recommendations()["item_id"])
+    assert "1 of 5 listed item ids are items of the run; 4 unknown id(s) ignored" in caplog.text
+    with pytest.raises(ConfigError, match="none of its 2 item ids is an item of the run"):
+        recsys.run_pipeline(
+            frame,
+            {**BASE, "recommend": {"top_n": 5, "include_items": [2**63, 2**70]}},
+            output=tmp_path / "b",
+            run_id="r",
+        )
+    # the same ids in a rules table (CSV of huge integers)
+    (tmp_path / "rules.csv").write_text(f"item_id\n{10**25}\n{items[1]}\n")
+    run = recsys.run_pipeline(
+        frame,
+        {**BASE, "recommend": {"top_n": 5, "exclude_items": str(tmp_path / "rules.csv")}},
+        output=tmp_path / "c",
+        run_id="r",
+    )
+    assert items[1] not in set(run.recommendations()["item_id"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -98,3 +100,50 @@ def test_item_ids_past_int64_are_unknown_ids(tmp_path, frame, caplog):
         run_id="r",
     )
     assert items[1] not in set(run.recommendations()["item_id"])
+
+
+@pytest.mark.parametrize("where", ["params", "space"])
+@pytest.mark.parametrize("model_type", ["als", "bpr", "lmf", "spectral"])
+def test_factors_are_bounded_when_the_config_loads(where, model_type):
+    """factors: 100000000 asked implicit for 745 GiB: refused with the config instead."""
+    model = {"name": "m", "type": model_type, "params": {"factors": 8}}
+    if where == "params":
+        model["params"] = {"factors": 100_000_000}
+        config = {**BASE, "models": [model]}
+    else:
+        config = {**BASE, "models": [model], "tune": {"space": {"m": {"factors": [8, 100_000_000]}}}}
+    with pytest.raises(ConfigError, match="factors") as error:
+        parse_config(config)
+    assert "8192" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_factors_that_would_not_fit_in_memory_are_refused_before_training():
+    import psutil
+    import scipy.sparse as sp
+
+    from recsys.errors import ModelError
+    from recsys.models import get_model_type
+    from recsys.models._implicit import MAX_FACTORS
+
+    rows = psutil.virtual_memory().available // (4 * MAX_FACTORS) + 1  # float32 factors alone
+    matrix = sp.csr_matrix(([1.0], ([0], [0])), shape=(rows, 10), dtype=np.float32)
+    for model_type in ("als", "bpr", "lmf"):
+        with pytest.raises(ModelError, match=f"{MAX_FACTORS} factors for {rows} users .* lower factors"):
+            get_model_type(model_type).fit({"factors": MAX_FACTORS}, matrix, seed=1, name="big")
+
+
+def test_tune_with_a_huge_space_is_one_line_before_prefect(tmp_path, frame):
+    frame.to_parquet(tmp_path / "t.parquet")
+    config = {**BASE, "input": {"path": "t.parquet"}, "tune": {"space": {"als": {"factors": [100_000_000]}}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    started = time.monotonic()
+    result = subprocess.run(
+        [RECSYS, "tune", "--model", "als", "--config", "c.yaml", "--trials", "1", "--output", "x.yaml"],
+        capture_output=True,
+        text=True,
+        env=environment(tmp_path),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert "factors" in _one_line(result) and "8192" in result.stderr
+    assert time.monotonic() - started < 5 and not (tmp_path / "x.yaml").exists()

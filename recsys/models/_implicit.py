@@ -25,6 +25,11 @@ from recsys.threads import blas_limit
 PositiveInt = Annotated[int, Strict(), Field(ge=1)]
 """An int >= 1; a string, float or bool is refused."""
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+MAX_FACTORS = 8192
+"""Most latent factors a model may ask for: its factors take 4 bytes x factors x (users +
+items), and each training thread a factors x factors solve on top."""
+Factors = Annotated[int, Strict(), Field(ge=1, le=MAX_FACTORS)]
+"""Latent factors: an int from 1 to :data:`MAX_FACTORS`."""
 PositiveFloat = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 """A finite float > 0; an int is accepted (YAML ``alpha: 2``), a string or bool is not."""
 NonNegativeFloat = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
@@ -66,6 +71,7 @@ class ImplicitModelType(ModelType):
         if user_items.nnz == 0:
             raise ModelError(f"model {name}: no interactions to train on")
         typed = self.parse_params({"random_state": seed, **params}, name)
+        check_memory(name, user_items.shape, int(getattr(typed, "factors", 0)))
         if show_progress is None:
             show_progress = sys.stderr.isatty()
         matrix = sp.csr_matrix(user_items, dtype=np.float32)
@@ -101,6 +107,28 @@ class ImplicitModelType(ModelType):
             )
         except ModelError:
             raise ModelError(_diverged(name, self.name, matrix)) from None
+
+
+def factors_bytes(shape: tuple[int, int], factors: int) -> int:
+    """The least memory a fit of ``factors`` on a users x items matrix takes: its user and
+    item factors in float32, twice (implicit keeps a copy while it solves)."""
+    return 2 * 4 * factors * (int(shape[0]) + int(shape[1]))
+
+
+def check_memory(name: str, shape: tuple[int, int], factors: int) -> None:
+    """A one-line :class:`ModelError` before training when the factors alone would not fit
+    in the memory available now (a fit would end in a MemoryError, or in the OOM killer)."""
+    import psutil
+
+    needed = factors_bytes(shape, factors)
+    available = psutil.virtual_memory().available
+    if needed > available:
+        gib = 2**30
+        raise ModelError(
+            f"model {name}: {factors} factors for {shape[0]} users and {shape[1]} items need at "
+            f"least {needed / gib:.1f} GiB of memory, {available / gib:.1f} GiB are available: "
+            "lower factors"
+        )
 
 
 class _FromProgress(Exception):

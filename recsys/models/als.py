@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from recsys.errors import ModelError
 from recsys.models._implicit import (
+    Factors,
     ImplicitModelType,
     NonNegativeFloat,
     NonNegativeInt,
@@ -25,7 +26,7 @@ from recsys.threads import blas_limit
 class ALSParams(ModelParams):
     """Constructor arguments of ``implicit.cpu.als.AlternatingLeastSquares``, with its defaults."""
 
-    factors: PositiveInt = 100
+    factors: Factors = 100
     """Latent factors per user and item."""
     regularization: NonNegativeFloat = 0.01
     """L2 regularization of the factors."""

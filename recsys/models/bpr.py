@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from recsys.models._implicit import (
+    Factors,
     ImplicitModelType,
     NonNegativeFloat,
     NonNegativeInt,
@@ -17,7 +18,7 @@ from recsys.models.base import FloatRange, IntRange, ModelParams
 class BPRParams(ModelParams):
     """Constructor arguments of ``implicit.cpu.bpr.BayesianPersonalizedRanking``, with its defaults."""
 
-    factors: PositiveInt = 100
+    factors: Factors = 100
     """Latent factors per user and item (implicit adds a bias column)."""
     learning_rate: PositiveFloat = 0.01
     """SGD step size."""

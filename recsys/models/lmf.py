@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from recsys.models._implicit import (
+    Factors,
     ImplicitModelType,
     NonNegativeFloat,
     NonNegativeInt,
@@ -16,7 +17,7 @@ from recsys.models.base import FloatRange, IntRange, ModelParams
 class LMFParams(ModelParams):
     """Constructor arguments of ``implicit.cpu.lmf.LogisticMatrixFactorization``, with its defaults."""
 
-    factors: PositiveInt = 30
+    factors: Factors = 30
     """Latent factors per user and item (implicit adds bias columns)."""
     learning_rate: PositiveFloat = 1.0
     """Step size of the gradient updates."""

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from pydantic import Field, Strict
 
 from recsys.errors import ModelError
-from recsys.models._implicit import NonNegativeInt, PositiveInt, Seed, checked_embeddings
+from recsys.models._implicit import Factors, NonNegativeInt, Seed, checked_embeddings
 from recsys.models.base import Embeddings, FloatRange, IntRange, ModelParams, ModelType, blas_threads
 from recsys.progress import Progress
 from recsys.threads import blas_limit
@@ -37,7 +37,7 @@ log = logging.getLogger("recsys.models")
 class SpectralParams(ModelParams):
     """The filter's size and shape, and the randomized SVD's effort."""
 
-    factors: PositiveInt = 256
+    factors: Factors = 256
     """k: singular vectors kept (the filter's pass band). Larger is closer to the full
     filter; 1024 is a good size for tens of thousands of items."""
     spectral_power: Annotated[float, Strict(), Field(ge=0, le=4, allow_inf_nan=False)] = 1.0

@@ -336,6 +336,7 @@ def publish_run(
     ``CURRENT`` or ``latest`` (evaluation runs, runs held by the promotion gate). Every
     file gets ``file_mode``, every folder the same with ``x`` where there is ``r``,
     whatever the umask."""
+    faults.hold("hold-before-publish")
     problem = _foreign(run.published().dir)
     if problem:  # appeared while the run was staged: never replaced
         raise RunError(f"{run.published().dir} {problem}: refused to replace it; the run is not published")

@@ -185,7 +185,9 @@ class Run:
 
     def _n(self, n: int | None, section: str, limit: int) -> int:
         n = self._config(section, "top_n") if n is None else n
-        if not isinstance(n, int | np.integer) or not 1 <= n <= limit:
+        if not isinstance(n, int | np.integer) or isinstance(n, bool):
+            raise QueryError(f"n must be a whole number, found {type(n).__name__} {n!r}")
+        if not 1 <= n <= limit:
             raise QueryError(f"n must be between 1 and the {limit} items, found {n}")
         return int(n)
 
@@ -284,6 +286,11 @@ class Run:
         apply as to the published lists. Rows of items the run does not know are ignored
         (``attrs["ignored_rows"]`` counts them)."""
         name, entry = self.model(model)
+        if not isinstance(interactions, pd.DataFrame):
+            raise QueryError(
+                "fold_in interactions must be a pandas DataFrame with columns user_id, item_id[, weight], "
+                f"found {type(interactions).__name__}"
+            )
         table = clean_table(interactions, source="fold_in interactions")
         run_items = self.interactions.items
         items = run_items.to_internal(table.items, strict=False)
@@ -299,7 +306,20 @@ class Run:
 
         factors = np.array(self.item_factors(name))  # a writable copy: implicit needs one
         extras = {key: np.asarray(self._array(path)) for key, path in entry.factors.extras.items()}
-        queries = get_model_type(entry.type).fold_in(entry.params, factors, user_items, extras)
+        largest = float(table.weights[known].max())
+        try:
+            queries = get_model_type(entry.type).fold_in(entry.params, factors, user_items, extras)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # the solve failed
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise QueryError(
+                f"model {name}: these users cannot be folded in ({detail}); the largest weight is "
+                f"{largest:.3g}: rescale the weights"
+            ) from None
+        problem = vector_problem(np.asarray(queries, dtype=np.float32), "folded-in user vectors")
+        if problem:
+            raise QueryError(
+                f"model {name}: {problem}; the largest weight is {largest:.3g}: rescale the weights"
+            )
         name, ids, scores = self._ranked(name, "recommend", queries, user_items, n)
         frame = self._frame("user_id", users.tolist(), "item_id", name, ids, scores)
         frame.attrs["ignored_rows"] = int((~known).sum())
@@ -319,7 +339,7 @@ class Run:
         run_items = self.interactions.items
         factors = self.item_factors(model)
         if vector is not None:
-            queries = np.asarray(vector, dtype=np.float32)
+            queries = _query_vectors(vector)
             if queries.ndim == 1:
                 queries = queries[None, :]
             if queries.ndim != 2 or queries.shape[1] != factors.shape[1]:
@@ -366,6 +386,23 @@ class Run:
                 "source": POPULAR,
             }
         )
+
+
+def _query_vectors(vector: Any) -> np.ndarray:
+    """Query vectors as float32, or a QueryError where they do not hold real numbers (an
+    array of strings, objects, ragged lists)."""
+    try:
+        raw = np.asarray(vector)
+    except (ValueError, TypeError) as exc:
+        raise QueryError(
+            f"a query vector must be an array of numbers ({' '.join(str(exc).split())})"
+        ) from None
+    if raw.dtype.kind not in "iuf":
+        raise QueryError(
+            f"a query vector must hold real numbers, found {raw.dtype} ({type(vector).__name__})"
+        )
+    with np.errstate(over="ignore"):
+        return raw.astype(np.float32)  # past float32: inf, refused as not finite
 
 
 def _as_list(ids: Any) -> list[Any]:

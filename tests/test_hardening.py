@@ -147,3 +147,68 @@ def test_tune_with_a_huge_space_is_one_line_before_prefect(tmp_path, frame):
     )
     assert "factors" in _one_line(result) and "8192" in result.stderr
     assert time.monotonic() - started < 5 and not (tmp_path / "x.yaml").exists()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, frame):
+    root = tmp_path_factory.mktemp("lookups") / "out"
+    config = {**BASE, "models": [{"name": "als", "type": "als", "params": {"factors": 8, "iterations": 3}}]}
+    return recsys.run_pipeline(frame, config, output=root, run_id="r1")
+
+
+@pytest.mark.parametrize(
+    "vector",
+    [
+        np.array(["a"] * 8),
+        ["x"] * 8,
+        {"a": 1},
+        [[1.0] * 8, [1.0]],
+        np.ones(8, dtype=complex),
+        np.array([object()] * 8),
+        np.full(8, 1e300),
+    ],
+    ids=["str-array", "str-list", "dict", "ragged", "complex", "objects", "past-float32"],
+)
+def test_similar_refuses_vectors_that_are_not_real_numbers(published, vector):
+    from recsys.errors import QueryError
+
+    with pytest.raises(QueryError) as error:
+        published.similar(vector=vector)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("given", [[(1, 2)], "user_id,item_id", {"user_id": [1], "item_id": [2]}, None, 42])
+def test_fold_in_wants_a_frame(published, given):
+    from recsys.errors import QueryError
+
+    with pytest.raises(QueryError, match="must be a pandas DataFrame"):
+        published.fold_in(given)
+
+
+@pytest.mark.parametrize("ids", [[[1, 2]], [{}], [(1, 2)], [[1]]])
+def test_ids_that_are_not_integers_or_strings_are_query_errors(published, ids):
+    from recsys.errors import QueryError
+
+    with pytest.raises(QueryError, match="ids must be"):
+        published.recommend(ids)
+    with pytest.raises(QueryError, match="ids must be"):
+        published.similar(items=ids)
+    with pytest.raises(QueryError, match="n must be a whole number"):
+        published.recommend([1], n="5")
+
+
+@pytest.mark.parametrize("weight", ["1e30", "1e20", "3e38"])
+def test_huge_fold_in_weights_are_one_line(published, tmp_path, frame, weight):
+    items = frame["item_id"].unique()[:2]
+    (tmp_path / "u.csv").write_text(
+        f"user_id,item_id,weight\n-5,{items[0]},{weight}\n-5,{items[1]},{weight}\n"
+    )
+    result = subprocess.run(
+        [RECSYS, "recommend", "--user-items", "u.csv", "--output", str(published.dir.parent.parent)],
+        capture_output=True,
+        text=True,
+        env=environment(tmp_path),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert "rescale the weights" in _one_line(result) and f"{float(weight):.3g}" in result.stderr

@@ -64,7 +64,17 @@ class IdMap:
             # map: looked up as objects they are unknown ids, not a conversion error.
             typed = np.asarray(external, dtype=object)
         external = typed
-        internal = self._lookup.get_indexer(external).astype(np.int64)
+        if external.ndim != 1:
+            raise QueryError(f"ids must be a flat list of integers or strings, found shape {external.shape}")
+        try:
+            internal = self._lookup.get_indexer(external).astype(np.int64)
+        except (TypeError, ValueError):  # unhashable or nested values: no id of any run
+            example = next(
+                (v for v in external.tolist() if not isinstance(v, int | str)), external.tolist()[0]
+            )
+            raise QueryError(
+                f"ids must be integers or strings, found {type(example).__name__} {example!r}"
+            ) from None
         if strict and (internal < 0).any():
             missing = external[internal < 0]
             raise QueryError(

@@ -295,8 +295,14 @@ def parse_manifest(text: str | bytes, source: str) -> RunManifest:
     the field when it does not validate."""
     try:
         raw = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise RunError(
+            f"{source}: not a readable manifest (not UTF-8 text: {exc.reason} at byte {exc.start})"
+        ) from None
+    except ValueError as exc:
         raise RunError(f"{source}: not a readable manifest (invalid JSON: {exc})") from None
+    except RecursionError:
+        raise RunError(f"{source}: not a readable manifest (JSON nested too deeply)") from None
     if not isinstance(raw, dict):
         raise RunError(f"{source}: not a readable manifest (expected a JSON object)")
     if raw.get("format") != RUN_FORMAT:
@@ -317,4 +323,8 @@ def read_manifest(run: storage.RunLayout) -> RunManifest:
         text = storage.read_text(run.manifest)
     except OSError as exc:
         raise RunError(f"{run.manifest}: cannot read the manifest ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise RunError(
+            f"{run.manifest}: not a readable manifest (not UTF-8 text: {exc.reason} at byte {exc.start})"
+        ) from None
     return parse_manifest(text, str(run.manifest))

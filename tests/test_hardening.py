@@ -212,3 +212,46 @@ def test_huge_fold_in_weights_are_one_line(published, tmp_path, frame, weight):
         timeout=120,
     )
     assert "rescale the weights" in _one_line(result) and f"{float(weight):.3g}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a": ' * 50_000 + b"1" + b"}" * 50_000,
+        b'{"format": "\xff\xfe"}',
+        b"\xef\xbb",
+    ],
+    ids=["nested-list", "nested-object", "not-utf8", "truncated-bom"],
+)
+def test_a_manifest_that_is_no_json_is_one_line(published, tmp_path, content):
+    """runs lists the run as unreadable; recommend, similar and promote refuse it in one line."""
+    import shutil
+
+    root = tmp_path / "out"
+    shutil.copytree(published.dir.parent.parent, root, symlinks=True)
+    (root / "runs" / "r1" / "manifest.json").write_bytes(content)
+    from recsys.errors import RunError
+
+    with pytest.raises(RunError, match="not a readable manifest"):
+        recsys.open_run(root)
+    env = environment(tmp_path)
+    for args in (["recommend", "--user", "1"], ["similar", "--item", "1"], ["promote", "r1"]):
+        result = subprocess.run(
+            [RECSYS, *args, "--output", str(root)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert "not a readable manifest" in _one_line(result)
+    result = subprocess.run(
+        [RECSYS, "runs", "--output", str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr

@@ -163,8 +163,12 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """JSON of a regular file (a FIFO or device there: :class:`NotRegularFile`)."""
-    return json.loads(read_text(path))
+    """JSON of a regular file (a FIFO or device there: :class:`NotRegularFile`); a ValueError
+    for text that is not UTF-8 or JSON, also JSON nested too deeply to parse."""
+    try:
+        return json.loads(read_text(path))
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
 
 
 def write_text(path: Path, text: str, mode: int = FILE_MODE) -> None:

@@ -316,7 +316,7 @@ def test_a_special_file_in_a_run_is_a_damaged_run_never_a_hang(published, name, 
     site, env = published
     out = site / "out"
     damaged = f"bad-{kind}-{name.replace('/', '-')}"
-    shutil.copytree(out / "runs" / "good", out / "runs" / damaged, symlinks=True)
+    shutil.copytree(out / "runs" / storage.current_run_id(out), out / "runs" / damaged, symlinks=True)
     _special(out / "runs" / damaged / name, kind)
     lookup = recsys(
         "recommend", "--user", "1", "--run-id", damaged, "--output", "out", env=env, cwd=site, timeout=60
@@ -349,7 +349,7 @@ def test_special_files_at_current_and_retention(published, kind):
     out = site / "out"
     for name in ("_SUCCESS", "manifest.json"):
         damaged = out / "runs" / f"old-{name}"
-        shutil.copytree(out / "runs" / "good", damaged, symlinks=True)
+        shutil.copytree(out / "runs" / storage.current_run_id(out), damaged, symlinks=True)
         _special(damaged / name, kind)
     saved = (out / "CURRENT").read_text()
     _special(out / "CURRENT", kind)
@@ -364,9 +364,9 @@ def test_special_files_at_current_and_retention(published, kind):
     finally:
         _remove(out / "CURRENT")
         (out / "CURRENT").write_text(saved)
-    again = recsys("run", "--config", "c.yaml", "--run-id", "after", env=env, cwd=site, timeout=300)
+    again = recsys("run", "--config", "c.yaml", "--run-id", f"after-{kind}", env=env, cwd=site, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert storage.current_run_id(out) == "after"
+    assert storage.current_run_id(out) == f"after-{kind}"
     # retention (keep 1): the run with a damaged _SUCCESS skipped, the other removed
     assert (out / "runs" / "old-_SUCCESS").exists()
     assert not (out / "runs" / "old-manifest.json").exists()

@@ -283,6 +283,11 @@ def _preflight(config: Any, input_path: str | None, root: str, args: argparse.Na
         raise ConfigError(f"{args.holdout}: holdout file not found")
     storage.check_output_root(root, config.output.file_mode)
     storage.check_can_start(root, args.run_id)  # a second writer, foreign run folders
+    from recsys.stages.prepare import preflight
+
+    # the table's content, the holdout and the item rules: validated now, and the table
+    # handed to the prepare stage (not read twice)
+    preflight(config, input_path, args.holdout)
     if config.task_runner.type == "dask" and config.task_runner.address:
         _check_scheduler(config.task_runner.address)
     return models
@@ -635,15 +640,29 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _tune_preflight(config: Any, input_path: str, metric: str) -> None:
+    """The table's content and the metric's cut-off against its items, before Prefect."""
+    import pandas as pd
+
+    from recsys.stages.prepare import validate_table
+
+    table = validate_table(input_path, keep=False)
+    n_items = len(pd.unique(table.items))
+    k = max(*config.evaluate.ks, int(metric.split("@")[1]))
+    if k >= n_items:
+        raise ConfigError(f"tune: lists of {k} items need more than the {n_items} items of {input_path}")
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from recsys import tuning
 
     config, input_path, _ = resolve_inputs(args.config, args.interactions, None)
     (model,) = config.select_models([args.model])
     tuning.model_space(config, model)  # a model that cannot be tuned fails before Prefect starts
-    tuning.metric_name(config, args.metric)
+    metric = tuning.metric_name(config, args.metric)
     if not Path(input_path).exists():
         raise ConfigError(f"{input_path}: interactions file not found")
+    _tune_preflight(config, input_path, metric)
     inputs = tuning.input_files(config, args.config, input_path)
     tuning.check_outputs(args.output or tuning.default_output(args.model), inputs, args.force)
     if args.json and "prefect" not in sys.modules:  # stdout carries the JSON: progress to stderr

@@ -6,18 +6,28 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from recsys import storage
 from recsys.config import PipelineConfig
-from recsys.data.interactions import IdKind, IdMap, Interactions, clean_table, interactions_from_table
+from recsys.data.interactions import (
+    IdKind,
+    IdMap,
+    Interactions,
+    InteractionTable,
+    clean_table,
+    interactions_from_table,
+)
 from recsys.data.splits import map_holdout, split_table
 from recsys.errors import ConfigError, InputError
 from recsys.recommend import allowed_items, item_rules_table
@@ -108,15 +118,12 @@ def _known(ids: list[Any], items: IdMap) -> tuple[np.ndarray, int, int]:
     return known, listed, listed - len(known)
 
 
-def write_rules(
-    run: RunLayout, lists: dict[str, list[Any]], items: IdMap, log_counts: bool = True
-) -> dict[str, Any] | None:
-    """Resolve the rule lists against a run's items and write them into its data folder
-    (nothing without rules). An include list that matches no item of the run, or rules
-    that leave no item, are a ConfigError (checked on the published data only:
-    ``log_counts``). Returns counts for the log and the model fingerprints."""
-    if not lists:
-        return None
+def _resolve_rules(
+    lists: dict[str, list[Any]], items: IdMap, log_counts: bool, check: bool
+) -> tuple[dict[str, np.ndarray], dict[str, Any], int]:
+    """The rule lists as internal ids of ``items``, their counts and how many items they
+    allow; with ``check``, a ConfigError where an include list matches no item or the
+    rules leave none."""
     resolved: dict[str, np.ndarray] = {}
     counts: dict[str, Any] = {}
     for key, ids in lists.items():
@@ -134,13 +141,27 @@ def write_rules(
     include = resolved.get("include_items")
     allowed = allowed_items(len(items), include, resolved.get("exclude_items"))
     n_allowed = len(items) if allowed is None else int(allowed.sum())
-    if log_counts and include is not None and len(include) == 0:
+    if check and include is not None and len(include) == 0:
         raise ConfigError(
             f"recommend.include_items: none of its {counts['include_items']['listed']} item ids "
             f"is an item of the run ({len(items)} {items.kind} ids): nothing could be recommended"
         )
-    if log_counts and n_allowed == 0:
+    if check and n_allowed == 0:
         raise ConfigError("recommend.include_items and exclude_items leave no item to recommend")
+    return resolved, counts, n_allowed
+
+
+def write_rules(
+    run: RunLayout, lists: dict[str, list[Any]], items: IdMap, log_counts: bool = True
+) -> dict[str, Any] | None:
+    """Resolve the rule lists against a run's items and write them into its data folder
+    (nothing without rules). An include list that matches no item of the run, or rules
+    that leave no item, are a ConfigError (checked on the published data only:
+    ``log_counts``). Returns counts for the log and the model fingerprints."""
+    if not lists:
+        return None
+    resolved, counts, n_allowed = _resolve_rules(lists, items, log_counts, check=log_counts)
+    include = resolved.get("include_items")
     run.item_rules.parent.mkdir(parents=True, exist_ok=True)
     with storage.atomic_path(run.item_rules) as tmp:
         pq.write_table(item_rules_table(items, include, resolved.get("exclude_items")), tmp)
@@ -200,15 +221,77 @@ def _check_top_n(config: PipelineConfig, interactions: Interactions, input_path:
             f"{input_path}: every one of the {interactions.n_users} users has interacted with every one "
             f"of the {interactions.n_items} items: there is nothing left to recommend"
         )
+    _check_top_n_items(config, interactions.n_items, input_path)
+
+
+def _check_top_n_items(config: PipelineConfig, n_items: int, input_path: Any) -> None:
     for section, top_n, limit in (
-        ("recommend", config.recommend.top_n, interactions.n_items),
-        ("similar_items", config.similar_items.top_n, interactions.n_items - 1),
+        ("recommend", config.recommend.top_n, n_items),
+        ("similar_items", config.similar_items.top_n, n_items - 1),
     ):
         if top_n > limit:
             raise ConfigError(
-                f"{section}.top_n is {top_n} but {input_path} has only {interactions.n_items} "
+                f"{section}.top_n is {top_n} but {input_path} has only {n_items} "
                 f"items (at most {limit} possible)"
             )
+
+
+# ---------------------------------------------------------------- validated tables
+
+_validated: dict[Path, tuple[tuple[int, ...], dict[str, Any], InteractionTable]] = {}
+_validated_lock = threading.Lock()
+
+
+def _signature(path: str | Path) -> tuple[int, ...]:
+    """What says a file is still the one that was read: device, inode, size, mtime."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def validate_table(path: str | Path, keep: bool = True) -> InteractionTable:
+    """Read and validate an interactions table now: every content error (missing or
+    mistyped ids, NaN, inf or negative weights, an empty table, ...) is a one-line
+    InputError. With ``keep``, the validated table is handed to :func:`read_table` of the
+    same process, which takes it instead of reading and validating the file again, as
+    long as the file is unchanged (same inode, size and mtime): ``recsys run`` validates
+    in its preflight, before any Prefect machinery starts, at no cost to the run."""
+    signature = _signature(path)  # before reading: a change while reading is seen later
+    frame, fingerprint = storage.read_interactions_table(path)
+    table = clean_table(frame, source=str(path))
+    if keep:
+        with _validated_lock:
+            _validated[Path(path).resolve()] = (signature, fingerprint, table)
+    return table
+
+
+def read_table(path: str | Path) -> tuple[InteractionTable, dict[str, Any]]:
+    """A validated table and the file's fingerprint: the one :func:`validate_table` kept
+    (taken: it is handed over once), else read and validated now."""
+    with _validated_lock:
+        kept = _validated.pop(Path(path).resolve(), None)
+    if kept is not None and kept[0] == _signature(path):
+        return kept[2], kept[1]
+    frame, fingerprint = storage.read_interactions_table(path)
+    return clean_table(frame, source=str(path)), fingerprint
+
+
+def preflight(config: PipelineConfig, input_path: str | Path | None, holdout_path: str | Path | None) -> None:
+    """The content checks of :func:`prepare_stage` that need no run folder, run before the
+    run starts: the input and holdout tables validated (and kept for the prepare stage),
+    the item rules read (a missing table, no item_id column) and checked against the
+    input's items, the top_n settings against the number of items."""
+    if input_path is None:
+        return
+    table = validate_table(input_path)
+    holdout_path = holdout_path or config.evaluate.holdout
+    if holdout_path:
+        validate_table(holdout_path)
+    _, item_ids = pd.factorize(table.items, sort=True)
+    items = IdMap.from_ids(np.asarray(item_ids), table.item_kind)
+    _check_top_n_items(config, len(items), input_path)
+    lists = read_rule_lists(config)
+    if lists:
+        _resolve_rules(lists, items, log_counts=False, check=True)
 
 
 def prepare_stage(
@@ -225,9 +308,7 @@ def prepare_stage(
     started = time.perf_counter()
     if input_path is None:
         return _prepare_from_vectors(run, config, started)
-    frame, fingerprint = storage.read_interactions_table(input_path)
-    table = clean_table(frame, source=str(input_path))
-    del frame
+    table, fingerprint = read_table(input_path)
     holdout_path = holdout_path or config.evaluate.holdout
     split = config.evaluate.split
     test = None
@@ -235,8 +316,7 @@ def prepare_stage(
     refit = False
     train_table = table
     if holdout_path:
-        holdout_frame, holdout_fingerprint = storage.read_interactions_table(holdout_path)
-        test = clean_table(holdout_frame, source=str(holdout_path))
+        test, holdout_fingerprint = read_table(holdout_path)
         holdout_info = {"method": "supplied", **holdout_fingerprint}
     elif split.method != "none":
         train_table, test = split_table(

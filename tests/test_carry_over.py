@@ -10,7 +10,6 @@ import pytest
 from recsys import storage
 from recsys.config import parse_config
 from recsys.data import generate_interactions
-from recsys.errors import RunError
 from recsys.manifest import read_manifest
 from recsys.stages.runner import run_local
 
@@ -45,15 +44,43 @@ def test_carried_files_are_the_verified_files(first_run):
         assert manifest.files[f"models/bpr/{name}"].sha256 == storage.file_sha256(old / name)
 
 
-def test_a_corrupt_file_in_the_current_run_is_not_carried(first_run):
+def test_a_corrupt_file_in_the_current_run_is_not_carried(first_run, caplog):
+    """A model whose files in the current run do not verify is not carried: it is
+    retrained, and the log says why (the run failed on it before)."""
     config, path, root = first_run
     target = root / "runs/r1/models/bpr/item_factors.npy"
     data = bytearray(target.read_bytes())
     data[-1] ^= 0x01
     target.write_bytes(bytes(data))
-    with pytest.raises(RunError, match="item_factors.npy: checksum does not match"):
-        run_local(config, path, root, run_id="r2", models=["als"])
-    assert storage.current_run_id(root) == "r1" and not (root / "runs/r2").exists()
+    corrupt = storage.file_sha256(target)
+    with caplog.at_level("WARNING", logger="recsys"):
+        manifest = run_local(config, path, root, run_id="r2", models=["als"])
+    assert "bpr: not carried over from run r1: its files do not verify" in caplog.text
+    assert "item_factors.npy: checksum does not match" in caplog.text
+    assert manifest.models["bpr"].carried_over_from is None  # retrained
+    assert storage.current_run_id(root) == "r2"
+    published = root / "runs/r2/models/bpr/item_factors.npy"
+    assert storage.file_sha256(published) != corrupt
+    assert manifest.files["models/bpr/item_factors.npy"].sha256 == storage.file_sha256(published)
+    assert read_manifest(storage.find_run(root, "r2")).models["bpr"].carried_over_from is None
+    assert storage.file_sha256(target) == corrupt  # the current run's file is left as it was
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing", "folder"])
+def test_any_unverifiable_file_means_the_model_is_retrained(first_run, damage, caplog):
+    config, path, root = first_run
+    target = root / "runs/r1/models/bpr/recommendations.parquet"
+    if damage == "truncated":
+        target.write_bytes(target.read_bytes()[:-10])
+    elif damage == "missing":
+        target.unlink()
+    else:
+        target.unlink()
+        target.mkdir()
+    with caplog.at_level("WARNING", logger="recsys"):
+        manifest = run_local(config, path, root, run_id="r2", models=["als"])
+    assert "bpr: not carried over from run r1: its files do not verify" in caplog.text
+    assert manifest.models["bpr"].carried_over_from is None and storage.current_run_id(root) == "r2"
 
 
 @pytest.mark.parametrize(
@@ -96,3 +123,41 @@ def test_without_a_current_run_a_partial_run_trains_everything(tmp_path):
     manifest = run_local(parse_config(CONFIG), path, tmp_path / "out", run_id="first", models=["als"])
     assert set(manifest.models) == {"als", "bpr"}
     assert all(entry.carried_over_from is None for entry in manifest.models.values())
+
+
+def test_recsys_run_retrains_a_model_whose_carried_file_is_corrupt(tmp_path):
+    """The real command: `recsys run --models als` with a bit flipped in the current run's
+    bpr factors publishes, bpr retrained, with the reason in its output."""
+    import subprocess
+
+    import yaml
+
+    from tests.processes import RECSYS, environment
+
+    storage.write_interactions_table(
+        generate_interactions(n_users=80, n_items=50, n_clusters=3, seed=5), tmp_path / "in.parquet"
+    )
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**CONFIG, "input": {"path": "in.parquet"}}))
+    env = environment(tmp_path)
+
+    def run(*args):
+        return subprocess.run(
+            [RECSYS, "run", "--config", "c.yaml", "--output", "out", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
+
+    assert run("--run-id", "r1").returncode == 0
+    target = tmp_path / "out/runs/r1/models/bpr/item_factors.npy"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    target.write_bytes(bytes(data))
+    result = run("--run-id", "r2", "--models", "als", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "bpr: not carried over from run r1: its files do not verify" in result.stdout + result.stderr
+    manifest = json.loads(result.stdout)["manifest"]
+    assert "carried_over_from" not in manifest["models"]["bpr"]
+    assert storage.current_run_id(tmp_path / "out") == "r2"

@@ -92,8 +92,31 @@ def plan_carry_over(
                 previous.run_id,
             )
         else:
-            plan.models[name] = fingerprints[name]
+            problem = _unverified(previous, manifest, name)
+            if problem:
+                log.warning(
+                    "%s: not carried over from run %s: its files do not verify (%s); training it",
+                    name,
+                    previous.run_id,
+                    problem,
+                )
+            else:
+                plan.models[name] = fingerprints[name]
     return plan
+
+
+def _unverified(previous: RunLayout, manifest: RunManifest, name: str) -> str | None:
+    """Why a model's files in the current run cannot be carried (missing, not listed,
+    truncated, corrupt), or None when each matches its size and sha256 in the manifest."""
+    for relative in manifest.models[name].paths():
+        listed = manifest.files.get(relative)
+        if listed is None:
+            return f"{relative} has no checksum in the manifest"
+        try:
+            storage.verified_path(previous.dir, relative, listed.size_bytes, listed.sha256)
+        except (RunError, OSError) as exc:
+            return str(exc)
+    return None
 
 
 def carry_over_models(run: RunLayout, plan: CarryOver) -> dict[str, Any]:

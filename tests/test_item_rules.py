@@ -284,7 +284,10 @@ def test_exact_search_honours_the_mask(vectors, kind, extra, monkeypatch):
     truth, truth_scores = _truth(items, queries, seen, allowed, n)
     valid = np.isfinite(truth_scores)
     assert ((ids >= 0) == valid).all()
-    np.testing.assert_allclose(scores[valid], truth_scores[valid], rtol=1e-5)
+    # float32 products of 8-dimensional rows of norm ~3 round to within ~1e-6 whatever the
+    # result's size: a score near 0 is compared to that, not relatively (the BLAS kernel,
+    # blocked or not, decides the last bits)
+    np.testing.assert_allclose(scores[valid], truth_scores[valid], rtol=1e-5, atol=1e-6)
     assert allowed[ids[ids >= 0]].all()
 
 

@@ -610,6 +610,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from recsys.data.interactions import clean_table
+    from recsys.errors import InputError
     from recsys.storage.importers import parse_mapping, read_source, to_implicit
 
     storage.check_output(args.output, [args.input], args.force)  # never the source, nor unasked
@@ -617,7 +618,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise ConfigError(f"--map is for format 'table'; {args.format} names its own columns")
     mapping = parse_mapping(args.map) if args.map is not None else None
     frame = read_source(args.format, args.input, mapping)
-    frame = to_implicit(frame, min_rating=args.min_rating, weighting=args.weighting)
+    try:
+        frame = to_implicit(frame, min_rating=args.min_rating, weighting=args.weighting)
+    except InputError as exc:
+        raise InputError(f"{args.input}: {exc}") from None
     if frame.attrs.get("dropped_not_positive"):
         print(f"dropped {frame.attrs['dropped_not_positive']} row(s) with a zero or negative rating")
     table = clean_table(frame, source=args.input)  # refuse now what `recsys run` would refuse

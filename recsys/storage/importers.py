@@ -106,6 +106,14 @@ def map_columns(frame: pd.DataFrame, mapping: dict[str, str], path: Path | str =
     for target in ("user", "item"):
         if target not in mapping:
             raise InputError(f"column mapping: {target}=<column> is required")
+    sources = list(mapping.values())
+    twice = sorted({source for source in sources if sources.count(source) > 1})
+    if twice:
+        targets = [t for t, source in mapping.items() if source == twice[0]]
+        raise InputError(
+            f"column mapping: column {twice[0]} is mapped to {' and '.join(targets)}; "
+            "map each target to a column of its own"
+        )
     missing = [source for source in mapping.values() if source not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns))
@@ -182,6 +190,9 @@ def to_implicit(
     frame = frame.copy()
     if "weight" not in frame.columns:
         frame["weight"] = 1.0
+    if isinstance(frame["weight"].dtype, pd.BooleanDtype) or frame["weight"].dtype == bool:
+        raise InputError("the weight column holds booleans, not ratings or counts")
+    frame["weight"] = pd.to_numeric(frame["weight"], errors="coerce")  # text: NaN, counted below
     if frame["weight"].isna().any():
         raise InputError(f"{int(frame['weight'].isna().sum())} row(s) have a missing or non-numeric weight")
     if min_rating is not None:

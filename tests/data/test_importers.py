@@ -224,3 +224,20 @@ def test_import_table_with_a_mapping(tmp_path):
         ]
     )
     assert bad == 2 and not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    "content, mapping, message",
+    [
+        ("who,what,n\na,1,2\n", "user=who,item=who", "column who is mapped to user and item"),
+        ("who,what,n\na,1,2\n", "user=who,item=what,weight=who", "column who is mapped to user and weight"),
+        ("user_id,item_id,weight\n1,2,true\n1,3,false\n", None, "the weight column holds booleans"),
+        ("user_id,item_id,weight\n1,2,3\n1,3,x\n", None, "1 row(s) have a missing or non-numeric weight"),
+    ],
+)
+def test_import_table_mistakes_are_one_line(tmp_path, content, mapping, message):
+    (tmp_path / "s.csv").write_text(content)
+    result = _import(tmp_path, "s.csv", "--output", "o.parquet", *(["--map", mapping] if mapping else []))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("recsys: error: ") and message in result.stderr
+    assert not (tmp_path / "o.parquet").exists()

@@ -285,7 +285,12 @@ def preflight(config: PipelineConfig, input_path: str | Path | None, holdout_pat
     table = validate_table(input_path)
     holdout_path = holdout_path or config.evaluate.holdout
     if holdout_path:
-        validate_table(holdout_path)
+        test = validate_table(holdout_path)
+        if (test.user_kind, test.item_kind) != (table.user_kind, table.item_kind):
+            raise InputError(
+                f"{holdout_path}: holdout ids are {test.user_kind}/{test.item_kind} but training ids "
+                f"are {table.user_kind}/{table.item_kind} (user/item)"
+            )
     _, item_ids = pd.factorize(table.items, sort=True)
     items = IdMap.from_ids(np.asarray(item_ids), table.item_kind)
     _check_top_n_items(config, len(items), input_path)

@@ -695,15 +695,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    _import_flows()
-    from flows.deploy import build_deployment, serve_deployment
     from recsys.config import DEFAULT_CONFIG
 
+    # the config and paths first: a bad one is one line before Prefect loads
     config_path = str(Path(args.config or DEFAULT_CONFIG).resolve())
     config, input_path, root = resolve_inputs(config_path, args.interactions, args.output)
     if input_path and not Path(input_path).exists():
         raise ConfigError(f"{input_path}: interactions file not found")
     storage.check_output_root(root, config.output.file_mode)
+    _import_flows()
+    from flows.deploy import build_deployment, serve_deployment
+
     deployment = build_deployment(config_path, args.interactions, args.output)
     if not os.environ.get("PREFECT_API_URL"):
         from prefect.settings import PREFECT_API_URL

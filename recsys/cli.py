@@ -24,7 +24,7 @@ import numpy as np
 
 from recsys import __version__, signals, storage
 from recsys.config import resolve_inputs
-from recsys.errors import ConfigError, QueryError, RecsysError
+from recsys.errors import ConfigError, InputError, QueryError, RecsysError
 from recsys.manifest import ModelEntry, RunManifest
 
 DEFAULT_OUTPUT = "data/outputs"
@@ -375,8 +375,8 @@ def _answer(args: argparse.Namespace, kind: str, run: Any) -> int:
         frame, _ = storage.read_interactions_table(args.user_items)
         try:
             answer = run.fold_in(frame, n=args.n, model=name)
-        except QueryError as exc:
-            raise QueryError(f"{args.user_items}: {exc}") from None
+        except (QueryError, InputError) as exc:
+            raise type(exc)(f"{args.user_items}: {exc}") from None
         metric, label, column = config["recommend"]["metric"], "user", "user_id"
         query_ids = list(dict.fromkeys(answer["user_id"].tolist()))
         note = f"folded in from {args.user_items}"
@@ -610,7 +610,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from recsys.data.interactions import clean_table
-    from recsys.errors import InputError
     from recsys.storage.importers import parse_mapping, read_source, to_implicit
 
     storage.check_output(args.output, [args.input], args.force)  # never the source, nor unasked

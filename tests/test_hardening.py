@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -256,3 +257,32 @@ def test_a_manifest_that_is_no_json_is_one_line(published, tmp_path, content):
         timeout=120,
     )
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("big", ["99999999999999999999", "-99999999999999999999"])
+def test_csv_ids_past_int64_are_one_line_naming_the_file(published, tmp_path, frame, big):
+    """A CSV id past int64 reads as a Python int in an object column: named as outside
+    int64, not as 'mixes types', in the input and in --user-items."""
+    item = int(frame["item_id"].iloc[0])
+    (tmp_path / "u.csv").write_text(f"user_id,item_id\n-5,{big}\n-5,{item}\n")
+    env = environment(tmp_path)
+    root = str(published.dir.parent.parent)
+    result = subprocess.run(
+        [RECSYS, "recommend", "--user-items", "u.csv", "--output", root],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert (
+        "u.csv: fold_in interactions: 1 value(s) of column item_id are outside the int64 range"
+        in _one_line(result)
+    )
+    from recsys.data.interactions import clean_table
+    from recsys.errors import InputError
+
+    with pytest.raises(InputError, match="t.csv: 1 value"):
+        clean_table(pd.read_csv(tmp_path / "u.csv"), "t.csv")
+    fits = pd.DataFrame({"user_id": [1, 2], "item_id": pd.Series([2**62, 3], dtype=object)})
+    assert clean_table(fits, "ok").item_kind == "int"

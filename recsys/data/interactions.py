@@ -21,6 +21,7 @@ USER, ITEM, WEIGHT, TIMESTAMP = "user_id", "item_id", "weight", "timestamp"
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 """The smallest normal float32 (1.18e-38): positive weights below it are refused."""
 IdKind = Literal["int", "str"]
+INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,6 +164,14 @@ def _id_column(frame: pd.DataFrame, column: str, source: str) -> tuple[np.ndarra
         )
     if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
         array = values.to_numpy(dtype=object)
+        if len(array) and all(type(v) is int for v in array):  # a CSV of integers past int64
+            outside = int(sum(not INT64_MIN <= v <= INT64_MAX for v in array))
+            if outside:
+                raise InputError(
+                    f"{source}: {outside} value(s) of column {column} are outside the int64 range "
+                    f"{INT64_MIN} .. {INT64_MAX} (ids are kept as int64)"
+                )
+            return array.astype(np.int64), "int"
         not_str = np.fromiter((not isinstance(v, str) for v in array), bool, len(array))
         if not_str.any():
             example = array[not_str][0]

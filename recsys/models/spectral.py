@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from pydantic import Field, Strict
 
 from recsys.errors import ModelError
-from recsys.models._implicit import Factors, NonNegativeInt, Seed, checked_embeddings
+from recsys.models._implicit import Factors, NonNegativeInt, Seed, check_memory, checked_embeddings
 from recsys.models.base import Embeddings, FloatRange, IntRange, ModelParams, ModelType, blas_threads
 from recsys.progress import Progress
 from recsys.threads import blas_limit
@@ -127,6 +127,7 @@ class Spectral(ModelType):
                 f"model {name}: factors {typed.factors} is more than the {min(n_users, n_items)} "
                 f"singular vectors a {n_users} x {n_items} matrix has"
             )
+        check_memory(name, matrix.shape, typed.factors)
         item_degree = np.asarray(matrix.sum(axis=0)).ravel()
         user_scale = _inverse_sqrt(np.asarray(matrix.sum(axis=1)).ravel())
         item_scale = _inverse_sqrt(item_degree)

@@ -173,3 +173,21 @@ def test_the_validated_table_is_handed_over_once(tmp_path):
     pd.DataFrame({"user_id": [1, 2], "item_id": [3, 4]}).to_parquet(path)
     table, fingerprint = prepare.read_table(path)
     assert len(table) == 2 and fingerprint["size_bytes"] == path.stat().st_size
+
+
+def test_rule_tables_of_a_vectors_only_run_are_read_before_prefect(workspace, tmp_path):
+    vectors = pd.DataFrame({"id": range(30), "vector": list(np.random.default_rng(0).normal(size=(30, 4)))})
+    vectors.to_parquet(tmp_path / "items.parquet", index=False)
+    (tmp_path / "rules.csv").write_text("sku\n1\n")
+    config = {
+        "models": [
+            {"name": "img", "type": "precomputed", "params": {"items": str(tmp_path / "items.parquet")}}
+        ],
+        "similar_items": {"top_n": 3},
+        "recommend": {"top_n": 3, "exclude_items": str(tmp_path / "rules.csv")},
+        "index": {"backend": "exact"},
+        "output": {"root": str(tmp_path / "out")},
+    }
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump(config))
+    result, took = _recsys(workspace, "run", "--config", str(tmp_path / "v.yaml"))
+    _fails_early(result, took, "rules.csv has no item_id column (found: sku)")

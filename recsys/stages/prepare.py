@@ -280,7 +280,8 @@ def preflight(config: PipelineConfig, input_path: str | Path | None, holdout_pat
     run starts: the input and holdout tables validated (and kept for the prepare stage),
     the item rules read (a missing table, no item_id column) and checked against the
     input's items, the top_n settings against the number of items."""
-    if input_path is None:
+    if input_path is None:  # vectors only: the rule tables can be read, not matched yet
+        read_rule_lists(config)
         return
     table = validate_table(input_path)
     holdout_path = holdout_path or config.evaluate.holdout

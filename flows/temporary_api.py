@@ -27,6 +27,7 @@ import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -112,6 +113,61 @@ def settings_error(exc: BaseException) -> ConfigError:
     else:
         detail = " ".join(str(exc).split())
     return ConfigError(f"Prefect's settings are invalid: {detail}")
+
+
+class _HeldStderr:
+    """``sys.stderr`` while Prefect is imported: what is written is held until the import
+    is over, then written out, or dropped when the import failed on Prefect's settings
+    (Prefect prints that same error itself before raising it: the command says it in
+    one line instead). Streams that kept this object (a handler made during the import)
+    write straight through afterwards."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._held: list[str] | None = []
+
+    def write(self, text: str) -> int:
+        if self._held is None:
+            return self._stream.write(text)
+        self._held.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._held is None:
+            self._stream.flush()
+
+    def release(self, keep: bool) -> None:
+        held, self._held = self._held or [], None
+        if keep and held:
+            self._stream.write("".join(held))
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def settings_errors_in_one_line(debug: bool = False) -> Iterator[None]:
+    """Around the import of Prefect: an error of Prefect's settings (a pydantic
+    ValidationError, a TOML error of a settings file) becomes one :class:`ConfigError`,
+    and Prefect's own print of it is dropped; anything else is left as it is."""
+    if debug:
+        yield
+        return
+    real, held = sys.stderr, _HeldStderr(sys.stderr)
+    sys.stderr = held  # type: ignore[assignment]
+    failed = False
+    try:
+        yield
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError and TOML errors among them
+        if "prefect.settings" not in sys.modules:
+            raise
+        failed = True
+        raise settings_error(exc) from None
+    finally:
+        if sys.stderr is held:
+            sys.stderr = real
+        held.release(keep=not failed)
 
 
 def _active_profile_sets_api(environ: dict[str, str]) -> bool:

@@ -139,12 +139,8 @@ def _import_flows(debug: bool = False) -> Any:
     apply_defaults()  # before Prefect loads its settings
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM", "ext://sys.stdout")
 
-    try:
+    with temporary_api.settings_errors_in_one_line(debug):
         import flows.pipeline as pipeline_module
-    except (ValueError, TypeError) as exc:  # pydantic's ValidationError and TOML errors among them
-        if debug or "prefect.settings" not in sys.modules:
-            raise
-        raise temporary_api.settings_error(exc) from None
 
     if not debug:
         for name in _PREFECT_RUN_LOGGERS:

@@ -45,6 +45,10 @@ CASES = {
         {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"},
         "whole number of seconds >= 1",
     ),
+    "any other setting": (
+        {"PREFECT_API_DEFAULT_LIMIT": "xyz"},
+        "Prefect's settings are invalid: default_limit",
+    ),
 }
 
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -748,6 +749,8 @@ def load_config(path: str | Path) -> PipelineConfig:
     folder; duplicate keys and alias bombs are refused."""
     path = Path(path)
     try:
+        if path.exists() and not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
+            raise ConfigError(f"{path}: cannot read config: not a regular file (a FIFO or a device)")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None

@@ -385,3 +385,24 @@ def test_a_mode_that_lets_others_write_is_refused(workspace, mode):
     result = recsys("run", "--config", f"mode-{mode}.yaml", env=env, cwd=root, timeout=120)
     _one_line(result, f"mode {mode} lets the group or others write")
     assert not (root / "out-mode").exists()
+
+
+def test_a_special_file_as_an_input_is_one_line_never_a_hang(workspace, published):
+    """The neighbours: a FIFO given as the config, the table, the import's source, the
+    users to fold in or the query vector is refused in one line, never read for ever."""
+    root, env = workspace
+    site = root / "fifo-inputs"
+    site.mkdir()
+    for name in ("f.yaml", "f.parquet", "f.csv", "f.npy"):
+        os.mkfifo(site / name)
+    config, out = str(root / "c.yaml"), str(published[0] / "out")
+    for argv, needle in (
+        (["run", "--config", "f.yaml"], "not a regular file"),
+        (["run", "--config", config, "--interactions", "f.parquet"], "is a FIFO"),
+        (["run", "--config", config, "--interactions", "f.csv", "--output", "o"], "is a FIFO"),
+        (["import", "table", "f.csv", "--output", "x.parquet"], "is a FIFO"),
+        (["recommend", "--user-items", "f.csv", "--output", out], "f.csv: is a FIFO"),
+        (["similar", "--vector", "f.parquet", "--output", out], "f.parquet"),
+        (["similar", "--vector", "f.npy", "--output", out], "f.npy: is a FIFO"),
+    ):
+        _one_line(recsys(*argv, env=env, cwd=site, timeout=120), needle)

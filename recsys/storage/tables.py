@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.errors import InputError
-from recsys.storage.files import atomic_path, file_sha256
+from recsys.storage.files import atomic_path, file_sha256, kind_of
 
 INPUT_COLUMNS = ("user_id", "item_id", "weight", "timestamp")
 
@@ -32,6 +32,9 @@ def _check_file(path: Path) -> None:
         raise InputError(f"{path}: file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a parquet or CSV file")
+    kind = kind_of(path)  # a FIFO or a device would block the reader, or never end
+    if kind is not None:
+        raise InputError(f"{path}: is {kind}, expected a parquet or CSV file")
 
 
 def _unreadable(path: Path, exc: BaseException) -> InputError:

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from recsys.data.interactions import IdKind, IdMap
 from recsys.data.vectors import check_vector_rows, vector_problem
 from recsys.errors import InputError
+from recsys.storage.files import kind_of
 
 ID_COLUMNS = ("id", "item_id", "user_id")
 
@@ -143,6 +144,9 @@ def read_query_vector(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    kind = kind_of(path)  # a FIFO or a device would block the reader
+    if kind is not None:
+        raise InputError(f"{path}: is {kind}, expected a .npy or parquet file")
     if path.suffix == ".npy":
         try:
             vector = np.load(path, allow_pickle=False)

@@ -125,6 +125,7 @@ def test_without_a_current_run_a_partial_run_trains_everything(tmp_path):
     assert all(entry.carried_over_from is None for entry in manifest.models.values())
 
 
+@pytest.mark.slow  # two runs through Prefect
 def test_recsys_run_retrains_a_model_whose_carried_file_is_corrupt(tmp_path):
     """The real command: `recsys run --models als` with a bit flipped in the current run's
     bpr factors publishes, bpr retrained, with the reason in its output."""

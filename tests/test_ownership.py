@@ -406,3 +406,18 @@ def test_a_special_file_as_an_input_is_one_line_never_a_hang(workspace, publishe
         (["similar", "--vector", "f.npy", "--output", out], "f.npy: is a FIFO"),
     ):
         _one_line(recsys(*argv, env=env, cwd=site, timeout=120), needle)
+
+
+def test_a_foreign_current_file_is_never_replaced(workspace):
+    """An output root pointed at a folder whose CURRENT recsys did not write: refused in
+    one line, the file as it was (a CURRENT recsys wrote names a run id)."""
+    root, env = workspace
+    site = root / "foreign-current"
+    site.mkdir()
+    (site / "CURRENT").write_text("my notes\nsecond line\n")
+    argv = ["run", "--config", str(root / "c.yaml"), "--output", str(site)]
+    _one_line(recsys(*argv, env=env, cwd=site), "not a run id: not written by recsys")
+    assert (site / "CURRENT").read_text() == "my notes\nsecond line\n"
+    assert not (site / "runs").exists()
+    lookup = recsys("recommend", "--user", "1", "--output", str(site), env=env, cwd=site)
+    _one_line(lookup, "not a run id")

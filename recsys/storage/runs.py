@@ -432,16 +432,21 @@ def apply_retention(root: str | Path, keep_runs: int) -> list[str]:
 
 def current_run_id(root: str | Path) -> str | None:
     """The id ``CURRENT`` names (None: no ``CURRENT``). A one-line RunError where it is not
-    a regular file (a FIFO would block a reader for ever) or cannot be read."""
+    a regular file (a FIFO would block a reader for ever), cannot be read, or holds no
+    run id (a file recsys did not write: a run refuses to replace it)."""
     path = Path(root) / "CURRENT"
     if not path.exists():
         return None
     try:
-        return read_text(path).strip() or None
+        text = read_text(path).strip()
     except NotRegularFile as exc:
         raise RunError(f"{path}: {exc.strerror}") from None
     except (OSError, ValueError) as exc:
         raise RunError(f"{path}: cannot read CURRENT ({getattr(exc, 'strerror', None) or exc})") from None
+    if text and (not RUN_ID_PATTERN.fullmatch(text) or ".." in text):
+        shown = text[:60] + ("..." if len(text) > 60 else "")
+        raise RunError(f"{path}: holds {shown!r}, not a run id: not written by recsys (or damaged)")
+    return text or None
 
 
 def find_run(root: str | Path, run_id: str | None = None) -> RunLayout:

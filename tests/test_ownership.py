@@ -421,3 +421,22 @@ def test_a_foreign_current_file_is_never_replaced(workspace):
     assert not (site / "runs").exists()
     lookup = recsys("recommend", "--user", "1", "--output", str(site), env=env, cwd=site)
     _one_line(lookup, "not a run id")
+
+
+def test_promote_never_applies_a_mode_that_lets_others_write(published):
+    """A manifest edited to say ``output.mode: 0777``: recsys promote refuses in one line,
+    CURRENT as it was (its mode included)."""
+    site, env = published
+    out = site / "out"
+    current = storage.current_run_id(out)
+    forged = out / "runs" / "forged"
+    shutil.copytree(out / "runs" / current, forged)
+    manifest = json.loads((forged / "manifest.json").read_text())
+    manifest["run_id"] = "forged"
+    manifest["config"]["output"]["mode"] = "0777"
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    before = os.stat(out / "CURRENT")
+    _one_line(recsys("promote", "forged", "--output", "out", env=env, cwd=site), "lets the group or others")
+    assert storage.current_run_id(out) == current
+    assert os.stat(out / "CURRENT").st_mode == before.st_mode
+    shutil.rmtree(forged)

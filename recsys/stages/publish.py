@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from recsys import __version__, storage
-from recsys.config import ModelConfig, PipelineConfig
+from recsys.config import ModelConfig, OutputConfig, PipelineConfig
 from recsys.errors import RunError
 from recsys.manifest import GateCheck, Promotion, RunManifest, read_manifest
 from recsys.storage import RunLayout
@@ -301,6 +303,17 @@ def verify_run(run: RunLayout, manifest: RunManifest) -> None:
         storage.verified_path(run.dir, relative, listed.size_bytes, listed.sha256)
 
 
+def _recorded_mode(run: RunLayout, manifest: RunManifest) -> int:
+    """The ``output.mode`` a run was published with, held to the config's rules (never one
+    that lets the group or others write ``CURRENT``, whatever a manifest says)."""
+    mode = (manifest.config.get("output") or {}).get("mode", "0644")
+    try:
+        return OutputConfig.model_validate({"mode": mode}).file_mode
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise RunError(f"{run.manifest}: output.mode: {problem}") from None
+
+
 def promote(root: str | Path, run_id: str, file_mode: int | None = None) -> tuple[str | None, RunManifest]:
     """Make a complete production run current by hand (``recsys promote``): under the
     root lock, after its manifest validates and every file it lists is verified (size and
@@ -318,7 +331,7 @@ def promote(root: str | Path, run_id: str, file_mode: int | None = None) -> tupl
         verify_run(run, manifest)
         before = storage.current_run_id(root)
         if file_mode is None:
-            file_mode = int(manifest.config.get("output", {}).get("mode", "0644"), 8)
+            file_mode = _recorded_mode(run, manifest)
         if manifest.promotion is not None and manifest.promotion.held:
             storage.write_text(run.dir / storage.PROMOTED, f"promoted by hand over {before}\n", file_mode)
         storage.switch_current(root, run.run_id, file_mode)

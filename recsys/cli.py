@@ -955,7 +955,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout carries the JSON alone: progress lines go to stderr
         os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM"] = "ext://sys.stderr"
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is the except below
+        return code
     except RecsysError as exc:
         if args.debug:
             raise

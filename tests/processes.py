@@ -13,6 +13,18 @@ from pathlib import Path
 
 RECSYS = str(Path(sys.executable).with_name("recsys"))
 
+SMALL_RUN_CONFIG = {
+    "input": {"path": "t.parquet"},
+    "output": {"root": "out"},
+    "models": [{"name": "als", "type": "als", "params": {"factors": 8, "iterations": 3}}],
+    "index": {"n_trees": 5, "backend": "annoy"},
+    "recommend": {"top_n": 5},
+    "similar_items": {"top_n": 5},
+    "evaluate": {"sample_users": 30, "sample_items": 30, "tune_queries": 30},
+}
+"""A run of seconds for the tests that drive the console script: one small ALS model on
+``t.parquet`` beside the config, published under ``out``."""
+
 
 def environment(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a test process: its own Prefect home."""

@@ -14,7 +14,7 @@ import yaml
 
 from recsys import storage
 from recsys.data import generate_interactions
-from tests.processes import RECSYS, environment, recsys, snapshot
+from tests.processes import RECSYS, SMALL_RUN_CONFIG, environment, recsys, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -23,16 +23,7 @@ pytestmark = pytest.mark.slow
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     generate_interactions(n_users=120, n_items=60, n_clusters=4, seed=8).to_parquet(root / "t.parquet")
-    config = {
-        "input": {"path": "t.parquet"},
-        "output": {"root": "out"},
-        "models": [{"name": "als", "type": "als", "params": {"factors": 8, "iterations": 3}}],
-        "index": {"n_trees": 5, "backend": "annoy"},
-        "recommend": {"top_n": 5},
-        "similar_items": {"top_n": 5},
-        "evaluate": {"sample_users": 30, "sample_items": 30, "tune_queries": 30},
-    }
-    (root / "c.yaml").write_text(yaml.safe_dump(config))
+    (root / "c.yaml").write_text(yaml.safe_dump(SMALL_RUN_CONFIG))
     return root, environment(root)
 
 

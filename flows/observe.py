@@ -9,19 +9,24 @@ import logging
 import re
 from typing import Any
 
-log = logging.getLogger("recsys.pipeline")
+log = logging.getLogger(__name__)
+
+PROJECT_LOGGERS = ("recsys", "flows")
+"""The loggers of the project's code: every module logs under its own name."""
 
 
 def route_logs() -> None:
-    """Send the ``recsys`` loggers' records to the Prefect API of the current run, at
-    INFO: a deployment's runner process and a Dask worker do not configure them."""
+    """Send the ``recsys`` and ``flows`` loggers' records to the Prefect API of the
+    current run, at INFO: a deployment's runner process and a Dask worker do not
+    configure them."""
     from prefect.logging.handlers import APILogHandler
 
-    logger = logging.getLogger("recsys")
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
-    if not any(isinstance(handler, APILogHandler) for handler in logger.handlers):
-        logger.addHandler(APILogHandler())
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+        if not any(isinstance(handler, APILogHandler) for handler in logger.handlers):
+            logger.addHandler(APILogHandler())
 
 
 def name_flow_run(run_id: str) -> None:

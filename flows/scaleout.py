@@ -29,7 +29,7 @@ from recsys.config import PipelineConfig
 from recsys.errors import ConfigError
 from recsys.storage import RunPaths
 
-log = logging.getLogger("recsys.scaleout")
+log = logging.getLogger(__name__)
 
 # Environment of local workers: analytics off, and the flow's API. BLAS threads need no
 # variable: each shard sets its own limit (recsys.threads), as on workers a user started.

@@ -11,7 +11,7 @@ DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "recsys",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "recsys,flows",
     "PREFECT_UI_ENABLED": "false",
     # recsys's log lines go to the flow run when there is one; the same stages also run
     # without a flow (recsys.run_pipeline), where there is nothing to send them to

@@ -948,7 +948,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = getattr(args, "quiet", False)
-    logging.getLogger("recsys").setLevel(logging.WARNING if quiet else logging.INFO)
+    for name in ("recsys", "flows"):  # every module logs under its own name
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     if getattr(args, "json", False) and "prefect" not in sys.modules:

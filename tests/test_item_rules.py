@@ -127,7 +127,7 @@ def test_a_list_longer_than_what_is_allowed_gives_shorter_lists(tmp_path_factory
 
 def test_unknown_ids_are_ignored_and_counted(tmp_path_factory, frame, seen, chosen, caplog):
     listed = chosen + [10**9, -5, "not-an-id", "77777"]
-    with caplog.at_level(logging.INFO, logger="recsys.pipeline"):
+    with caplog.at_level(logging.INFO, logger="recsys"):
         run = _run(tmp_path_factory, frame, config("exact", include_items=listed))
     assert "recommend.include_items: 30 of 34 listed item ids are items of the run" in caplog.text
     assert "4 unknown id(s) ignored" in caplog.text

@@ -31,7 +31,7 @@ from recsys.progress import Progress
 from recsys.threads import blas_limit
 
 FOLD_IN = "fold_in_projection"
-log = logging.getLogger("recsys.models")
+log = logging.getLogger(__name__)
 
 
 class SpectralParams(ModelParams):

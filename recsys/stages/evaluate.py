@@ -20,7 +20,7 @@ from recsys.stages.index import list_k, parse_indices
 from recsys.stages.ranked import allowed_by_rules, open_index
 from recsys.storage import RunLayout
 
-log = logging.getLogger("recsys.pipeline")
+log = logging.getLogger(__name__)
 
 
 def evaluate_stage(

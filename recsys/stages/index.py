@@ -21,7 +21,7 @@ from recsys.progress import Progress
 from recsys.recommend import exclude_items
 from recsys.storage import RunLayout
 
-log = logging.getLogger("recsys.pipeline")
+log = logging.getLogger(__name__)
 
 _ENTRIES = TypeAdapter(dict[str, IndexEntry])
 

@@ -33,7 +33,7 @@ from recsys.errors import ConfigError, InputError
 from recsys.recommend import allowed_items, item_rules_table
 from recsys.storage import RunLayout
 
-log = logging.getLogger("recsys.pipeline")
+log = logging.getLogger(__name__)
 
 RULE_KEYS = ("include_items", "exclude_items")
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")

@@ -21,7 +21,7 @@ from recsys.errors import RunError
 from recsys.manifest import GateCheck, Promotion, RunManifest, read_manifest
 from recsys.storage import RunLayout
 
-log = logging.getLogger("recsys.pipeline")
+log = logging.getLogger(__name__)
 
 
 def merge_model_results(*parts: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from recsys.stages.index import parse_indices
 from recsys.storage import RANKED_KINDS, RunLayout
 from recsys.threads import blas_limit
 
-log = logging.getLogger("recsys.pipeline")
+log = logging.getLogger(__name__)
 
 
 def open_index(

@@ -49,7 +49,7 @@ from recsys.stages.train import train_stage
 from recsys.storage import RunLayout
 from recsys.threads import blas_limit
 
-log = logging.getLogger("recsys.pipeline")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from recsys.progress import check_cancelled
 from recsys.storage import RunLayout
 from recsys.threads import blas_thread_counts
 
-log = logging.getLogger("recsys.pipeline")
+log = logging.getLogger(__name__)
 
 
 def fit_progress(name: str, iterations: int | None, started: float, every: float = 5.0) -> Any:

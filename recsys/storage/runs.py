@@ -57,7 +57,7 @@ from recsys.storage.files import (
 )
 from recsys.storage.layout import RunLayout
 
-log = logging.getLogger("recsys.storage")
+log = logging.getLogger(__name__)
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

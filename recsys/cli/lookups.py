@@ -1,0 +1,192 @@
+"""The commands that read published runs: `recsys recommend`, `recsys similar` and
+`recsys runs`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys import storage
+from recsys.cli.formats import _table, compare_runs
+from recsys.errors import InputError, QueryError
+
+
+def _lookup(args: argparse.Namespace, kind: str) -> int:
+    from recsys.lookup import open_run
+
+    with open_run(args.output, args.run_id) as run:  # retention leaves a run alone while it is read
+        return _answer(args, kind, run)
+
+
+def _answer(args: argparse.Namespace, kind: str, run: Any) -> int:
+    """Print the answer of ``recsys recommend`` / ``recsys similar`` from the Python API."""
+    name, _ = run.model(args.model)
+    config = run.manifest.config
+    if args.n is not None and not 1 <= args.n <= run.interactions.n_items:
+        raise QueryError(f"-n must be between 1 and the {run.interactions.n_items} items, found {args.n}")
+    note = ""
+    if kind == "recommend" and args.user_items:
+        frame, _ = storage.read_interactions_table(args.user_items)
+        try:
+            answer = run.fold_in(frame, n=args.n, model=name)
+        except (QueryError, InputError) as exc:
+            raise type(exc)(f"{args.user_items}: {exc}") from None
+        metric, label, column = config["recommend"]["metric"], "user", "user_id"
+        query_ids = list(dict.fromkeys(answer["user_id"].tolist()))
+        note = f"folded in from {args.user_items}"
+        if answer.attrs.get("ignored_rows"):
+            note += f"; {answer.attrs['ignored_rows']} row(s) with items unknown to the run ignored"
+    elif kind == "recommend":
+        if args.fallback != "popular":
+            run.user_factors(name)  # a model of item vectors only: say so first
+        user = run.interactions.users.parse(args.user)
+        known = run.interactions.users.to_internal([user], strict=False)[0] >= 0
+        if args.fallback == "popular" and not known:
+            return _popular(args, name, run)
+        answer = run.recommend([user], n=args.n, model=name)
+        metric, label, column = config["recommend"]["metric"], "user", "user_id"
+        query_ids = [user]  # typed as the run's ids: --json keeps integers numbers
+    elif args.vector:
+        from recsys.storage.vectors import read_query_vector
+
+        vector = read_query_vector(args.vector)
+        factors = run.item_factors(name)
+        if vector.shape[1] != factors.shape[1]:
+            raise QueryError(
+                f"{args.vector}: the vector has dimension {vector.shape[1]}, "
+                f"model {name} has {factors.shape[1]}"
+            )
+        answer = run.similar(vector=vector, n=args.n, model=name)
+        metric, label, column = config["similar_items"]["metric"], "vector", "query"
+        query_ids = [args.vector]
+        answer["query"] = args.vector
+    else:
+        item = run.interactions.items.parse(args.item)
+        answer = run.similar(items=[item], n=args.n, model=name)
+        metric, label, column = config["similar_items"]["metric"], "item", "item_id"
+        query_ids = [item]
+    result_column = "item_id" if kind == "recommend" else "similar_item_id"
+    n = (
+        args.n
+        if args.n is not None
+        else config["recommend" if kind == "recommend" else "similar_items"]["top_n"]
+    )
+    for query_id in query_ids:
+        rows = answer[answer[column] == query_id]
+        results = [
+            {"rank": int(rank), "item_id": _plain(item), "score": round(float(score), 6)}
+            for rank, item, score in zip(rows["rank"], rows[result_column], rows["score"], strict=True)
+        ]
+        if args.json:
+            print(
+                json.dumps({label: _plain(query_id), "model": name, "run_id": run.run_id, "results": results})
+            )
+            continue
+        title = {
+            "user": "recommendations for user",
+            "item": "items similar to",
+            "vector": "items nearest to",
+        }[label]
+        extra = f", only {len(results)} candidates" if len(results) < n else ""
+        extra += f", {note}" if note else ""
+        print(f"{title} {query_id} (model {name}, {metric} index, run {run.run_id}{extra})")
+        print(_table(results, ["rank", "item_id", "score"]))
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the plain Python value JSON takes."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _popular(args: argparse.Namespace, model: str, run: Any) -> int:
+    """The fallback for a user the run does not know (no interactions, so no vector): the
+    items with the most users in the run's interactions that the run's item rules allow,
+    the count as the score. Answered by :meth:`recsys.lookup.Run.recommend` (the API's
+    own fallback), so that the command and the API agree."""
+    user = run.interactions.users.parse(args.user)  # typed as the run's ids
+    popular = run.recommend([user], n=args.n, model=model, fallback="popular")
+    results = [
+        {"rank": int(rank), "item_id": _plain(item), "score": float(score)}
+        for rank, item, score in zip(popular["rank"], popular["item_id"], popular["score"], strict=True)
+    ]
+    if args.json:
+        answer = {"user": user, "model": model, "run_id": run.run_id, "fallback": "popular"}
+        print(json.dumps({**answer, "results": results}))
+        return 0
+    n = len(results)
+    print(f"user {args.user} is not in run {run.run_id}: the {n} most popular items (fallback popular)")
+    print(_table(results, ["rank", "item_id", "score"]))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from recsys.errors import RunError
+    from recsys.manifest import read_manifest
+
+    if args.compare:
+        print(compare_runs(args.output, *args.compare, as_json=args.json))
+        return 0
+    runs = storage.list_runs(args.output)
+    if not runs:
+        print(f"no runs under {args.output}")
+        return 0
+    rows = []
+    for entry in runs:
+        row = {"run_id": entry["run_id"] + (" *" if entry["current"] else ""), "status": entry["status"]}
+        if entry.get("problem"):
+            row["models"] = entry["problem"]
+        manifest = None
+        if entry["status"] == "complete":
+            try:
+                manifest = read_manifest(storage.RunLayout(Path(args.output), entry["run_id"], staging=False))
+            except RunError as exc:
+                row["status"] = "unreadable"
+                row["models"] = str(exc)
+        if manifest is not None:
+            metrics, served = [], []
+            for name, model in manifest.models.items():
+                ranking = model.evaluation.ranking or {}
+                ks = sorted(int(key.split("@")[1]) for key in ranking if key.startswith("ndcg@"))
+                if ks:
+                    k = ks[-1]
+                    metrics.append(
+                        f"{name} ndcg@{k}={ranking[f'ndcg@{k}']:.4f} recall@{k}={ranking[f'recall@{k}']:.4f}"
+                    )
+                rec = model.evaluation.ann.recommendations or model.evaluation.ann.similar_items
+                served.append(f"{name} {rec.recall_at_k:.3f}")
+            row["served_vs_exact"] = ", ".join(served)
+            if manifest.purpose == "evaluation":
+                row["status"] = "evaluation"  # complete, never made CURRENT
+            elif (
+                manifest.promotion is not None
+                and manifest.promotion.held
+                and not entry["current"]
+                and not (Path(args.output) / "runs" / entry["run_id"] / storage.PROMOTED).exists()
+            ):
+                row["status"] = "held"  # complete, the promotion gate kept it from CURRENT
+            row.update(
+                created_at=manifest.created_at,
+                seconds=manifest.timings.get("total_before_publish", ""),
+                users=manifest.input.users,
+                items=manifest.input.items,
+                models=", ".join(metrics) or "no held-out interactions (set evaluate.split)",
+            )
+        rows.append(row)
+    if args.json:
+        for row in rows:
+            row["run_id"] = row["run_id"].removesuffix(" *")
+            row["current"] = row["run_id"] == storage.current_run_id(args.output)
+        print(json.dumps(rows))
+        return 0
+    columns = ["run_id", "status", "created_at", "seconds", "users", "items", "models", "served_vs_exact"]
+    print(_table(rows, columns))
+    print("* = CURRENT; models: ranking metrics on held-out interactions; served_vs_exact: recall of the")
+    print("served lists against exact search (ANN loss), not model quality")
+    if any(row["status"] == "held" for row in rows):
+        print("held: complete, kept from CURRENT by the promotion gate (see its report; `recsys promote ID`)")
+    return 0

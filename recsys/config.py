@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from recsys.errors import ConfigError
+from recsys.exports import ExportConfig, SettingsProblems, path_settings
 from recsys.models import get_model_type
 from recsys.models.base import Choice, Dimension, FloatRange, IntRange, ModelParams, params_problems
 
@@ -584,6 +585,10 @@ class PipelineConfig(_Strict):
     task_runner: TaskRunnerConfig = TaskRunnerConfig()
     tune: CheckedTuneConfig = TuneConfig()
     """``recsys tune``: trials, budget, metric, sampler, pruning, validation share, search space."""
+    exports: list[ExportConfig] = []
+    """Copies of each published run in other destinations (a DuckDB database file, ...),
+    made in turn after the run is published; parquet stays the product. Each entry is an
+    exporter ``type``, an optional ``name`` and the exporter's ``params``, listed below."""
 
     @model_validator(mode="after")
     def _evaluate_fits(self) -> PipelineConfig:
@@ -635,7 +640,7 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"])
         nested = item.get("ctx", {}).get("error")
-        if isinstance(nested, _ParamsProblems):  # one entry per param, with its full key
+        if isinstance(nested, _ParamsProblems | SettingsProblems):  # one entry per param, with its full key
             for key, kind, message in nested.problems:
                 problems.append(_problem(f"{where}.{key}" if where else key, kind, message))
         else:
@@ -724,6 +729,12 @@ def _resolve_paths(raw: Any, folder: Path) -> Any:
         params = model.get("params") if isinstance(model, dict) else None
         if isinstance(params, dict) and model.get("type") == "precomputed":
             for key in MODEL_PATH_PARAMS:
+                if key in params:
+                    params[key] = resolved(params[key])
+    for export in raw.get("exports") or []:
+        params = export.get("params") if isinstance(export, dict) else None
+        if isinstance(params, dict):
+            for key in path_settings(export.get("type")):
                 if key in params:
                     params[key] = resolved(params[key])
     return raw

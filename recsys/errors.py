@@ -47,3 +47,16 @@ class PromotionHeld(RecsysError):
 
     def __reduce__(self) -> tuple:  # Prefect keeps the exception of a failed flow run: it pickles
         return (type(self), (str(self), self.run_id, self.current, self.reason))
+
+
+class ExportError(RecsysError):
+    """An export of a published run to another destination (``exports`` in the config)
+    failed: the message names the export, its exporter and its destination. The run itself
+    stays published; the destination keeps what it held before."""
+
+    def __init__(self, message: str, export: str = "", destination: str = ""):
+        super().__init__(message)
+        self.export, self.destination = export, destination
+
+    def __reduce__(self) -> tuple:  # picklable with its fields, as Prefect keeps a failed flow's exception
+        return (type(self), (str(self), self.export, self.destination))

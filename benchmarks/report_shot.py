@@ -131,7 +131,7 @@ def demo_report(root: Path) -> str:
     as the previous run."""
     import recsys
     from recsys.data import generate_interactions
-    from recsys.report import previous_manifest, render_report
+    from recsys.reporting import previous_manifest, render_report
 
     frame = generate_interactions(n_users=1500, n_items=600, n_clusters=10, seed=7)
     config: dict[str, Any] = {

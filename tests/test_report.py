@@ -47,7 +47,7 @@ def test_report_is_published_and_self_contained(published):
 
 
 def test_report_without_holdout_says_so(published, tmp_path):
-    from recsys.report import render_report
+    from recsys.reporting import render_report
 
     run_dir, manifest = published
     stripped = {**manifest, "holdout": None}
@@ -96,7 +96,7 @@ def _ndcg(run, model: str) -> float:
 
 
 def test_summary_names_the_best_model_and_its_lift(two_runs):
-    from recsys.report import render_report, summarize
+    from recsys.reporting import render_report, summarize
 
     _, _, run = two_runs
     summary = summarize(run.manifest)
@@ -116,7 +116,7 @@ def test_summary_names_the_best_model_and_its_lift(two_runs):
 
 
 def test_summary_shows_each_model_params_without_random_state(two_runs):
-    from recsys.report import render_report
+    from recsys.reporting import render_report
 
     _, _, run = two_runs
     text = render_report(run.dir, run.manifest)
@@ -134,7 +134,7 @@ def test_summary_shows_each_model_params_without_random_state(two_runs):
 
 
 def test_previous_manifest_is_the_run_before(two_runs, tmp_path):
-    from recsys.report import previous_manifest
+    from recsys.reporting import previous_manifest
 
     root, first, second = two_runs
     assert previous_manifest(root, second.run_id).run_id == first.run_id
@@ -144,7 +144,7 @@ def test_previous_manifest_is_the_run_before(two_runs, tmp_path):
 
 
 def test_previous_manifest_is_none_when_it_cannot_be_read(tmp_path):
-    from recsys.report import previous_manifest
+    from recsys.reporting import previous_manifest
 
     broken = tmp_path / "runs" / "20260101T000000Z-abcdef"
     broken.mkdir(parents=True)
@@ -154,7 +154,7 @@ def test_previous_manifest_is_none_when_it_cannot_be_read(tmp_path):
 
 
 def test_summary_change_against_the_previous_run(two_runs):
-    from recsys.report import previous_manifest, render_report, summarize
+    from recsys.reporting import previous_manifest, render_report, summarize
 
     root, first, second = two_runs
     previous = previous_manifest(root, second.run_id)
@@ -173,7 +173,7 @@ def test_summary_change_against_the_previous_run(two_runs):
 
 
 def test_summary_of_a_model_the_previous_run_did_not_have(two_runs):
-    from recsys.report import render_report
+    from recsys.reporting import render_report
 
     _, first, second = two_runs
     previous = first.manifest.model_dump(mode="json", exclude_none=True)
@@ -183,7 +183,7 @@ def test_summary_of_a_model_the_previous_run_did_not_have(two_runs):
 
 
 def test_summary_without_a_popularity_baseline_says_how_to_add_one(two_runs):
-    from recsys.report import render_report, summarize
+    from recsys.reporting import render_report, summarize
 
     _, _, run = two_runs
     manifest = run.manifest.model_dump(mode="json", exclude_none=True)
@@ -196,7 +196,7 @@ def test_summary_without_a_popularity_baseline_says_how_to_add_one(two_runs):
 
 
 def test_summary_when_the_baseline_wins(two_runs):
-    from recsys.report import render_report
+    from recsys.reporting import render_report
 
     _, _, run = two_runs
     manifest = run.manifest.model_dump(mode="json", exclude_none=True)
@@ -208,7 +208,7 @@ def test_summary_when_the_baseline_wins(two_runs):
 
 
 def test_summary_without_ranking_metrics_says_how_to_get_them(two_runs):
-    from recsys.report import render_report, summarize
+    from recsys.reporting import render_report, summarize
 
     _, _, run = two_runs
     manifest = run.manifest.model_dump(mode="json", exclude_none=True)
@@ -223,7 +223,7 @@ def test_summary_without_ranking_metrics_says_how_to_get_them(two_runs):
 
 
 def test_tables_have_human_headers_and_number_formats(two_runs):
-    from recsys.report import fmt_count, fmt_metric, fmt_seconds, render_report
+    from recsys.reporting import fmt_count, fmt_metric, fmt_seconds, render_report
 
     assert [fmt_seconds(v) for v in (0, 0.01, 0.12, 1.23, 12.3, 1234.4)] == [
         "0",
@@ -254,7 +254,7 @@ def test_tables_have_human_headers_and_number_formats(two_runs):
 
 
 def test_layout_is_responsive_and_plots_are_per_model(two_runs):
-    from recsys.report import GLOSSARY, render_report
+    from recsys.reporting import GLOSSARY, render_report
 
     _, _, run = two_runs
     text = render_report(run.dir, run.manifest)
@@ -286,7 +286,7 @@ def test_layout_is_responsive_and_plots_are_per_model(two_runs):
 
 
 def test_summary_of_a_model_the_previous_run_did_not_measure(two_runs):
-    from recsys.report import render_report, summarize
+    from recsys.reporting import render_report, summarize
 
     _, first, second = two_runs
     previous = first.manifest.model_dump(mode="json", exclude_none=True)

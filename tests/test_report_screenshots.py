@@ -30,7 +30,7 @@ def page(tmp_path_factory):
             pytest.fail(reason)
         pytest.skip(reason)
     import recsys
-    from recsys.report import render_report
+    from recsys.reporting import render_report
 
     frame = generate_interactions(n_users=300, n_items=150, n_clusters=5, seed=4)
     config = {

@@ -114,8 +114,9 @@ class Exporter(ABC):
             raise settings_problems(self.name, self.settings, exc) from None
 
     def destination(self, settings: ExportSettings) -> str:
-        """Where an export with these settings writes, for messages (no credentials)."""
-        return str(getattr(settings, "path", self.name))
+        """Where an export with these settings writes, for messages (no credentials): its
+        first path setting by default."""
+        return str(getattr(settings, self.path_settings[0])) if self.path_settings else self.name
 
     @abstractmethod
     def export(self, run: Run, settings: ExportSettings, context: ExportContext) -> ExportResult:

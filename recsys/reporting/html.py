@@ -1,11 +1,48 @@
-"""HTML pieces of the reports: escaping, number formats and tables that scroll inside
-their own box."""
+"""HTML pieces of the reports: escaping, number formats, tables that scroll inside their
+own box, verdict boxes, and the page shell with its style sheet."""
 
 from __future__ import annotations
 
 import html
 import math
 from typing import Any
+
+STYLE = """
+* { box-sizing: border-box; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
+  margin: 0; padding: 1.25rem clamp(0.75rem, 3vw, 2.5rem) 2.5rem; line-height: 1.45; }
+h1 { font-size: 1.45rem; margin: 0 0 0.3rem; overflow-wrap: anywhere; }
+h2 { font-size: 1.2rem; margin: 2.2rem 0 0.6rem; padding-bottom: 0.25rem;
+  border-bottom: 1px solid #d0d7de; }
+h3 { font-size: 1rem; margin: 1.2rem 0 0.4rem; }
+p, dl { max-width: 70rem; }
+.meta { color: #57606a; margin: 0.15rem 0; overflow-wrap: anywhere; }
+.note { color: #57606a; font-size: 0.9em; }
+.verdict { border-left: 4px solid #2da44e; background: #f3fbf5; padding: 0.5rem 1rem;
+  margin: 0.6rem 0 1rem; max-width: 70rem; }
+.verdict.warn { border-left-color: #bf8700; background: #fff8e1; }
+.verdict p { margin: 0.35rem 0; }
+.wide { overflow-x: auto; max-width: 100%; margin: 0.4rem 0 1rem; }
+table { border-collapse: collapse; font-size: 0.9rem; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #d8dee4; padding: 4px 10px; text-align: right; white-space: nowrap;
+  vertical-align: top; }
+th { background: #f6f8fa; font-weight: 600; }
+td.text, th.text { text-align: left; }
+td.long { white-space: normal; }
+td.long > div { min-width: 15rem; max-width: 40rem; }
+td.wrap { white-space: normal; overflow-wrap: anywhere; min-width: 8rem; }
+tr.best td { background: #f3fbf5; }
+.up { color: #1a7f37; } .down { color: #cf222e; }
+.cards { display: flex; flex-wrap: wrap; gap: 0 2.5rem; align-items: flex-start; }
+.cards > div { min-width: 0; max-width: 100%; }
+.plots { display: flex; flex-wrap: wrap; gap: 1rem; margin: 0.5rem 0 1rem; align-items: flex-start; }
+.plots img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
+code { font-size: 0.88em; background: #f6f8fa; padding: 0.05em 0.3em; border-radius: 4px; }
+dl.glossary dt { font-weight: 600; margin-top: 0.5rem; }
+dl.glossary dd { margin: 0.1rem 0 0 1.5rem; }
+"""
+"""The report's style sheet: tables in scroll boxes (``.wide``), text and long columns,
+the best row, verdict boxes, cards of labelled values and rows of plots."""
 
 
 class Markup(str):
@@ -90,3 +127,22 @@ def pairs_card(title: str, pairs: list[tuple[str, Any]]) -> str:
 
     rows = "".join(f'<tr><th class="text">{esc(k)}</th>{value(v)}</tr>' for k, v in pairs)
     return f'<div><h3>{esc(title)}</h3><div class="wide"><table>{rows}</table></div></div>'
+
+
+def verdict(sentences: list[str], warn: bool = False) -> str:
+    """A box of sentences (HTML), green, or amber with ``warn``."""
+    return (
+        f'<div class="verdict{" warn" if warn else ""}">'
+        + "".join(f"<p>{s}</p>" for s in sentences)
+        + "</div>"
+    )
+
+
+def page(title: str, body: str, style: str = STYLE) -> str:
+    """A whole self-contained page: no external files, scripts or fonts."""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{style}</style></head>"
+        f"<body>{body}</body></html>\n"
+    )

@@ -8,14 +8,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from matplotlib.figure import Figure
 
-from recsys.reporting.plots import png
+from recsys.reporting.plots import new_figure, png
 from recsys.reporting.run_summary import metric_label
 
 
 def recall_curves(manifest: dict[str, Any]) -> str | None:
-    figure = Figure(figsize=(6, 4.2))
+    figure = new_figure(6, 4.2)
     axes = figure.subplots()
     target = None
     exact_speeds = []
@@ -48,7 +47,7 @@ def ranking_bars(manifest: dict[str, Any], k: int) -> str | None:
     names = [n for n, m in manifest["models"].items() if m.get("evaluation", {}).get("ranking")]
     if not names:
         return None
-    figure = Figure(figsize=(6, 4.2))
+    figure = new_figure(6, 4.2)
     axes = figure.subplots()
     labels = [f"recall@{k}", f"ndcg@{k}"]
     width = 0.8 / (2 * len(labels))
@@ -89,7 +88,7 @@ def score_plots(manifest: dict[str, Any], tables: dict[str, Any]) -> str | None:
     n = len(tables)
     columns = min(n, 3)
     rows = -(-n // columns)
-    figure = Figure(figsize=(3.1 * columns if n > 1 else 6, 2.5 * rows + 0.3))
+    figure = new_figure(3.1 * columns if n > 1 else 6, 2.5 * rows + 0.3)
     grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
     for axes, (name, table) in zip(grid, tables.items(), strict=False):
         values = table.column("score").to_numpy()
@@ -118,7 +117,7 @@ def score_plots(manifest: dict[str, Any], tables: dict[str, Any]) -> str | None:
 def concentration(tables: dict[str, Any]) -> str | None:
     if not tables:
         return None
-    figure = Figure(figsize=(6, 4.2))
+    figure = new_figure(6, 4.2)
     axes = figure.subplots()
     for name, table in tables.items():
         values = table.column("item_id").to_pandas().value_counts().to_numpy()

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from recsys.manifest import RunManifest
-from recsys.reporting.html import esc, fmt_count, fmt_metric, fmt_seconds, html_table, pairs_card
+from recsys.reporting.html import (
+    esc,
+    fmt_count,
+    fmt_metric,
+    fmt_seconds,
+    html_table,
+    page,
+    pairs_card,
+    verdict,
+)
 from recsys.reporting.plots import gallery
 from recsys.reporting.run_plots import (
     concentration,
@@ -30,41 +39,6 @@ from recsys.reporting.run_summary import headline_k, metric_label, summarize, su
 
 RANKING_NAMES = ("recall", "ndcg", "precision", "map", "hit_rate", "coverage", "popularity")
 STAGES = ("fit", "index", "recommend", "similar_items", "evaluate")
-
-STYLE = """
-* { box-sizing: border-box; }
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
-  margin: 0; padding: 1.25rem clamp(0.75rem, 3vw, 2.5rem) 2.5rem; line-height: 1.45; }
-h1 { font-size: 1.45rem; margin: 0 0 0.3rem; overflow-wrap: anywhere; }
-h2 { font-size: 1.2rem; margin: 2.2rem 0 0.6rem; padding-bottom: 0.25rem;
-  border-bottom: 1px solid #d0d7de; }
-h3 { font-size: 1rem; margin: 1.2rem 0 0.4rem; }
-p, dl { max-width: 70rem; }
-.meta { color: #57606a; margin: 0.15rem 0; overflow-wrap: anywhere; }
-.note { color: #57606a; font-size: 0.9em; }
-.verdict { border-left: 4px solid #2da44e; background: #f3fbf5; padding: 0.5rem 1rem;
-  margin: 0.6rem 0 1rem; max-width: 70rem; }
-.verdict.warn { border-left-color: #bf8700; background: #fff8e1; }
-.verdict p { margin: 0.35rem 0; }
-.wide { overflow-x: auto; max-width: 100%; margin: 0.4rem 0 1rem; }
-table { border-collapse: collapse; font-size: 0.9rem; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #d8dee4; padding: 4px 10px; text-align: right; white-space: nowrap;
-  vertical-align: top; }
-th { background: #f6f8fa; font-weight: 600; }
-td.text, th.text { text-align: left; }
-td.long { white-space: normal; }
-td.long > div { min-width: 15rem; max-width: 40rem; }
-td.wrap { white-space: normal; overflow-wrap: anywhere; min-width: 8rem; }
-tr.best td { background: #f3fbf5; }
-.up { color: #1a7f37; } .down { color: #cf222e; }
-.cards { display: flex; flex-wrap: wrap; gap: 0 2.5rem; align-items: flex-start; }
-.cards > div { min-width: 0; max-width: 100%; }
-.plots { display: flex; flex-wrap: wrap; gap: 1rem; margin: 0.5rem 0 1rem; align-items: flex-start; }
-.plots img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
-code { font-size: 0.88em; background: #f6f8fa; padding: 0.05em 0.3em; border-radius: 4px; }
-dl.glossary dt { font-weight: 600; margin-top: 0.5rem; }
-dl.glossary dd { margin: 0.1rem 0 0 1.5rem; }
-"""
 
 GLOSSARY = (
     ("Recall@k", "share of a user's held-out items found in their top k, averaged over users."),
@@ -140,11 +114,6 @@ def _promotion_section(manifest: RunManifest) -> str:
         sentences = [
             f"Made current: passed the promotion gate against <code>{esc(promotion.against)}</code>."
         ]
-    verdict = (
-        f'<div class="verdict{" warn" if promotion.held else ""}">'
-        + "".join(f"<p>{s}</p>" for s in sentences)
-        + "</div>"
-    )
     table = ""
     if promotion.checks:
         counts = ("users", "items", "interactions")
@@ -161,7 +130,7 @@ def _promotion_section(manifest: RunManifest) -> str:
         ]
         header = ["Check", f"Run {promotion.against}", "This run", "Change", "Limit", "Result"]
         table = html_table(header, rows)
-    return "<h2>Promotion</h2>" + verdict + table
+    return "<h2>Promotion</h2>" + verdict(sentences, promotion.held) + table
 
 
 # ---------------------------------------------------------------- sections
@@ -345,10 +314,4 @@ def render_report(
         _details_section(manifest),
         _glossary(),
     ]
-    body = "\n".join(parts)
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>recsys run {esc(typed.run_id)}</title><style>{STYLE}</style></head>"
-        f"<body>{body}</body></html>\n"
-    )
+    return page(f"recsys run {typed.run_id}", "\n".join(parts))

@@ -12,7 +12,7 @@ from typing import Any
 from recsys import storage
 from recsys.errors import RunError
 from recsys.manifest import RunManifest, read_manifest
-from recsys.reporting.html import Markup, esc, fmt_metric, html_table
+from recsys.reporting.html import Markup, esc, fmt_metric, html_table, verdict
 
 METRIC_LABELS = {
     "recall": "Recall",
@@ -208,11 +208,6 @@ def summary_section(manifest: RunManifest, summary: Summary) -> str:
             + "."
             + caveat
         )
-    verdict = (
-        f'<div class="verdict{" warn" if warn else ""}">'
-        + "".join(f"<p>{s}</p>" for s in sentences)
-        + "</div>"
-    )
 
     names = list(summary.scores) + [n for n in manifest.models if n not in summary.scores]
     k = metric.split("@")[1] if metric else None
@@ -247,4 +242,4 @@ def summary_section(manifest: RunManifest, summary: Summary) -> str:
         rows.append(row)
     n = len(header)
     table = html_table(header, rows, (0, n - 3), long=(n - 1,), highlight=0 if summary.best else None)
-    return "<h2>Summary</h2>" + verdict + table
+    return "<h2>Summary</h2>" + verdict(sentences, warn) + table

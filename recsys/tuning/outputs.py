@@ -3,9 +3,6 @@ trial as JSON and a self-contained HTML report of the search."""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 import os
 from pathlib import Path
@@ -14,6 +11,8 @@ from typing import Any
 import yaml
 
 from recsys.config import DEFAULT_CONFIG, MODEL_PATH_PARAMS, PATH_KEYS, PipelineConfig
+from recsys.reporting.html import esc, fmt_metric, html_table, page
+from recsys.reporting.plots import new_figure, png
 from recsys.tuning.study import TuneResult, format_params
 
 
@@ -159,44 +158,23 @@ th { background: #f3f3f3; } td.text, th.text { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; font-size: 0.9em; }
 tr.best td { background: #eef7ee; }
 """
+"""The tuning report's style sheet (its tables and plots are the run report's, see
+:mod:`recsys.reporting`)."""
 
 
-def _cell(value: Any) -> str:
+def _number(value: Any) -> str:
+    """A metric with 4 decimals (1 from 100 up), other values as they are, None as ""."""
     if isinstance(value, float):
-        text = f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
-    else:
-        text = "" if value is None else str(value)
-    return html.escape(text)
+        return fmt_metric(value) if abs(value) < 100 else f"{value:.1f}"
+    return "" if value is None else str(value)
 
 
 def _param_text(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _html_table(header: list[str], rows: list[list[Any]], text_columns: int = 1, marks: Any = None) -> str:
-    def row(tag: str, values: list[Any]) -> str:
-        return "".join(
-            f"<{tag}{' class=text' if i < text_columns else ''}>{_cell(v)}</{tag}>"
-            for i, v in enumerate(values)
-        )
-
-    body = "".join(
-        f"<tr{' class=best' if marks and marks(i) else ''}>{row('td', r)}</tr>" for i, r in enumerate(rows)
-    )
-    return f"<table><tr>{row('th', header)}</tr>{body}</table>"
-
-
-def _png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=100)
-    return '<img alt="plot" src="data:image/png;base64,' + base64.b64encode(buffer.getvalue()).decode() + '">'
-
-
 def _trials_plot(result: TuneResult) -> str:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(8, 4))
+    figure = new_figure(8, 4)
     axes = figure.add_subplot()
     complete = [t for t in result.trials if t["state"] == "complete"]
     pruned = [t for t in result.trials if t["state"] == "pruned" and t["intermediate"]]
@@ -221,18 +199,17 @@ def _trials_plot(result: TuneResult) -> str:
     axes.set_xlabel("trial")
     axes.set_ylabel(f"validation {result.metric}")
     axes.legend(fontsize=8, loc="lower right")
-    return _png(figure)
+    return png(figure, "Validation metric per trial, with the best so far", margins=None)
 
 
 def _params_plot(result: TuneResult) -> str:
-    from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
     complete = [t for t in result.trials if t["state"] == "complete"]
     names = [n for n in result.space if any(isinstance(t["params"].get(n), int | float) for t in complete)]
     if not names or len(complete) < 2:
         return ""
-    figure = Figure(figsize=(3 * len(names), 3))
+    figure = new_figure(3 * len(names), 3)
     for i, name in enumerate(names):
         axes = figure.add_subplot(1, len(names), i + 1)
         points = [
@@ -250,43 +227,48 @@ def _params_plot(result: TuneResult) -> str:
         axes.set_xlabel(name)
         if i == 0:
             axes.set_ylabel(result.metric)
-    return _png(figure)
+    return png(figure, "Validation metric against each searched param", margins=None)
 
 
-def report_html(result: TuneResult) -> str:
-    """A self-contained page: the best params against the config's, the validation
-    metrics of both, the metric per trial with the running best, and every trial."""
+def _params_table(result: TuneResult) -> str:
     best, baseline = result.best, result.baseline
-    counts = result.counts()
-    names = list(result.space)
-    params_rows = [
-        [n, result.space[n], _param_text(baseline["params"].get(n)), _param_text(best["params"].get(n))]
-        for n in names
+    rows = [
+        [n, dimension, _param_text(baseline["params"].get(n)), _param_text(best["params"].get(n))]
+        for n, dimension in result.space.items()
     ]
-    metric_rows = []
+    return html_table(["param", "searched", "the config's", "best"], rows)
+
+
+def _metrics_table(result: TuneResult) -> str:
+    best, baseline = result.best, result.baseline
+    rows = []
     for key in best.get("metrics") or {}:
         if key == "users":
             continue
         old = (baseline.get("metrics") or {}).get(key)
         new = best["metrics"][key]
         change = f"{(new / old - 1):+.1%}" if old else ""
-        metric_rows.append([key, old, new, change])
-    gain = (
-        f"{best['value']:.4f} against {baseline['value']:.4f} with the config's params "
-        f"({best['value'] / baseline['value'] - 1:+.1%})"
-        if baseline["value"]
-        else f"{best['value']:.4f}"
-    )
-    trial_rows = [
+        rows.append([key, _number(old), _number(new), change])
+    return html_table(["metric", "the config's params", "best", "change"], rows)
+
+
+def _trials_table(result: TuneResult) -> str:
+    rows = [
         [
-            t["number"],
+            str(t["number"]),
             t["state"] + (f" at {t['pruned_at']}" if t["pruned_at"] else ""),
             format_params(t["params"]),
-            t["value"],
-            t["seconds"],
+            _number(t["value"]),
+            _number(t["seconds"]),
         ]
         for t in result.trials
     ]
+    best = next(i for i, t in enumerate(result.trials) if t["number"] == result.best["number"])
+    return html_table(["trial", "state", "params", result.metric, "seconds"], rows, 3, highlight=best)
+
+
+def _summary_text(result: TuneResult) -> str:
+    counts = result.counts()
     split = result.split
     split_text = (
         f"{split.get('fraction', 0):.0%} of each user's items of the training part "
@@ -296,31 +278,34 @@ def report_html(result: TuneResult) -> str:
         if split
         else "given"
     )
-    summary = (
+    return (
         f"{len(result.trials)} trials ({counts['complete']} complete, {counts['pruned']} pruned, "
         f"{counts['failed']} failed), {result.sampler} sampler, pruning {'on' if result.pruning else 'off'}, "
         f"{result.seconds:.1f} s. Trial 0 is the config's own params. Validation: {split_text}."
     )
+
+
+def report_html(result: TuneResult) -> str:
+    """A self-contained page: the best params against the config's, the validation
+    metrics of both, the metric per trial with the running best, and every trial."""
+    best, baseline = result.best, result.baseline
+    gain = (
+        f"{best['value']:.4f} against {baseline['value']:.4f} with the config's params "
+        f"({best['value'] / baseline['value'] - 1:+.1%})"
+        if baseline["value"]
+        else f"{best['value']:.4f}"
+    )
     body = (
-        f"<h1>recsys tune: {html.escape(result.model)} ({html.escape(result.model_type)})</h1>"
-        f"<p>Best validation {html.escape(result.metric)}: <b>{html.escape(gain)}</b>, "
-        f"trial {best['number']}.</p><p class=note>{html.escape(summary)}</p>"
+        f"<h1>recsys tune: {esc(result.model)} ({esc(result.model_type)})</h1>"
+        f"<p>Best validation {esc(result.metric)}: <b>{esc(gain)}</b>, "
+        f"trial {best['number']}.</p><p class=note>{esc(_summary_text(result))}</p>"
         "<h2>Params</h2>"
-        + _html_table(["param", "searched", "the config's", "best"], params_rows)
+        + _params_table(result)
         + "<h2>Validation metrics</h2>"
-        + _html_table(["metric", "the config's params", "best", "change"], metric_rows)
+        + _metrics_table(result)
         + "<h2>Trials</h2>"
         + _trials_plot(result)
         + _params_plot(result)
-        + _html_table(
-            ["trial", "state", "params", result.metric, "seconds"],
-            trial_rows,
-            text_columns=3,
-            marks=lambda i: result.trials[i]["number"] == best["number"],
-        )
+        + _trials_table(result)
     )
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>recsys tune {html.escape(result.model)}</title><style>{STYLE}</style></head>"
-        f"<body>{body}</body></html>\n"
-    )
+    return page(f"recsys tune {result.model}", body, STYLE)

@@ -103,9 +103,10 @@ class DuckDBExporter(Exporter):
     requires = ("duckdb",)
     extra = "exports"
 
-    def export(self, run: Run, settings: DuckDBSettings, context: ExportContext) -> ExportResult:  # type: ignore[override]
+    def export(self, run: Run, settings: ExportSettings, context: ExportContext) -> ExportResult:
         import duckdb
 
+        assert isinstance(settings, DuckDBSettings)
         start = time.perf_counter()
         path = Path(settings.path)
         kind = storage.kind_of(path)
@@ -127,6 +128,7 @@ class DuckDBExporter(Exporter):
                 with contextlib.suppress(FileNotFoundError):
                     Path(f"{tmp}.wal").unlink()
                 raise
+        storage.fsync_dir(path.parent)  # the rename itself survives a power loss
         return ExportResult(
             name=context.name,
             exporter=self.name,

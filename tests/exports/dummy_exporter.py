@@ -28,7 +28,8 @@ class CsvExporter(Exporter):
     settings = CsvSettings
     path_settings = ("folder",)
 
-    def export(self, run, settings: CsvSettings, context: ExportContext) -> ExportResult:  # type: ignore[override]
+    def export(self, run, settings: ExportSettings, context: ExportContext) -> ExportResult:
+        assert isinstance(settings, CsvSettings)
         start = time.perf_counter()
         folder = Path(settings.folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -220,3 +221,34 @@ def test_a_relative_path_resolves_against_the_config_s_folder(tmp_path, monkeypa
     assert config.exports[1].params["path"] == str(tmp_path / "abs.duckdb")
     assert config.exports[1].label == "duckdb"
     assert parse_config(config.to_dict()) == config  # a manifest's config reads back
+
+
+def test_a_run_of_item_vectors_only_exports_an_empty_typed_recommendations_table(tmp_path):
+    """A precomputed model without user vectors publishes no recommendations: the table is
+    there, empty, its ids typed as the run's; similar items are exported as published."""
+    from recsys.stages.runner import run_local
+
+    vectors = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    items = pd.DataFrame({"id": [f"photo-{i:02d}" for i in range(50)], "vector": list(vectors)})
+    items.to_parquet(tmp_path / "items.parquet", index=False)
+    config = {
+        "models": [
+            {"name": "vec", "type": "precomputed", "params": {"items": str(tmp_path / "items.parquet")}}
+        ],
+        "index": {"backend": "exact"},
+        "similar_items": {"top_n": 4},
+    }
+    run_local(parse_config(config), None, tmp_path / "out", run_id="v1")
+    path = tmp_path / "recs.duckdb"
+    (result,) = run_exports(exports(path), tmp_path / "out", "v1")
+    assert result.tables == {"recommendations": 0, "similar_items": 200, "runs": 1}
+    same_rows(
+        table(path, "similar_items"), published(tmp_path / "out", "v1", "similar_items"), ["item_id", "rank"]
+    )
+    with duckdb.connect(str(path), read_only=True) as connection:
+        columns = connection.execute("DESCRIBE recommendations").fetchall()
+    assert [(name, kind) for name, kind, *_ in columns][1:4] == [
+        ("item_id", "VARCHAR"),
+        ("rank", "INTEGER"),
+        ("score", "FLOAT"),
+    ]

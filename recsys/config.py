@@ -33,6 +33,7 @@ from pydantic import (
 
 from recsys.errors import ConfigError
 from recsys.exports import ExportConfig, SettingsProblems, path_settings
+from recsys.index.base import BackendSettings
 from recsys.models import get_model_type
 from recsys.models.base import Choice, Dimension, FloatRange, IntRange, ModelParams, params_problems
 
@@ -153,9 +154,18 @@ class ModelConfig(_Strict):
         return value
 
 
+LEGACY_INDEX_KEYS = ("n_trees", "search_k")
+"""Keys of ``index`` that earlier configs set at its top level: read as ``index.annoy``'s."""
+
+
 class IndexConfig(_Strict):
     """How each model's two indices (``dot`` for recommendations, ``angular`` for similar
-    items) are built and served."""
+    items) are built and served. Each backend family's settings are a section of their
+    own, ``index.<family>`` (``index.annoy.n_trees``), checked against the backend's
+    settings model when the config loads; ``index.n_trees`` and ``index.search_k``, the
+    keys of earlier configs, are read as ``index.annoy``'s."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # the sections: checked below
 
     backend: str = "auto"
     """``annoy`` (approximate, memory-mapped index files), ``exact`` (blocked matrix
@@ -164,21 +174,68 @@ class IndexConfig(_Strict):
     ``auto``: per index, the approximate strategy that reaches
     ``evaluate.target_recall`` fastest, exact search where that is faster (the manifest
     records the measurements and the reason)."""
-    n_trees: int = Field(default=50, ge=1, le=10_000)
-    """Annoy trees per index: more trees, larger file, better recall."""
-    search_k: int | dict[Metric, int] | None = None
-    """Nodes Annoy inspects per query: one int for both indices, a mapping
-    ``{dot: ..., angular: ...}``, or null to tune it: the smallest of n_trees x k x
-    1, 2, 4, ... that reaches ``evaluate.target_recall`` on a sample. Each query inspects
-    at least n_trees x the results it asks for. ``dot`` needs far more than ``angular``
-    for the same recall; the manifest reports the curve and the recall reached."""
     auto_min_items: int = Field(default=10_000, ge=0)
     """With ``backend: auto``, catalogs of fewer items are served by exact search without
     building or probing an approximate index: below 10,000 items exact search was the
     faster at recall 0.95 in every case measured (64 to 1,024 factors, both metrics;
     docs/speed.md). 0 probes every catalog."""
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    """Annoy's ``set_seed`` (0 to 2^31 - 1, Annoy's range); defaults to the config's ``seed``."""
+    """Seed of every index build (Annoy's ``set_seed``, faiss's k-means, hnswlib's graph;
+    0 to 2^31 - 1, Annoy's range); defaults to the config's ``seed``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, raw: Any) -> Any:
+        """Every backend section typed by its backend's settings model (defaults for the
+        sections not given), the earlier top-level Annoy keys moved into ``annoy``."""
+        from recsys.index.registry import settings_models
+
+        if not isinstance(raw, dict):
+            return raw
+        models = settings_models()
+        raw = dict(raw)
+        legacy = {key: raw.pop(key) for key in LEGACY_INDEX_KEYS if key in raw}
+        problems: list[tuple[str, str, str]] = []
+        if legacy:
+            section = raw.get("annoy")
+            section = dict(section) if isinstance(section, dict) else ({} if section is None else section)
+            if isinstance(section, dict):
+                for key, value in legacy.items():
+                    if key in section and section[key] != value:
+                        problems.append(
+                            (
+                                key,
+                                "invalid",
+                                f"{value!r} here and {section[key]!r} in index.annoy.{key}: set one",
+                            )
+                        )
+                    section[key] = value
+                raw["annoy"] = section
+        known = ", ".join([*cls.model_fields, *models])
+        for key in [k for k in raw if k not in cls.model_fields]:
+            if key not in models:
+                problems.append((str(key), "unknown", f"index keys: {known}"))
+                continue
+            value = raw[key] if raw[key] is not None else {}
+            if isinstance(value, BaseModel) and isinstance(value, models[key]):
+                continue
+            try:
+                raw[key] = models[key].model_validate(value)
+            except ValidationError as exc:
+                expected = f"index.{key} keys: {', '.join(models[key].model_fields)}"
+                said: set[str] = set()
+                for problem in params_problems(exc):
+                    first = problem.key.split(".")[0]  # a union's members: one line for the key
+                    where = first if first in legacy else key if first == "<params>" else f"{key}.{first}"
+                    if where not in said:
+                        said.add(where)
+                        message = expected if problem.kind == "unknown" else problem.message
+                        problems.append((where, problem.kind, message))
+        if problems:
+            raise _ParamsProblems(problems)
+        for family, model in models.items():
+            raw.setdefault(family, model())
+        return raw
 
     @field_validator("backend")
     @classmethod
@@ -191,13 +248,14 @@ class IndexConfig(_Strict):
             raise ValueError(missing)
         return value
 
-    def search_k_for(self, metric: Metric) -> int | None:
-        """The configured search_k of one index, or None where it is to be tuned."""
-        if isinstance(self.search_k, int):
-            return self.search_k
-        if isinstance(self.search_k, dict):
-            return self.search_k.get(metric)
-        return None
+    def settings(self, family: str) -> BackendSettings:
+        """The typed settings of a backend family (its section, else its defaults)."""
+        from recsys.index.registry import settings_models
+
+        found = (self.model_extra or {}).get(family)
+        if isinstance(found, BackendSettings):
+            return found
+        return settings_models().get(family, BackendSettings)()
 
 
 ItemList = Annotated[list[StrictInt | StrictStr], Field(max_length=1_000_000)]

@@ -30,7 +30,7 @@ from pydantic_core import PydanticUndefined
 
 from recsys.config import PipelineConfig, RangeSpec
 from recsys.exports import EXPORTERS, ExportConfig
-from recsys.index.registry import BACKENDS
+from recsys.index.registry import BACKENDS, settings_models
 from recsys.models import MODEL_TYPES, ModelType
 
 COMMAND = "python -m recsys.reference > docs/config.md"
@@ -300,6 +300,17 @@ def _exports(lines: list[str]) -> None:
             lines.append(field_line(f"params.{name}", field, setting_docs.get(name)))
 
 
+def _backend_sections(lines: list[str]) -> None:
+    """``index.<family>``: the settings of each backend family that has some."""
+    for family, settings in settings_models().items():
+        lines += ["", f"### `index.{family}`", ""]
+        if settings.__doc__:
+            lines += [markdown(inspect.cleandoc(settings.__doc__)), ""]
+        docs = attribute_docstrings(settings)
+        for key, field in settings.model_fields.items():
+            lines.append(field_line(f"index.{family}.{key}", field, docs.get(key)))
+
+
 def _is_section(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
@@ -323,6 +334,7 @@ def render() -> str:
             _section(annotation, f"{name}.", lines)
             if name == "index":
                 _backends(lines)
+                _backend_sections(lines)
             if name == "tune":
                 lines += ["", "A range in `tune.space` (`{low, high, log}`):", ""]
                 range_docs = attribute_docstrings(RangeSpec)

@@ -20,8 +20,8 @@ def test_default_config_loads():
     assert [m.type for m in config.models] == ["als", "bpr", "lmf", "spectral", "popular"]
     assert config.models[0].params["factors"] == 64
     assert config.recommend.metric == "dot" and config.similar_items.metric == "angular"
-    assert config.index.backend == "auto" and config.index.n_trees == 50
-    assert config.index.search_k_for("dot") is None  # tuned to evaluate.target_recall
+    assert config.index.backend == "auto" and config.index.settings("annoy").n_trees == 50
+    assert config.index.settings("annoy").fixed("dot") is None  # tuned to evaluate.target_recall
     assert config.evaluate.target_recall == 0.95 and config.evaluate.split.method == "random"
     assert config.schedule.cron == "0 3 * * *"
 
@@ -29,7 +29,8 @@ def test_default_config_loads():
 def test_minimal_config_gets_documented_defaults():
     config = parse_config({"models": MODELS})
     assert config.seed == 42
-    assert config.index.backend == "auto" and config.index.n_trees == 50
+    assert config.index.backend == "auto" and config.index.settings("annoy").n_trees == 50
+    assert config.index.settings("hnswlib").M == 16 and config.index.settings("faiss").nprobe is None
     assert config.recommend.top_n == 20 and config.recommend.metric == "dot"
     assert config.similar_items.metric == "angular"
     assert config.output.root == "data/outputs"
@@ -104,31 +105,74 @@ def test_safe_model_names_are_accepted(name):
 
 
 def test_search_k_default_per_metric():
-    index = parse_config({"models": MODELS, "index": {"n_trees": 7}}).index
-    assert index.search_k is None
-    assert index.search_k_for("dot") is None and index.search_k_for("angular") is None
+    annoy = parse_config({"models": MODELS, "index": {"n_trees": 7}}).index.settings("annoy")
+    assert annoy.search_k is None and annoy.n_trees == 7
+    assert annoy.fixed("dot") is None and annoy.fixed("angular") is None
 
 
 def test_search_k_int_serves_both_metrics():
-    index = parse_config({"models": MODELS, "index": {"search_k": 777}}).index
-    assert index.search_k_for("dot") == 777
-    assert index.search_k_for("angular") == 777
+    annoy = parse_config({"models": MODELS, "index": {"search_k": 777}}).index.settings("annoy")
+    assert annoy.fixed("dot") == 777
+    assert annoy.fixed("angular") == 777
 
 
 def test_search_k_mapping_per_metric_with_default_for_the_other():
     both = parse_config({"models": MODELS, "index": {"search_k": {"dot": 9000, "angular": 300}}}).index
-    assert both.search_k_for("dot") == 9000 and both.search_k_for("angular") == 300
+    assert both.settings("annoy").fixed("dot") == 9000 and both.settings("annoy").fixed("angular") == 300
     only_dot = parse_config({"models": MODELS, "index": {"search_k": {"dot": 9000}, "n_trees": 3}}).index
-    assert only_dot.search_k_for("dot") == 9000 and only_dot.search_k_for("angular") is None
+    assert (
+        only_dot.settings("annoy").fixed("dot") == 9000
+        and only_dot.settings("annoy").fixed("angular") is None
+    )
     only_angular = parse_config(
-        {"models": MODELS, "index": {"search_k": {"angular": 40}, "n_trees": 3}}
+        {"models": MODELS, "index": {"annoy": {"search_k": {"angular": 40}, "n_trees": 3}}}
     ).index
-    assert only_angular.search_k_for("dot") is None and only_angular.search_k_for("angular") == 40
+    assert only_angular.settings("annoy").fixed("dot") is None
+    assert only_angular.settings("annoy").fixed("angular") == 40
 
 
 def test_search_k_mapping_with_unknown_metric_is_refused():
     with pytest.raises(ConfigError, match="index.search_k"):
         parse_config({"models": MODELS, "index": {"search_k": {"cosine": 10}}}, "x.yaml")
+    with pytest.raises(ConfigError, match="index.annoy.search_k"):
+        parse_config({"models": MODELS, "index": {"annoy": {"search_k": {"cosine": 10}}}}, "x.yaml")
+
+
+def test_top_level_annoy_keys_are_the_annoy_section():
+    """``index.n_trees`` / ``index.search_k`` (earlier configs) are ``index.annoy``'s: the
+    same config, the same hash; given both ways with different values, one line."""
+    old = parse_config({"models": MODELS, "index": {"n_trees": 5, "search_k": {"dot": 10}}})
+    new = parse_config({"models": MODELS, "index": {"annoy": {"n_trees": 5, "search_k": {"dot": 10}}}})
+    both = parse_config({"models": MODELS, "index": {"n_trees": 5, "annoy": {"n_trees": 5}}})
+    assert old == new and old.sha256() == new.sha256()
+    assert both.index.settings("annoy").n_trees == 5
+    assert "n_trees" not in old.to_dict()["index"] and old.to_dict()["index"]["annoy"]["n_trees"] == 5
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"models": MODELS, "index": {"n_trees": 5, "annoy": {"n_trees": 7}}}, "x.yaml")
+    assert (
+        str(caught.value)
+        == "x.yaml: invalid config: index.n_trees: 5 here and 7 in index.annoy.n_trees: set one"
+    )
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        (
+            {"anoy": {"n_trees": 5}},
+            "unknown key 'index.anoy' (index keys: backend, auto_min_items, seed, annoy, ",
+        ),
+        ({"annoy": {"n_tres": 5}}, "unknown key 'index.annoy.n_tres' (index.annoy keys: n_trees, search_k)"),
+        ({"hnswlib": {"M": 1}}, "index.hnswlib.M: Input should be greater than or equal to 2, found 1"),
+        ({"faiss": {"nprobe": "x"}}, "index.faiss.nprobe: Input should be a valid integer"),
+        ({"annoy": [1]}, "index.annoy: Input should be a valid dictionary"),
+    ],
+)
+def test_backend_sections_are_checked_by_their_backend(index, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"models": MODELS, "index": index}, "x.yaml")
+    assert str(caught.value).startswith(f"x.yaml: invalid config: {message}")
+    assert "\n" not in str(caught.value)
 
 
 def test_hash_ignores_key_order(tmp_path):

@@ -40,7 +40,9 @@ def test_every_key_and_model_type_is_documented():
 
 def test_types_defaults_and_bounds_are_rendered():
     text = reference.render()
-    assert "- **`index.n_trees`** (int >= 1, <= 10000; default `50`): Annoy trees" in text
+    assert "- **`index.annoy.n_trees`** (int >= 1, <= 10000; default `50`): Annoy trees" in text
+    assert "### `index.hnswlib`" in text
+    assert "- **`index.hnswlib.M`** (int >= 2, <= 256; default `16`)" in text
     assert "- **`index.seed`** (int >= 0, <= 2^31 - 1, or null; default `null`)" in text
     assert "- **`recommend.metric`** (dot | angular; default `dot`)" in text
     assert "- **`models[].name`** (string; required)" in text

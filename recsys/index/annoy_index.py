@@ -2,8 +2,9 @@
 
 An Annoy file has no header: opened with another dimension or metric it may load
 and answer with plausible wrong neighbours, and a truncated file loads with a wrong
-item count. So every file gets a JSON manifest beside it (metric, dimension, items,
-trees, seed, size, sha256) that is checked before Annoy touches the file.
+item count. So every file gets a manifest (metric, dimension, items, trees, seed, size,
+sha256) that is checked before Annoy touches the file: a JSON file beside it, or, in a
+run, its index entry.
 
 Scores: for ``dot`` Annoy's distance is the inner product; for ``angular`` Annoy's
 distance d relates to the cosine similarity by ``cos = 1 - d**2 / 2``.
@@ -24,10 +25,21 @@ from typing import Literal
 import annoy  # not `from annoy import AnnoyIndex`: Dask pickles task modules
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 
 from recsys.data.vectors import check_vector_rows
 from recsys.errors import AnnIndexError, IndexFrozenError
-from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase, checked_size, publish_file
+from recsys.index.base import (
+    Backend,
+    BackendSettings,
+    BuildContext,
+    Built,
+    IndexEntryBase,
+    IndexFile,
+    Metric,
+    checked_size,
+    publish_index,
+)
 from recsys.index.exact import check_query
 from recsys.storage import file_sha256, write_json
 
@@ -57,6 +69,21 @@ class IndexManifest:
             raise AnnIndexError(f"{path}: index manifest not found") from None
         except (ValueError, TypeError) as exc:
             raise AnnIndexError(f"{path}: unreadable index manifest ({exc})") from None
+
+    @classmethod
+    def of_file(cls, record: IndexFile, metric: str) -> IndexManifest:
+        """The manifest of a file a run's index entry records (the entry stands in for the
+        file beside it)."""
+        return cls(
+            metric=metric,
+            dim=record.dim,
+            n_items=record.n_items,
+            n_trees=int(record.params["n_trees"]),
+            seed=record.seed,
+            size_bytes=record.size_bytes,
+            sha256=record.sha256,
+            annoy_version=record.library.removeprefix("annoy "),
+        )
 
 
 def manifest_path(index_path: Path) -> Path:
@@ -102,9 +129,10 @@ class AnnoyBuilder:
             self._index.add_item(self._n_items + offset, vector)
         self._n_items += len(vectors)
 
-    def save(self, path: str | Path) -> IndexManifest:
+    def save(self, path: str | Path, side_manifest: bool = True) -> IndexManifest:
         """Build (single-threaded, seeded: the same input gives the same bytes) and publish
-        ``path`` and its manifest by temp file + fsync + ``os.replace``."""
+        ``path`` by temp file + fsync + ``os.replace``, and its manifest beside it unless
+        ``side_manifest`` is False (a run's index entry records it instead)."""
         if self._n_items == 0:
             raise AnnIndexError("cannot build an index with no items")
         path = Path(path)
@@ -115,7 +143,7 @@ class AnnoyBuilder:
             self._index.save(str(tmp))
             self._index.unload()
 
-        size, sha256 = publish_file(write, path)
+        size, sha256 = publish_index(path, write)
         manifest = IndexManifest(
             metric=self.metric,
             dim=self.dim,
@@ -126,22 +154,24 @@ class AnnoyBuilder:
             sha256=sha256,
             annoy_version=version("annoy"),
         )
-        write_json(manifest_path(path), asdict(manifest))
+        if side_manifest:
+            write_json(manifest_path(path), asdict(manifest))
         return manifest
 
 
 def build_annoy_index(
-    vectors: np.ndarray, metric: str, path: str | Path, n_trees: int, seed: int
+    vectors: np.ndarray, metric: str, path: str | Path, n_trees: int, seed: int, side_manifest: bool = True
 ) -> IndexManifest:
     """Build and publish one Annoy index over vectors (n_items, dim) with ids 0..n-1."""
     vectors = check_vectors(vectors)
     builder = AnnoyBuilder(vectors.shape[1], metric, n_trees, seed)
     builder.add(vectors)
-    return builder.save(path)
+    return builder.save(path, side_manifest)
 
 
 class AnnoyIndex:
-    """A memory-mapped Annoy index, opened only after its manifest checks out.
+    """A memory-mapped Annoy index, opened only after its manifest checks out: the one
+    beside the file, or ``manifest`` (from a run's index entry).
 
     Share one per process: queries on a loaded index are thread-safe. Never pickled:
     pass the path and open it where it is used.
@@ -156,10 +186,11 @@ class AnnoyIndex:
         dim: int | None = None,
         verify_checksum: bool = True,
         threads: int | None = None,
+        manifest: IndexManifest | None = None,
     ):
         self.path = Path(path)
         self.threads = threads if threads is not None else (os.cpu_count() or 1)
-        self.manifest = IndexManifest.read(manifest_path(self.path))
+        self.manifest = manifest if manifest is not None else IndexManifest.read(manifest_path(self.path))
         m = self.manifest
         if m.format != MANIFEST_FORMAT:
             raise AnnIndexError(f"{self.path}: unknown index format {m.format!r}")
@@ -167,7 +198,7 @@ class AnnoyIndex:
             raise AnnIndexError(f"{self.path}: index built with metric {m.metric!r}, opened as {metric!r}")
         if dim is not None and dim != m.dim:
             raise AnnIndexError(f"{self.path}: index built with dimension {m.dim}, opened with {dim}")
-        checked_size(self.path, m.size_bytes, AnnIndexError, "manifest")
+        checked_size(self.path, m.size_bytes, AnnIndexError, "manifest" if manifest is None else "entry")
         if verify_checksum and file_sha256(self.path) != m.sha256:
             raise AnnIndexError(f"{self.path}: index file checksum does not match its manifest")
         self._index = annoy.AnnoyIndex(m.dim, m.metric)
@@ -239,11 +270,28 @@ class AnnoyIndex:
             answer(range(len(queries)))
         return ids, scores
 
-    def item_vector(self, item: int) -> np.ndarray:
-        return np.asarray(self._index.get_item_vector(int(item)), dtype=np.float32)
-
 
 # ---------------------------------------------------------------- backend
+
+
+class AnnoySettings(BackendSettings):
+    """``index.annoy``: the trees of each file and the search_k of each index (also read
+    from ``index.n_trees`` and ``index.search_k``, the keys of earlier configs)."""
+
+    n_trees: int = Field(default=50, ge=1, le=10_000)
+    """Annoy trees per index: more trees, larger file, better recall."""
+    search_k: int | dict[Metric, int] | None = None
+    """Nodes Annoy inspects per query: one int for both indices, a mapping
+    ``{dot: ..., angular: ...}``, or null to tune it: the smallest of n_trees x k x
+    1, 2, 4, ... that reaches ``evaluate.target_recall`` on a sample. Each query inspects
+    at least n_trees x the results it asks for. ``dot`` needs far more than ``angular``
+    for the same recall; the manifest reports the curve and the recall reached."""
+
+    def fixed(self, metric: str) -> int | None:
+        """The configured search_k of one index, or None where it is to be tuned."""
+        if isinstance(self.search_k, dict):
+            return self.search_k.get(metric)  # type: ignore[call-overload]
+        return self.search_k
 
 
 class AnnoyEntry(IndexEntryBase):
@@ -272,32 +320,56 @@ def default_search_ks(n_trees: int, k: int, n_items: int) -> list[int]:
         value *= 2
 
 
+def open_annoy_file(
+    record: IndexFile,
+    metric: str,
+    item_factors: np.ndarray,
+    resolve: Callable[[str], Path],
+    threads: int | None,
+) -> AnnoyIndex:
+    """The Annoy index of a file an entry records, checked against the record (metric,
+    dimension, size, then the item count once loaded)."""
+    return AnnoyIndex(
+        resolve(record.path),
+        metric=metric,
+        dim=item_factors.shape[1],
+        threads=threads,
+        verify_checksum=False,  # resolve() checked the file against the run's manifest
+        manifest=IndexManifest.of_file(record, metric),
+    )
+
+
 class AnnoyBackend(Backend):
     """Annoy trees in a memory-mapped file; the setting is search_k."""
 
     name = "annoy"
     family = "annoy"
     entry = AnnoyEntry
+    settings = AnnoySettings
 
-    def build(self, context: BuildContext, k: int, configured: int | None) -> Built:
+    def build(self, context: BuildContext, k: int) -> Built:
+        settings: AnnoySettings = self.settings_of(context)
         path = context.path_for("ann")
         started = time.perf_counter()
         manifest = build_annoy_index(
-            context.item_factors, context.metric, path, context.n_trees, context.seed
+            context.item_factors, context.metric, path, settings.n_trees, context.seed, side_manifest=False
         )
         seconds = time.perf_counter() - started
-        index = AnnoyIndex(path, metric=context.metric, dim=manifest.dim, verify_checksum=False)
-        annoy_file = {
-            "path": context.relative(path),
-            "manifest": context.relative(manifest_path(path)),
-            "n_trees": manifest.n_trees,
-            "seed": manifest.seed,
-            "n_items": manifest.n_items,
-            "dim": manifest.dim,
-            "size_bytes": manifest.size_bytes,
-            "sha256": manifest.sha256,
-            "build_seconds": round(seconds, 3),
-        }
+        index = AnnoyIndex(
+            path, metric=context.metric, dim=manifest.dim, verify_checksum=False, manifest=manifest
+        )
+        record = IndexFile(
+            path=context.relative(path),
+            library=f"annoy {manifest.annoy_version}",
+            n_items=manifest.n_items,
+            dim=manifest.dim,
+            seed=manifest.seed,
+            params={"n_trees": manifest.n_trees},
+            size_bytes=manifest.size_bytes,
+            sha256=manifest.sha256,
+            build_seconds=round(seconds, 3),
+        )
+        configured = settings.fixed(context.metric)
         values = (
             [configured]
             if configured is not None
@@ -308,7 +380,8 @@ class AnnoyBackend(Backend):
             setting="search_k",
             values=values,
             index_for=lambda _value: index,
-            fields={"annoy": annoy_file},
+            files={self.name: record},
+            configured=configured,
             setting_is_search_k=True,
         )
 
@@ -319,11 +392,6 @@ class AnnoyBackend(Backend):
         resolve: Callable[[str], Path],
         threads: int | None,
     ) -> AnnoyIndex:
-        assert entry.annoy is not None, "an annoy entry names its file"
-        return AnnoyIndex(
-            resolve(entry.annoy.path),
-            metric=entry.metric,
-            dim=item_factors.shape[1],
-            threads=threads,
-            verify_checksum=False,  # resolve() checked the file against the run's manifest
+        return open_annoy_file(
+            entry.file(self.name, AnnIndexError), entry.metric, item_factors, resolve, threads
         )

@@ -10,10 +10,11 @@ every registered backend.
 from __future__ import annotations
 
 import importlib.util
-import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -22,8 +23,9 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from recsys import faults
+from recsys.data.vectors import check_vector_rows
 from recsys.errors import AnnIndexError
-from recsys.storage import file_sha256
+from recsys.storage import atomic_path, file_sha256
 
 Metric = Literal["dot", "angular"]
 
@@ -90,36 +92,34 @@ class Sweep(_Strict):
         return next(p for p in self.curve if p[self.setting] == value)
 
 
-class AnnoyFile(_Strict):
-    """An Annoy file built for one metric of a model, with its own manifest beside it."""
-
-    path: str
-    manifest: str
-    n_trees: int = Field(ge=1)
-    seed: int
-    n_items: int = Field(ge=1)
-    dim: int = Field(ge=1)
-    size_bytes: int = Field(ge=0)
-    sha256: str
-    build_seconds: float
-
-
 class IndexFile(_Strict):
-    """A file an index library (faiss, hnswlib) wrote for one metric of a model, whichever
-    backend serves the index."""
+    """A file a backend wrote for one metric of a model, with what it takes to check and
+    reopen it; an entry lists it whichever backend serves the index."""
 
     path: str
     library: str
-    """The library and its version (``faiss-cpu 1.15.1``)."""
+    """The library and its version (``annoy 1.17.3``, ``faiss-cpu 1.15.1``)."""
     n_items: int = Field(ge=1)
     dim: int = Field(ge=1)
     """Dimension of the vectors in the file (the factors', plus one where a transform adds it)."""
     seed: int
     params: dict[str, int | float | str] = Field(default_factory=dict)
-    """How the file was built (cells, graph degree, transform, build threads)."""
+    """How the file was built (trees, cells, graph degree, transform, build threads)."""
     size_bytes: int = Field(ge=0)
     sha256: str
     build_seconds: float
+
+
+class BackendSettings(BaseModel):
+    """A backend's settings, read from its section of the config (``index.<family>``).
+    A subclass declares its keys; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def fixed(self, metric: str) -> int | None:
+        """A value of the swept setting the config fixes for ``metric`` (only that value
+        is then tried and served), or None: the setting is swept."""
+        return None
 
 
 class IndexEntryBase(_Strict):
@@ -131,14 +131,9 @@ class IndexEntryBase(_Strict):
     reason: str
     tuning: dict[str, Sweep] | None = None
     """Sweeps of every strategy measured for this index, by backend name."""
-    annoy: AnnoyFile | None = None
-    """The Annoy file built for this metric, whichever backend serves it."""
-    candidates_from: str | None = None
-    """The angular Annoy file whose candidates a re-ranking strategy scores."""
-    faiss: IndexFile | None = None
-    """The faiss file built for this metric (the ``ann`` extra), whichever backend serves it."""
-    hnswlib: IndexFile | None = None
-    """The hnswlib file built for this metric (the ``ann`` extra), whichever backend serves it."""
+    files: dict[str, IndexFile] = Field(default_factory=dict)
+    """The files built for this metric, by name (the backend that wrote each), whichever
+    backend serves the index."""
 
     @property
     def query_search_k(self) -> int:
@@ -152,8 +147,16 @@ class IndexEntryBase(_Strict):
 
     def paths(self) -> list[str]:
         """Files of the run this entry names."""
-        paths = [self.annoy.path, self.annoy.manifest] if self.annoy else []
-        return paths + [file.path for file in (self.faiss, self.hnswlib) if file is not None]
+        return [file.path for file in self.files.values()]
+
+    def file(self, name: str, error: Callable[[str], Exception]) -> IndexFile:
+        """The file of that name, or a one-line error naming the ones listed."""
+        if name not in self.files:
+            listed = ", ".join(self.files) or "none"
+            raise error(
+                f"{self.metric} index served by {self.backend} lists no {name} file (listed: {listed})"
+            )
+        return self.files[name]
 
 
 @dataclass
@@ -167,8 +170,9 @@ class BuildContext:
     """The path of this index's file with a suffix (``ann``): from the run layout."""
     relative: Callable[[Path], str]
     """A path as the manifest records it (relative to the run folder)."""
-    n_trees: int
     seed: int
+    settings: BackendSettings | None = None
+    """The building backend's settings (its config section); None: its defaults."""
     built: dict[tuple[str, str], Built] = field(default_factory=dict)
     """What the backends built for this model so far, by (backend, metric)."""
     progress: Callable[[int, int], None] | None = None
@@ -186,9 +190,13 @@ class Built:
     """Values of the setting to try, cheapest first."""
     index_for: Callable[[int], SearchIndex]
     """The index at a value of the setting."""
+    files: dict[str, IndexFile] = field(default_factory=dict)
+    """Files this build wrote, by name: the index's entry lists them whichever backend
+    serves it."""
     fields: dict[str, Any] = field(default_factory=dict)
-    """Fields of the manifest entry this build adds, whichever backend serves the index
-    (the file it wrote)."""
+    """Fields of the entry where this backend serves the index (beyond its setting)."""
+    configured: int | None = None
+    """The value of the setting the config fixes (``values`` is then that value only)."""
     setting_is_search_k: bool = False
     """Whether the value is handed to ``search`` as search_k (else it is built in)."""
 
@@ -199,9 +207,11 @@ class Backend(ABC):
     name: ClassVar[str]
     family: ClassVar[str]
     """``index.backend`` values that select this backend (``annoy`` selects Annoy's own
-    search and its re-ranked candidates)."""
+    search and its re-ranked candidates); also the name of its config section."""
     approximate: ClassVar[bool] = True
     entry: ClassVar[type[IndexEntryBase]]
+    settings: ClassVar[type[BackendSettings]] = BackendSettings
+    """Its settings model, read from ``index.<family>`` (backends of one family share it)."""
     requires: ClassVar[tuple[str, ...]] = ()
     """Modules beyond the core install this backend imports (from the optional ``extra``)."""
     extra: ClassVar[str | None] = None
@@ -221,11 +231,17 @@ class Backend(ABC):
     def supports(self, metric: str) -> bool:
         return metric in ("dot", "angular")
 
+    def settings_of(self, context: BuildContext) -> Any:
+        """This backend's settings in a build context (its defaults where none are given)."""
+        if isinstance(context.settings, self.settings):
+            return context.settings
+        return self.settings()
+
     @abstractmethod
-    def build(self, context: BuildContext, k: int, configured: int | None) -> Built | None:
+    def build(self, context: BuildContext, k: int) -> Built | None:
         """Build the index (files through ``context.path_for``), or None where this backend
-        cannot serve this metric here. ``configured``: a value of the setting fixed by the
-        config (only that value is then tried)."""
+        cannot serve this metric here. A value of the setting the settings fix
+        (:meth:`BackendSettings.fixed`) is the only one tried."""
 
     @abstractmethod
     def open(
@@ -243,25 +259,117 @@ class Backend(ABC):
         return {built.setting: value}
 
 
-# ---------------------------------------------------------------- helpers for library backends
+# ---------------------------------------------------------------- helpers for backends with files
 
 
-def publish_file(write: Callable[[Path], None], path: Path) -> tuple[int, str]:
-    """Write an index file through ``write(temporary path)`` in the same folder, fsync it
-    and ``os.replace`` it onto ``path`` (a reader never sees a partial file). Returns its
+def publish_index(path: Path, write: Callable[[Path], None]) -> tuple[int, str]:
+    """Write an index file through ``write(temporary path)`` and publish it atomically
+    (:func:`recsys.storage.atomic_path`: a reader never sees a partial file). Returns its
     size in bytes and sha256."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
         size, sha256 = tmp.stat().st_size, file_sha256(tmp)
         faults.point("index-before-replace")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return size, sha256
+
+
+class LibraryBackend(Backend):
+    """A backend serving from one file an index library writes (faiss, hnswlib): the
+    build, the file's record and the checks before the library opens it, written once.
+    A subclass makes, saves and loads its library's index and searches it at a value of
+    its setting."""
+
+    setting: ClassVar[str]
+    """The setting swept (``nprobe``, ``ef``); its entry has a field of that name."""
+    suffix: ClassVar[str]
+    """Suffix of its file in the run layout."""
+    package: ClassVar[str]
+    """The distribution whose version the record names (``faiss-cpu``)."""
+
+    @abstractmethod
+    def make(self, vectors: np.ndarray, context: BuildContext, settings: Any) -> tuple[Any, dict[str, Any]]:
+        """The library's index over checked item vectors, and the params to record (a
+        ``dim`` among them: the dimension of the vectors in the file)."""
+
+    @abstractmethod
+    def save(self, index: Any, path: Path) -> None: ...
+
+    @abstractmethod
+    def load(self, path: Path, record: IndexFile, item_factors: np.ndarray, metric: str) -> Any:
+        """The library's index of a file whose size and dimension checked out; a one-line
+        :class:`AnnIndexError` where the library refuses it or it is not what the record says."""
+
+    @abstractmethod
+    def file_dim(self, metric: str, dim: int) -> int:
+        """The dimension of the vectors in the file of an index of ``dim`` factors."""
+
+    @abstractmethod
+    def values(self, record: IndexFile, k: int) -> list[int]:
+        """Values of the setting to sweep, cheapest first."""
+
+    @abstractmethod
+    def searcher(
+        self,
+        index: Any,
+        record: IndexFile,
+        item_factors: np.ndarray,
+        metric: str,
+        value: int,
+        threads: int | None,
+    ) -> SearchIndex:
+        """The index searched at a value of the setting."""
+
+    def build(self, context: BuildContext, k: int) -> Built | None:
+        if self.missing() is not None:
+            return None  # the extra is not installed: auto goes on without it
+        settings = self.settings_of(context)
+        path = context.path_for(self.suffix)
+        started = time.perf_counter()
+        vectors = check_vector_rows(context.item_factors, "item vectors", AnnIndexError)
+        index, params = self.make(vectors, context, settings)
+        size, sha256 = publish_index(path, lambda tmp: self.save(index, tmp))
+        record = IndexFile(
+            path=context.relative(path),
+            library=f"{self.package} {version(self.package)}",
+            n_items=len(vectors),
+            dim=self.file_dim(context.metric, vectors.shape[1]),
+            seed=context.seed,
+            params=params,
+            size_bytes=size,
+            sha256=sha256,
+            build_seconds=round(time.perf_counter() - started, 3),
+        )
+        configured = settings.fixed(context.metric)
+        factors, metric = context.item_factors, context.metric
+        return Built(
+            backend=self.name,
+            setting=self.setting,
+            values=[configured] if configured is not None else self.values(record, k),
+            index_for=lambda value: self.searcher(index, record, factors, metric, value, None),
+            files={self.name: record},
+            configured=configured,
+        )
+
+    def open(
+        self,
+        entry: IndexEntryBase,
+        item_factors: np.ndarray,
+        resolve: Callable[[str], Path],
+        threads: int | None,
+    ) -> SearchIndex:
+        self.check_installed()
+        record = entry.file(self.name, AnnIndexError)
+        path = checked_file(resolve(record.path), record, AnnIndexError)
+        dim, metric = item_factors.shape[1], entry.metric
+        expected = self.file_dim(metric, dim)
+        if record.dim != expected:
+            raise AnnIndexError(
+                f"{path}: {self.name} file holds dimension {record.dim}, a {metric} index of {dim} factors "
+                f"needs {expected}"
+            )
+        index = self.load(path, record, item_factors, metric)
+        value = getattr(entry, self.setting)
+        return self.searcher(index, record, item_factors, metric, value, threads)
 
 
 def checked_size(path: Path, size_bytes: int, error: Callable[[str], Exception], record: str) -> Path:

@@ -329,7 +329,7 @@ class ExactBackend(Backend):
     approximate = False
     entry = ExactEntry
 
-    def build(self, context: BuildContext, k: int, configured: int | None) -> Built | None:
+    def build(self, context: BuildContext, k: int) -> Built | None:
         return None
 
     def open(

@@ -13,16 +13,14 @@ it 2 of 1,024.) ``angular`` indexes unit vectors. Scores are the exact inner pro
 (cosine for angular) that faiss computes over the stored vectors.
 
 k-means is seeded (``cp.seed``) and trained on at most 64 items per cell, so the same
-vectors and seed give the same file.
+vectors and seed give the same file. ``index.faiss`` sets the cells, the training sample
+and a fixed nprobe (:class:`FaissSettings`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
-from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,17 +28,15 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from recsys.data.vectors import check_vector_rows
 from recsys.errors import AnnIndexError
 from recsys.index.base import (
-    Backend,
+    BackendSettings,
     BuildContext,
     Built,
     IndexEntryBase,
     IndexFile,
-    checked_file,
+    LibraryBackend,
     doubling,
-    publish_file,
     search_excluding,
 )
 from recsys.index.exact import VectorIndex, check_query, normalize_rows
@@ -109,63 +105,23 @@ class FaissIndex(VectorIndex):
         return search_excluding(library_search, queries, k, exclude, self.n_items)
 
 
-def build_faiss_file(
-    item_factors: np.ndarray, metric: str, path: Path, seed: int
-) -> tuple[dict[str, Any], Any]:
-    """Train, fill and publish the inverted file of one metric; returns its
-    :class:`IndexFile` fields (path as given) and the faiss index."""
-    import faiss
-
-    started = time.perf_counter()
-    vectors = check_vector_rows(item_factors, "item vectors", AnnIndexError)
-    data = normalize_rows(vectors) if metric == "angular" else sphere_items(vectors)
-    nlist = cell_count(len(data))
-    quantizer = faiss.IndexFlatIP(data.shape[1])
-    index = faiss.IndexIVFFlat(quantizer, data.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    index.cp.max_points_per_centroid = TRAIN_POINTS_PER_CELL
-    index.train(data)
-    index.add(data)
-    size, sha256 = publish_file(lambda tmp: faiss.write_index(index, str(tmp)), path)
-    fields = {
-        "path": str(path),
-        "library": f"faiss-cpu {version('faiss-cpu')}",
-        "n_items": len(data),
-        "dim": int(data.shape[1]),
-        "seed": seed,
-        "params": {"nlist": nlist, "transform": "unit" if metric == "angular" else "sphere"},
-        "size_bytes": size,
-        "sha256": sha256,
-        "build_seconds": round(time.perf_counter() - started, 3),
-    }
-    return fields, index
-
-
-def read_faiss_file(path: Path, recorded: IndexFile, metric: str, dim: int) -> Any:
-    """The faiss index of a file, after its size, item count and dimension check out."""
-    import faiss
-
-    checked_file(path, recorded, AnnIndexError)
-    expected_dim = dim if metric == "angular" else dim + 1
-    if recorded.dim != expected_dim:
-        raise AnnIndexError(
-            f"{path}: faiss file holds dimension {recorded.dim}, a {metric} index of {dim} factors needs "
-            f"{expected_dim}"
-        )
-    try:
-        index = faiss.read_index(str(path))
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise AnnIndexError(f"{path}: faiss could not read the index: {reason}") from None
-    if index.ntotal != recorded.n_items or index.d != recorded.dim:
-        raise AnnIndexError(
-            f"{path}: faiss file holds {index.ntotal} items of dimension {index.d}, its entry says "
-            f"{recorded.n_items} of {recorded.dim}"
-        )
-    return index
-
-
 # ---------------------------------------------------------------- backend
+
+
+class FaissSettings(BackendSettings):
+    """``index.faiss``: the inverted file's build and its nprobe."""
+
+    nlist: int | None = Field(default=None, ge=1)
+    """Cells of the inverted file (at most one per item); null: the power of two nearest
+    sqrt(items), with at least 39 items per cell."""
+    train_points_per_cell: int = Field(default=TRAIN_POINTS_PER_CELL, ge=MIN_POINTS_PER_CELL)
+    """Items k-means trains on per cell (a sample of the catalog: faster builds)."""
+    nprobe: int | None = Field(default=None, ge=1)
+    """Cells each query scans; null: tuned, the smallest of 1, 2, 4, ... that reaches
+    ``evaluate.target_recall``."""
+
+    def fixed(self, metric: str) -> int | None:
+        return self.nprobe
 
 
 class FaissEntry(IndexEntryBase):
@@ -173,7 +129,6 @@ class FaissEntry(IndexEntryBase):
 
     backend: Literal["faiss"] = "faiss"
     nprobe: int = Field(ge=1)
-    faiss: IndexFile  # type: ignore[assignment]  (required here)
 
     @property
     def setting(self) -> tuple[str, int]:
@@ -185,43 +140,73 @@ def default_nprobes(nlist: int) -> list[int]:
     return doubling(1, nlist)
 
 
-class FaissBackend(Backend):
+class FaissBackend(LibraryBackend):
     """faiss ``IndexIVFFlat`` by inner product; the setting is nprobe."""
 
     name = "faiss"
     family = "faiss"
     entry = FaissEntry
+    settings = FaissSettings
     requires = ("faiss",)
     extra = "ann"
+    setting = "nprobe"
+    suffix = "faiss"
+    package = "faiss-cpu"
 
-    def build(self, context: BuildContext, k: int, configured: int | None) -> Built | None:
-        if self.missing() is not None:
-            return None  # the extra is not installed: auto goes on without it
-        path = context.path_for("faiss")
-        fields, index = build_faiss_file(context.item_factors, context.metric, path, context.seed)
-        fields["path"] = context.relative(path)
-        dim, metric = context.item_factors.shape[1], context.metric
-        nlist = int(fields["params"]["nlist"])
-        return Built(
-            backend=self.name,
-            setting="nprobe",
-            values=default_nprobes(nlist),  # index.search_k is Annoy's: nprobe is always swept
-            index_for=lambda nprobe: FaissIndex(index, metric, dim, min(nprobe, nlist)),
-            fields={"faiss": fields},
+    def make(
+        self, vectors: np.ndarray, context: BuildContext, settings: FaissSettings
+    ) -> tuple[Any, dict[str, Any]]:
+        """Train and fill the inverted file of one metric (seeded k-means)."""
+        import faiss
+
+        data = normalize_rows(vectors) if context.metric == "angular" else sphere_items(vectors)
+        nlist = min(settings.nlist, len(data)) if settings.nlist is not None else cell_count(len(data))
+        quantizer = faiss.IndexFlatIP(data.shape[1])
+        index = faiss.IndexIVFFlat(quantizer, data.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = context.seed
+        index.cp.max_points_per_centroid = settings.train_points_per_cell
+        index.train(data)
+        index.add(data)
+        return index, {"nlist": nlist, "transform": "unit" if context.metric == "angular" else "sphere"}
+
+    def save(self, index: Any, path: Path) -> None:
+        import faiss
+
+        faiss.write_index(index, str(path))
+
+    def file_dim(self, metric: str, dim: int) -> int:
+        return dim if metric == "angular" else dim + 1
+
+    def load(self, path: Path, record: IndexFile, item_factors: np.ndarray, metric: str) -> Any:
+        import faiss
+
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+            raise AnnIndexError(f"{path}: faiss could not read the index: {reason}") from None
+        if index.ntotal != record.n_items or index.d != record.dim:
+            raise AnnIndexError(
+                f"{path}: faiss file holds {index.ntotal} items of dimension {index.d}, its entry says "
+                f"{record.n_items} of {record.dim}"
+            )
+        return index
+
+    def values(self, record: IndexFile, k: int) -> list[int]:
+        return default_nprobes(int(record.params["nlist"]))
+
+    def searcher(
+        self,
+        index: Any,
+        record: IndexFile,
+        item_factors: np.ndarray,
+        metric: str,
+        value: int,
+        threads: int | None,
+    ) -> FaissIndex:
+        return FaissIndex(
+            index, metric, item_factors.shape[1], min(value, int(record.params["nlist"])), threads
         )
 
     def serve(self, built: Built, value: int) -> dict[str, Any]:
-        return {"nprobe": min(value, int(built.fields["faiss"]["params"]["nlist"]))}
-
-    def open(
-        self,
-        entry: IndexEntryBase,
-        item_factors: np.ndarray,
-        resolve: Callable[[str], Path],
-        threads: int | None,
-    ) -> FaissIndex:
-        self.check_installed()
-        assert isinstance(entry, FaissEntry)
-        dim = item_factors.shape[1]
-        index = read_faiss_file(resolve(entry.faiss.path), entry.faiss, entry.metric, dim)
-        return FaissIndex(index, entry.metric, dim, entry.nprobe, threads)
+        return {"nprobe": min(value, int(built.files[self.name].params["nlist"]))}

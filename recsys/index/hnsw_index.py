@@ -13,15 +13,13 @@ from the item factors for the k kept (inner product, or cosine for angular).
 
 The graph depends on the seed and, with several build threads, on their timing: below
 PARALLEL_BUILD_ITEMS items it is built on one thread (the same vectors and seed give the
-same file), from there on every core (recorded as ``build_threads``).
+same file), from there on every core (recorded as ``build_threads``). ``index.hnswlib``
+sets ``M``, ``ef_construction`` and a fixed ef (:class:`HnswSettings`).
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,17 +27,14 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from recsys.data.vectors import check_vector_rows
 from recsys.errors import AnnIndexError
 from recsys.index.base import (
-    Backend,
+    BackendSettings,
     BuildContext,
-    Built,
     IndexEntryBase,
     IndexFile,
-    checked_file,
+    LibraryBackend,
     doubling,
-    publish_file,
     search_excluding,
 )
 from recsys.index.exact import VectorIndex, check_query, normalize_rows
@@ -120,88 +115,22 @@ class HnswIndex(VectorIndex):
         return found
 
 
-def build_hnsw_file(
-    item_factors: np.ndarray,
-    metric: str,
-    path: Path,
-    seed: int,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[dict[str, Any], Any]:
-    """Build and publish the graph of one metric; returns its :class:`IndexFile` fields
-    (path as given) and the loaded graph. Items are added ``ADD_ITEMS`` at a time, in id
-    order (the graph one call would build), and ``progress`` is told (added, items)."""
-    import hnswlib
-
-    started = time.perf_counter()
-    vectors = check_vector_rows(item_factors, "item vectors", AnnIndexError)
-    data = normalize_rows(vectors) if metric == "angular" else vectors
-    threads = 1 if len(data) < PARALLEL_BUILD_ITEMS else (os.cpu_count() or 1)
-    graph = hnswlib.Index(space="ip", dim=data.shape[1])
-    graph.init_index(max_elements=len(data), M=LINKS, ef_construction=EF_CONSTRUCTION, random_seed=seed)
-    for start in range(0, len(data), ADD_ITEMS):
-        stop = min(start + ADD_ITEMS, len(data))
-        graph.add_items(data[start:stop], np.arange(start, stop), num_threads=threads)
-        if progress is not None:
-            progress(stop, len(data))
-    size, sha256 = publish_file(lambda tmp: graph.save_index(str(tmp)), path)
-    fields = {
-        "path": str(path),
-        "library": f"hnswlib {version('hnswlib')}",
-        "n_items": len(data),
-        "dim": int(data.shape[1]),
-        "seed": seed,
-        "params": {
-            "M": LINKS,
-            "ef_construction": EF_CONSTRUCTION,
-            "space": "ip",
-            "transform": "unit" if metric == "angular" else "none",
-            "build_threads": threads,
-        },
-        "size_bytes": size,
-        "sha256": sha256,
-        "build_seconds": round(time.perf_counter() - started, 3),
-    }
-    return fields, graph
-
-
-def read_hnsw_file(path: Path, recorded: IndexFile, item_factors: np.ndarray, metric: str) -> Any:
-    """The hnswlib graph of a file, after its size, item count and dimension check out
-    (hnswlib may crash on a truncated file, so the size is checked first), and after the
-    vectors it stores for a sample of items are the ones this index of ``metric`` over
-    ``item_factors`` stores (the file has no header: the dot and angular graphs of one
-    model have the same size, and only their vectors tell them apart)."""
-    import hnswlib
-
-    dim = item_factors.shape[1]
-    checked_file(path, recorded, AnnIndexError)
-    if recorded.dim != dim:
-        raise AnnIndexError(f"{path}: hnswlib file holds dimension {recorded.dim}, the factors have {dim}")
-    graph = hnswlib.Index(space="ip", dim=dim)
-    try:
-        graph.load_index(str(path), max_elements=recorded.n_items)
-    except (RuntimeError, ValueError) as exc:
-        raise AnnIndexError(f"{path}: hnswlib could not load the index: {exc}") from None
-    if graph.get_current_count() != recorded.n_items:
-        raise AnnIndexError(
-            f"{path}: hnswlib file holds {graph.get_current_count()} items, its entry says {recorded.n_items}"
-        )
-    if recorded.n_items != len(item_factors):
-        raise AnnIndexError(
-            f"{path}: hnswlib file holds {recorded.n_items} items, the model has {len(item_factors)}"
-        )
-    sample = np.unique(np.linspace(0, len(item_factors) - 1, num=min(16, len(item_factors)), dtype=np.int64))
-    expected = np.asarray(item_factors[sample], dtype=np.float32)
-    expected = normalize_rows(expected) if metric == "angular" else expected
-    stored = np.asarray(graph.get_items(sample), dtype=np.float32)
-    if not np.allclose(stored, expected, rtol=1e-4, atol=1e-6):
-        raise AnnIndexError(
-            f"{path}: the hnswlib file does not hold this model's {metric} vectors (a file of "
-            "another index or model); rebuild the run"
-        )
-    return graph
-
-
 # ---------------------------------------------------------------- backend
+
+
+class HnswSettings(BackendSettings):
+    """``index.hnswlib``: the graph's build and its ef."""
+
+    M: int = Field(default=LINKS, ge=2, le=256)
+    """Links per node: more, a larger file and better recall at a given ef."""
+    ef_construction: int = Field(default=EF_CONSTRUCTION, ge=1, le=MAX_EF)
+    """Candidates kept while the graph is built: more, a slower build and a better graph."""
+    ef: int | None = Field(default=None, ge=1, le=MAX_EF)
+    """Candidates a query keeps; null: tuned, the smallest of k, 2k, 4k, ... that reaches
+    ``evaluate.target_recall``."""
+
+    def fixed(self, metric: str) -> int | None:
+        return self.ef
 
 
 class HnswEntry(IndexEntryBase):
@@ -209,7 +138,6 @@ class HnswEntry(IndexEntryBase):
 
     backend: Literal["hnswlib"] = "hnswlib"
     ef: int = Field(ge=1)
-    hnswlib: IndexFile  # type: ignore[assignment]  (required here)
 
     @property
     def setting(self) -> tuple[str, int]:
@@ -221,40 +149,96 @@ def default_efs(k: int, n_items: int) -> list[int]:
     return doubling(k, min(n_items, MAX_EF))
 
 
-class HnswBackend(Backend):
+class HnswBackend(LibraryBackend):
     """hnswlib's HNSW graph by inner product; the setting is ef."""
 
     name = "hnswlib"
     family = "hnswlib"
     entry = HnswEntry
+    settings = HnswSettings
     requires = ("hnswlib",)
     extra = "ann"
+    setting = "ef"
+    suffix = "hnsw"
+    package = "hnswlib"
 
-    def build(self, context: BuildContext, k: int, configured: int | None) -> Built | None:
-        if self.missing() is not None:
-            return None  # the extra is not installed: auto goes on without it
-        path = context.path_for("hnsw")
-        fields, graph = build_hnsw_file(
-            context.item_factors, context.metric, path, context.seed, context.progress
-        )
-        fields["path"] = context.relative(path)
-        vectors, metric = context.item_factors, context.metric
-        return Built(
-            backend=self.name,
-            setting="ef",
-            values=default_efs(k, len(vectors)),  # index.search_k is Annoy's: ef is always swept
-            index_for=lambda ef: HnswIndex(graph, vectors, metric, ef),
-            fields={"hnswlib": fields},
-        )
+    def make(
+        self, vectors: np.ndarray, context: BuildContext, settings: HnswSettings
+    ) -> tuple[Any, dict[str, Any]]:
+        """The graph of one metric. Items are added ``ADD_ITEMS`` at a time, in id order
+        (the graph one call would build), and ``context.progress`` is told (added, items)."""
+        import hnswlib
 
-    def open(
+        data = normalize_rows(vectors) if context.metric == "angular" else vectors
+        threads = 1 if len(data) < PARALLEL_BUILD_ITEMS else (os.cpu_count() or 1)
+        graph = hnswlib.Index(space="ip", dim=data.shape[1])
+        graph.init_index(
+            max_elements=len(data),
+            M=settings.M,
+            ef_construction=settings.ef_construction,
+            random_seed=context.seed,
+        )
+        for start in range(0, len(data), ADD_ITEMS):
+            stop = min(start + ADD_ITEMS, len(data))
+            graph.add_items(data[start:stop], np.arange(start, stop), num_threads=threads)
+            if context.progress is not None:
+                context.progress(stop, len(data))
+        params = {
+            "M": settings.M,
+            "ef_construction": settings.ef_construction,
+            "space": "ip",
+            "transform": "unit" if context.metric == "angular" else "none",
+            "build_threads": threads,
+        }
+        return graph, params
+
+    def save(self, index: Any, path: Path) -> None:
+        index.save_index(str(path))
+
+    def file_dim(self, metric: str, dim: int) -> int:
+        return dim
+
+    def load(self, path: Path, record: IndexFile, item_factors: np.ndarray, metric: str) -> Any:
+        """The graph of a file, after the vectors it stores for a sample of items are the
+        ones this index of ``metric`` over ``item_factors`` stores (the file has no header:
+        the dot and angular graphs of one model have the same size, and only their vectors
+        tell them apart)."""
+        import hnswlib
+
+        graph = hnswlib.Index(space="ip", dim=record.dim)
+        try:
+            graph.load_index(str(path), max_elements=record.n_items)
+        except (RuntimeError, ValueError) as exc:
+            raise AnnIndexError(f"{path}: hnswlib could not load the index: {exc}") from None
+        if (count := graph.get_current_count()) != record.n_items:
+            raise AnnIndexError(f"{path}: hnswlib file holds {count} items, its entry says {record.n_items}")
+        if record.n_items != len(item_factors):
+            raise AnnIndexError(
+                f"{path}: hnswlib file holds {record.n_items} items, the model has {len(item_factors)}"
+            )
+        sample = np.unique(
+            np.linspace(0, len(item_factors) - 1, num=min(16, len(item_factors)), dtype=np.int64)
+        )
+        expected = np.asarray(item_factors[sample], dtype=np.float32)
+        expected = normalize_rows(expected) if metric == "angular" else expected
+        stored = np.asarray(graph.get_items(sample), dtype=np.float32)
+        if not np.allclose(stored, expected, rtol=1e-4, atol=1e-6):
+            raise AnnIndexError(
+                f"{path}: the hnswlib file does not hold this model's {metric} vectors (a file of "
+                "another index or model); rebuild the run"
+            )
+        return graph
+
+    def values(self, record: IndexFile, k: int) -> list[int]:
+        return default_efs(k, record.n_items)
+
+    def searcher(
         self,
-        entry: IndexEntryBase,
+        index: Any,
+        record: IndexFile,
         item_factors: np.ndarray,
-        resolve: Callable[[str], Path],
+        metric: str,
+        value: int,
         threads: int | None,
     ) -> HnswIndex:
-        self.check_installed()
-        assert isinstance(entry, HnswEntry)
-        graph = read_hnsw_file(resolve(entry.hnswlib.path), entry.hnswlib, item_factors, entry.metric)
-        return HnswIndex(graph, item_factors, entry.metric, entry.ef, threads)
+        return HnswIndex(index, item_factors, metric, value, threads)

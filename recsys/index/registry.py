@@ -1,7 +1,8 @@
 """The index backends, by name: one line each. A new backend is one file (a
-:class:`~recsys.index.base.Backend` and its entry model) plus one line here; it then
-takes part in ``index.backend: auto``, is accepted by the config, validated in the
-manifest and covered by the contract tests in ``tests/index``."""
+:class:`~recsys.index.base.Backend`, its entry model and its settings model) plus one
+line here; it then takes part in ``index.backend: auto``, is accepted by the config
+(its settings as the section ``index.<family>``), validated in the manifest and covered
+by the contract tests in ``tests/index``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pydantic import PlainSerializer, PlainValidator
 
 from recsys.errors import ConfigError
 from recsys.index.annoy_index import AnnoyBackend
-from recsys.index.base import Backend, IndexEntryBase
+from recsys.index.base import Backend, BackendSettings, IndexEntryBase
 from recsys.index.exact import ExactBackend
 from recsys.index.faiss_index import FaissBackend
 from recsys.index.hnsw_index import HnswBackend
@@ -44,6 +45,17 @@ def missing_extra(family: str) -> str | None:
         if backend.family == family and (missing := backend.missing()) is not None:
             return missing
     return None
+
+
+def settings_models() -> dict[str, type[BackendSettings]]:
+    """The settings model of each backend family that has settings, by family: the
+    sections ``index.<family>`` of the config. Backends of one family share one model."""
+    models: dict[str, type[BackendSettings]] = {}
+    for backend in BACKENDS.values():
+        model = backend.settings
+        if model.model_fields and models.setdefault(backend.family, model) is not model:
+            raise TypeError(f"index backends of family {backend.family} declare different settings")
+    return models
 
 
 def _validate_entry(raw: Any) -> IndexEntryBase:

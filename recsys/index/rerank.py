@@ -17,7 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase
+from recsys.index.annoy_index import AnnoySettings, open_annoy_file
+from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase, IndexFile
 from recsys.index.exact import VectorIndex, check_query, top_k_rows
 
 GATHER_BYTES = 32 * 1024 * 1024
@@ -66,7 +67,9 @@ class RerankEntry(IndexEntryBase):
 
     backend: Literal["annoy-rerank"] = "annoy-rerank"
     candidates: int = Field(ge=1)
-    candidates_from: str  # type: ignore[assignment]  (required here)
+    candidates_from: IndexFile
+    """The angular Annoy file whose candidates are re-ranked: the file named ``annoy`` of
+    the model's angular index (that entry lists it)."""
 
     @property
     def setting(self) -> tuple[str, int]:
@@ -89,13 +92,14 @@ class RerankBackend(Backend):
     name = "annoy-rerank"
     family = "annoy"
     entry = RerankEntry
+    settings = AnnoySettings
 
     def supports(self, metric: str) -> bool:
         return metric == "dot"
 
-    def build(self, context: BuildContext, k: int, configured: int | None) -> Built | None:
+    def build(self, context: BuildContext, k: int) -> Built | None:
         angular = context.built.get(("annoy", "angular"))
-        if configured is not None or angular is None:
+        if self.settings_of(context).fixed(context.metric) is not None or angular is None:
             return None  # a configured search_k means Annoy's own search; no angular index here
         index = angular.index_for(-1)
         vectors = context.item_factors
@@ -104,7 +108,7 @@ class RerankBackend(Backend):
             setting="candidates",
             values=default_candidates(k, len(vectors)),
             index_for=lambda value: RerankIndex(index, vectors, value),
-            fields={"candidates_from": angular.fields["annoy"]["path"]},
+            fields={"candidates_from": angular.files["annoy"]},
         )
 
     def open(
@@ -114,14 +118,6 @@ class RerankBackend(Backend):
         resolve: Callable[[str], Path],
         threads: int | None,
     ) -> RerankIndex:
-        from recsys.index.annoy_index import AnnoyIndex
-
         assert isinstance(entry, RerankEntry)
-        angular = AnnoyIndex(
-            resolve(entry.candidates_from),
-            metric="angular",
-            dim=item_factors.shape[1],
-            threads=threads,
-            verify_checksum=False,
-        )
+        angular = open_annoy_file(entry.candidates_from, "angular", item_factors, resolve, threads)
         return RerankIndex(angular, item_factors, entry.candidates)

@@ -1,21 +1,51 @@
-"""A backend in one file, as a new one would be written: brute force over a strided
-share of the catalog, merged with the full scan (so it is exact at stride 1)."""
+"""A backend in one file, as a new one would be written: its own index file (a ``.npy`` of
+the item vectors) searched by brute force over a strided share of the catalog, merged with
+the full scan (so it is exact at stride 1), and its own settings section,
+``index: {stride: {...}}``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase
+from recsys.errors import AnnIndexError
+from recsys.index.base import (
+    Backend,
+    BackendSettings,
+    BuildContext,
+    Built,
+    IndexEntryBase,
+    IndexFile,
+    checked_file,
+    publish_index,
+)
 from recsys.index.exact import ExactIndex
+
+
+class StrideSettings(BackendSettings):
+    """``index.stride``: the strides to sweep, or one fixed."""
+
+    strides: list[int] = Field(default=[4, 2, 1], min_length=1)
+    """Strides to sweep, cheapest first."""
+    stride: int | None = Field(default=None, ge=1)
+    """A fixed stride (only it is tried); null: swept."""
+
+    def fixed(self, metric: str) -> int | None:
+        return self.stride
 
 
 class StrideEntry(IndexEntryBase):
     backend: Literal["stride"] = "stride"
     stride: int
+
+    @property
+    def setting(self) -> tuple[str, int]:
+        return ("stride", self.stride)
 
 
 class StrideIndex(ExactIndex):
@@ -39,14 +69,32 @@ class StrideBackend(Backend):
     name = "stride"
     family = "stride"
     entry = StrideEntry
+    settings = StrideSettings
 
-    def build(self, context: BuildContext, k: int, configured: int | None) -> Built:
-        vectors, metric = context.item_factors, context.metric
+    def build(self, context: BuildContext, k: int) -> Built:
+        settings: StrideSettings = self.settings_of(context)
+        metric = context.metric
+        vectors = np.ascontiguousarray(context.item_factors, dtype=np.float32)
+        path = context.path_for("npy")
+        size, sha256 = publish_index(path, lambda tmp: np.save(tmp.open("wb"), vectors))
+        record = IndexFile(
+            path=context.relative(path),
+            library=f"numpy {version('numpy')}",
+            n_items=len(vectors),
+            dim=vectors.shape[1],
+            seed=context.seed,
+            size_bytes=size,
+            sha256=sha256,
+            build_seconds=0.0,
+        )
+        configured = settings.fixed(metric)
         return Built(
             backend=self.name,
             setting="stride",
-            values=[configured] if configured else [4, 2, 1],
+            values=[configured] if configured is not None else settings.strides,
             index_for=lambda stride: StrideIndex(vectors, metric, stride),
+            files={self.name: record},
+            configured=configured,
         )
 
     def open(
@@ -57,4 +105,12 @@ class StrideBackend(Backend):
         threads: int | None,
     ) -> StrideIndex:
         assert isinstance(entry, StrideEntry)
-        return StrideIndex(item_factors, entry.metric, entry.stride)
+        record = entry.file(self.name, AnnIndexError)
+        path = checked_file(resolve(record.path), record, AnnIndexError)
+        try:
+            vectors = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise AnnIndexError(f"{path}: not a vectors file: {exc}") from None
+        if vectors.shape != (record.n_items, record.dim) or vectors.shape != item_factors.shape:
+            raise AnnIndexError(f"{path}: holds vectors {vectors.shape}, the model has {item_factors.shape}")
+        return StrideIndex(vectors, entry.metric, entry.stride)

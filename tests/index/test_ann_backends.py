@@ -43,7 +43,7 @@ def _clustered(n_items, dim=16, n_queries=60, seed=0):
     return items.astype(np.float32), queries.astype(np.float32)
 
 
-def _build(tmp_path, name, metric, items, seed=1):
+def _build(tmp_path, name, metric, items, seed=1, settings=None):
     """(entry at the most thorough setting, the built index at it)."""
     backend = BACKENDS[name]
     context = BuildContext(
@@ -52,19 +52,13 @@ def _build(tmp_path, name, metric, items, seed=1):
         item_factors=items,
         path_for=lambda suffix: tmp_path / f"{metric}.{suffix}",
         relative=lambda path: path.relative_to(tmp_path).as_posix(),
-        n_trees=10,
         seed=seed,
+        settings=settings,
     )
-    made = backend.build(context, K, None)
+    made = backend.build(context, K)
     value = made.values[-1]
-    fields = {
-        "backend": name,
-        "metric": metric,
-        "reason": "test",
-        **made.fields,
-        **backend.serve(made, value),
-    }
-    return ENTRY.validate_python(fields), made.index_for(value)
+    entry = backend.entry(metric=metric, reason="test", files=made.files, **backend.serve(made, value))
+    return ENTRY.validate_python(ENTRY.dump_python(entry, mode="json")), made.index_for(value)
 
 
 def _open(tmp_path, entry, items):
@@ -82,23 +76,25 @@ def test_a_missing_package_is_one_line_and_auto_goes_on(tmp_path, monkeypatch, n
     assert str(caught.value) == f"x.yaml: invalid config: index.backend: {line}"
     parse_config({"models": [{"name": "m", "type": "als"}], "index": {"backend": "auto"}})
     items, _ = _clustered(100)
-    context = BuildContext("m", "dot", items, lambda suffix: tmp_path / f"dot.{suffix}", str, 10, 1)
-    assert backend.build(context, K, None) is None  # auto: no strategy from it
+    context = BuildContext("m", "dot", items, lambda suffix: tmp_path / f"dot.{suffix}", str, 1)
+    assert backend.build(context, K) is None  # auto: no strategy from it
     assert not list(tmp_path.iterdir())
     entry = ENTRY.validate_python(
         {
             "backend": name,
             "metric": "dot",
             "reason": "test",
-            name: {
-                "path": "dot.x",
-                "library": name,
-                "n_items": 100,
-                "dim": 17,
-                "seed": 1,
-                "size_bytes": 1,
-                "sha256": "0" * 64,
-                "build_seconds": 0.1,
+            "files": {
+                name: {
+                    "path": "dot.x",
+                    "library": name,
+                    "n_items": 100,
+                    "dim": 17,
+                    "seed": 1,
+                    "size_bytes": 1,
+                    "sha256": "0" * 64,
+                    "build_seconds": 0.1,
+                }
             },
             **({"nprobe": 1} if name == "faiss" else {"ef": 10}),
         }
@@ -114,7 +110,7 @@ def test_file_round_trip_recorded_and_reproducible(tmp_path, name, metric):
     items, queries = _clustered(3000)
     (tmp_path / "a").mkdir()
     entry, built = _build(tmp_path / "a", name, metric, items)
-    recorded = getattr(entry, name)
+    recorded = entry.files[name]
     path = tmp_path / "a" / recorded.path
     assert entry.paths() == [recorded.path] and recorded.n_items == len(items)
     assert recorded.size_bytes == path.stat().st_size and recorded.sha256 == storage.file_sha256(path)
@@ -130,14 +126,41 @@ def test_file_round_trip_recorded_and_reproducible(tmp_path, name, metric):
     )
     (tmp_path / "b").mkdir()
     again, _ = _build(tmp_path / "b", name, metric, items)
-    assert getattr(again, name).sha256 == recorded.sha256  # same vectors and seed, same file
+    assert again.files[name].sha256 == recorded.sha256  # same vectors and seed, same file
+
+
+@pytest.mark.parametrize(
+    ("name", "section", "recorded", "fixed"),
+    [
+        ("faiss", {"nlist": 4, "nprobe": 2}, {"nlist": 4}, ("nprobe", 2)),
+        ("hnswlib", {"M": 8, "ef_construction": 40, "ef": 30}, {"M": 8, "ef_construction": 40}, ("ef", 30)),
+    ],
+)
+def test_settings_from_the_config_section_build_and_serve(tmp_path, name, section, recorded, fixed):
+    """``index.<family>`` is read through the backend's settings model: its build settings
+    are the file's (recorded with it), a fixed search setting is the only value tried."""
+    config = parse_config({"models": [{"name": "m", "type": "als"}], "index": {name: section}})
+    settings = config.index.settings(name)
+    items, _ = _clustered(600)
+    backend = BACKENDS[name]
+    context = BuildContext(
+        "m", "dot", items, lambda suffix: tmp_path / f"dot.{suffix}", lambda p: p.name, 1, settings=settings
+    )
+    made = backend.build(context, K)
+    assert made.configured == fixed[1] and made.values == [fixed[1]]
+    assert recorded.items() <= made.files[name].params.items()
+    entry = backend.entry(metric="dot", reason="test", files=made.files, **backend.serve(made, fixed[1]))
+    assert entry.setting == fixed
+    assert _open(tmp_path, entry, items).search(items[:5], K)[0].shape == (5, K)
+    with pytest.raises(ConfigError, match=f"unknown key 'index.{name}.nope'"):
+        parse_config({"models": [{"name": "m", "type": "als"}], "index": {name: {"nope": 1}}})
 
 
 @pytest.mark.parametrize("name", LIBRARIES)
 def test_damaged_or_mismatched_files_are_refused(tmp_path, name):
     items, _ = _clustered(500)
     entry, _ = _build(tmp_path, name, "dot", items)
-    recorded = getattr(entry, name)
+    recorded = entry.files[name]
     path = tmp_path / recorded.path
     data = path.read_bytes()
     with pytest.raises(AnnIndexError, match="dimension"):
@@ -161,20 +184,15 @@ def test_the_dot_and_angular_files_of_one_model_swapped_are_refused(tmp_path, na
     (tmp_path / "angular").mkdir()
     dot, _ = _build(tmp_path / "dot", name, "dot", items)
     angular, _ = _build(tmp_path / "angular", name, "angular", items)
-    dot_file = tmp_path / "dot" / getattr(dot, name).path
-    angular_file = tmp_path / "angular" / getattr(angular, name).path
+    dot_file = tmp_path / "dot" / dot.files[name].path
+    angular_file = tmp_path / "angular" / angular.files[name].path
     dot_bytes, angular_bytes = dot_file.read_bytes(), angular_file.read_bytes()
     dot_file.write_bytes(angular_bytes)
     angular_file.write_bytes(dot_bytes)
     for folder, entry in (("dot", dot), ("angular", angular)):
-        recorded = getattr(entry, name)
-        swapped = entry.model_copy(
-            update={
-                name: recorded.model_copy(
-                    update={"size_bytes": (tmp_path / folder / recorded.path).stat().st_size}
-                )
-            }
-        )
+        recorded = entry.files[name]
+        size = (tmp_path / folder / recorded.path).stat().st_size
+        swapped = entry.model_copy(update={"files": {name: recorded.model_copy(update={"size_bytes": size})}})
         with pytest.raises(AnnIndexError):
             _open(tmp_path / folder, swapped, items)
 
@@ -251,7 +269,7 @@ def test_auto_serves_a_library_backend_where_it_wins(tmp_path):
                 },
             }
         ],
-        "index": {"backend": "auto", "n_trees": 5},
+        "index": {"backend": "auto", "annoy": {"n_trees": 5}},
         "recommend": {"top_n": 10, "metric": "dot"},
         "similar_items": {"top_n": 10, "metric": "dot"},
         "evaluate": {"k": 10, "tune_queries": 300, "sample_users": 300, "sample_items": 300},
@@ -265,7 +283,7 @@ def test_auto_serves_a_library_backend_where_it_wins(tmp_path):
     assert sweep.point(sweep.chosen)["recall_at_k"] >= 0.95
     assert sweep.point(sweep.chosen)["queries_per_second"] > sweep.exact_queries_per_second
     for name in LIBRARIES:  # both files published and checksummed, whichever serves
-        recorded = getattr(entry, name)
+        recorded = entry.files[name]
         assert storage.file_sha256(run.file(recorded.path)) == recorded.sha256
     published = run.recommendations("vec")
     ids = published.pivot(index="user_id", columns="rank", values="item_id").to_numpy()

@@ -15,8 +15,9 @@ from pydantic import TypeAdapter
 from recsys import storage
 from recsys.errors import AnnIndexError, RecsysError, RunError
 from recsys.index import BACKENDS, BuildContext, ExactIndex, IndexEntry
+from recsys.index.annoy_index import AnnoySettings
 from recsys.recommend import search_all
-from tests.index.dummy_backend import StrideBackend
+from tests.index.dummy_backend import StrideBackend, StrideIndex
 
 ENTRY = TypeAdapter(IndexEntry)
 K = 10
@@ -53,28 +54,27 @@ def _built(tmp_path, name, metric, items):
     built = {}
     paths = {}
 
-    def context(for_metric):
+    def context(for_metric, family):
         return BuildContext(
             model="m",
             metric=for_metric,
             item_factors=items,
             path_for=lambda suffix: tmp_path / f"{for_metric}.{suffix}",
             relative=lambda path: path.relative_to(tmp_path).as_posix(),
-            n_trees=20,
             seed=1,
+            settings=AnnoySettings(n_trees=20) if family == "annoy" else None,
             built=built,
         )
 
     if metric == "dot":
-        built[("annoy", "angular")] = BACKENDS["annoy"].build(context("angular"), K, None)
-    made = backend.build(context(metric), K, None)
-    fields = {"backend": name, "metric": metric, "reason": "contract test"}
+        built[("annoy", "angular")] = BACKENDS["annoy"].build(context("angular", "annoy"), K)
+    made = backend.build(context(metric, backend.family), K)
     if made is None:  # exact: nothing to build
-        return ENTRY.validate_python(fields), paths
+        return ENTRY.validate_python({"backend": name, "metric": metric, "reason": "contract test"}), paths
     value = made.values[-1]  # the most thorough setting
-    fields.update(made.fields)
-    fields.update(backend.serve(made, value))
-    return ENTRY.validate_python(fields), paths
+    fields = {**made.fields, **backend.serve(made, value)}
+    entry = backend.entry(metric=metric, reason="contract test", files=made.files, **fields)
+    return ENTRY.validate_python(ENTRY.dump_python(entry, mode="json")), paths
 
 
 def _open(tmp_path, entry, items):
@@ -130,7 +130,8 @@ def test_manifest_entry_round_trips(tmp_path, with_dummy, name, metric):
 def test_corrupt_files_are_refused(tmp_path, with_dummy, name, metric):
     items, _ = _vectors(n_items=100)
     entry, _ = _built(tmp_path, name, metric, items)
-    files = entry.paths() + ([entry.candidates_from] if entry.candidates_from else [])
+    borrowed = getattr(entry, "candidates_from", None)  # a file another entry lists
+    files = entry.paths() + ([borrowed.path] if borrowed is not None else [])
     if not files:  # nothing of its own to corrupt: it serves from the (verified) item factors
         assert _open(tmp_path, entry, items).n_items == len(items)
         return
@@ -152,35 +153,61 @@ def test_registry_values_are_config_choices(with_dummy):
     from recsys.config import parse_config
     from recsys.errors import ConfigError
 
-    config = parse_config({"models": [{"name": "m", "type": "als"}], "index": {"backend": "stride"}})
-    assert config.index.backend == "stride"
+    models = [{"name": "m", "type": "als"}]
+    config = parse_config({"models": models, "index": {"backend": "stride"}})
+    assert config.index.backend == "stride" and config.index.settings("stride").strides == [4, 2, 1]
+    config = parse_config({"models": models, "index": {"backend": "stride", "stride": {"stride": 2}}})
+    assert config.index.settings("stride").fixed("dot") == 2
+    assert config.to_dict()["index"]["stride"] == {"strides": [4, 2, 1], "stride": 2}
+    assert parse_config(config.to_dict()) == config  # the manifest's config reads back
     with pytest.raises(ConfigError, match="unknown backend 'nope'"):
-        parse_config({"models": [{"name": "m", "type": "als"}], "index": {"backend": "nope"}})
+        parse_config({"models": models, "index": {"backend": "nope"}})
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"models": models, "index": {"stride": {"strid": 2}}}, "x.yaml")
+    assert str(caught.value) == (
+        "x.yaml: invalid config: unknown key 'index.stride.strid' (index.stride keys: strides, stride)"
+    )
+    with pytest.raises(ConfigError, match=r"^x.yaml: invalid config: index.stride.stride: .*greater than"):
+        parse_config({"models": models, "index": {"stride": {"stride": 0}}}, "x.yaml")
 
 
 def test_a_new_backend_serves_a_whole_run(tmp_path, with_dummy):
-    """Registered in one file, the dummy backend is chosen by the config, swept, recorded
-    in the manifest, reopened by lookups and publishes the exact lists (stride 1)."""
+    """Registered in one file, the dummy backend is chosen by the config with its own
+    section, swept, its file published and listed with its checksum in the manifest,
+    reopened by lookups and publishes the exact lists (stride 1)."""
     import recsys
     from recsys.data import generate_interactions
+    from recsys.lookup import open_run
 
     frame = generate_interactions(n_users=120, n_items=80, n_clusters=4, seed=2)
     config = {
         "models": [{"name": "als", "type": "als", "params": {"factors": 8, "iterations": 3}}],
-        "index": {"backend": "stride"},
+        "index": {"backend": "stride", "stride": {"strides": [3, 1]}},
         "recommend": {"top_n": 5},
         "similar_items": {"top_n": 5},
         "evaluate": {"target_recall": 0.99},
     }
-    run = recsys.run_pipeline(frame, config, output=tmp_path / "a", run_id="a")
+    recsys.run_pipeline(frame, config, output=tmp_path / "a", run_id="a")
     exact = recsys.run_pipeline(frame, {**config, "index": {"backend": "exact"}}, output=tmp_path / "b")
+    run = open_run(tmp_path / "a")
+    assert run.run_id == "a"
     entries = run.manifest.models["als"].indices
     assert {entry.backend for entry in entries.values()} == {"stride"}
     assert {entry.stride for entry in entries.values()} == {1}  # the sweep reached the target at 1
-    assert "stride" in entries["dot"].tuning
+    assert [point["stride"] for point in entries["dot"].tuning["stride"].curve] == [3, 1]
+    for entry in entries.values():
+        recorded = entry.files["stride"]
+        assert entry.paths() == [recorded.path] and recorded.path.endswith(".npy")
+        listed = run.manifest.files[recorded.path]
+        assert (listed.sha256, listed.size_bytes) == (recorded.sha256, recorded.size_bytes)
+        assert storage.file_sha256(run.file(recorded.path)) == recorded.sha256
     for kind in ("recommendations", "similar_items"):
         ours = getattr(run, kind)("als").drop(columns="run_id")
         theirs = getattr(exact, kind)("als").drop(columns="run_id")
         pd.testing.assert_frame_equal(ours[ours.columns[:3]], theirs[theirs.columns[:3]])
     user = run.interactions.users.ids[0]
     assert run.recommend([user])["item_id"].tolist() == exact.recommend([user])["item_id"].tolist()
+    assert isinstance(run.index("als", "dot"), StrideIndex)  # answered through the dummy's file
+    (tmp_path / "a" / "runs" / "a" / entries["dot"].files["stride"].path).write_bytes(b"")
+    with pytest.raises(RecsysError):  # its file truncated: refused in one line
+        open_run(tmp_path / "a").recommend([user])

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from recsys import storage
 from recsys.exports.base import ExportContext, Exporter, ExportResult, ExportSettings
 
 if TYPE_CHECKING:
@@ -105,6 +104,8 @@ class DuckDBExporter(Exporter):
 
     def export(self, run: Run, settings: ExportSettings, context: ExportContext) -> ExportResult:
         import duckdb
+
+        from recsys import storage  # here: loading a config does not import pandas and pyarrow
 
         assert isinstance(settings, DuckDBSettings)
         start = time.perf_counter()

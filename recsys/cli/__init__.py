@@ -21,8 +21,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from recsys.cli.formats import baseline_ranking, compare_runs, run_summary
+from recsys.cli.formats import baseline_ranking, run_summary
 from recsys.cli.guard import RunGuard
+from recsys.cli.lookups import compare_runs
 from recsys.cli.parser import build_parser
 from recsys.errors import RecsysError
 

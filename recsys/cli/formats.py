@@ -1,5 +1,6 @@
 """The text and JSON of published manifests: the table `recsys run` prints, the ranking
-columns of a model, and the metric deltas of `recsys runs --compare`."""
+columns of a model, the listing of `recsys runs` and the metric deltas of
+`recsys runs --compare`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 from recsys.manifest import ModelEntry, RunManifest
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Rows as left-aligned columns under a header line, two spaces apart."""
     cells = [[str(row.get(c, "")) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
@@ -93,7 +95,7 @@ def run_summary(run_dir: str, manifest: RunManifest) -> str:
         for row in rows:
             del row["note"]
     report = f"\nreport: {Path(run_dir) / manifest.report}" if manifest.report else ""
-    return header + _table(rows, list(rows[0].keys()) if rows else ["model"]) + report
+    return header + table(rows, list(rows[0].keys()) if rows else ["model"]) + report
 
 
 def _headline_metrics(model: ModelEntry) -> dict[str, float]:
@@ -116,11 +118,8 @@ def _headline_metrics(model: ModelEntry) -> dict[str, float]:
     return figures
 
 
-def compare_runs(root: str, run_a: str, run_b: str, as_json: bool = False) -> str:
+def comparison(run_a: str, first: RunManifest, run_b: str, second: RunManifest, as_json: bool) -> str:
     """Metric deltas (b - a) per model between two complete runs."""
-    from recsys.lookup import open_run
-
-    first, second = open_run(root, run_a).manifest, open_run(root, run_b).manifest
     rows = []
     for name in [m for m in first.models if m in second.models]:
         before = _headline_metrics(first.models[name])
@@ -144,4 +143,49 @@ def compare_runs(root: str, run_a: str, run_b: str, as_json: bool = False) -> st
     note = f"\nmodels in only one run: {', '.join(only)}" if only else ""
     if not rows:
         return f"runs {run_a} and {run_b} have no model in common{note}"
-    return _table(rows, list(rows[0])) + note
+    return table(rows, list(rows[0])) + note
+
+
+def run_columns(manifest: RunManifest, held: bool) -> dict[str, Any]:
+    """The columns of a complete run in ``recsys runs``: headline ranking metrics, the recall of
+    the served lists against exact search, and the status of a run never made current
+    (``evaluation``) or kept from it by the promotion gate (``held``)."""
+    metrics, served = [], []
+    for name, model in manifest.models.items():
+        ranking = model.evaluation.ranking or {}
+        ks = sorted(int(key.split("@")[1]) for key in ranking if key.startswith("ndcg@"))
+        if ks:
+            k = ks[-1]
+            metrics.append(
+                f"{name} ndcg@{k}={ranking[f'ndcg@{k}']:.4f} recall@{k}={ranking[f'recall@{k}']:.4f}"
+            )
+        rec = model.evaluation.ann.recommendations or model.evaluation.ann.similar_items
+        served.append(f"{name} {rec.recall_at_k:.3f}")
+    columns: dict[str, Any] = {"served_vs_exact": ", ".join(served)}
+    if manifest.purpose == "evaluation":
+        columns["status"] = "evaluation"  # complete, never made CURRENT
+    elif held:
+        columns["status"] = "held"  # complete, the promotion gate kept it from CURRENT
+    columns.update(
+        created_at=manifest.created_at,
+        seconds=manifest.timings.get("total_before_publish", ""),
+        users=manifest.input.users,
+        items=manifest.input.items,
+        models=", ".join(metrics) or "no held-out interactions (set evaluate.split)",
+    )
+    return columns
+
+
+def runs_listing(rows: list[dict[str, Any]]) -> str:
+    """The table of ``recsys runs`` and its legend."""
+    columns = ["run_id", "status", "created_at", "seconds", "users", "items", "models", "served_vs_exact"]
+    lines = [
+        table(rows, columns),
+        "* = CURRENT; models: ranking metrics on held-out interactions; served_vs_exact: recall of the",
+        "served lists against exact search (ANN loss), not model quality",
+    ]
+    if any(row["status"] == "held" for row in rows):
+        lines.append(
+            "held: complete, kept from CURRENT by the promotion gate (see its report; `recsys promote ID`)"
+        )
+    return "\n".join(lines)

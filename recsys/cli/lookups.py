@@ -11,8 +11,16 @@ from typing import Any
 import numpy as np
 
 from recsys import storage
-from recsys.cli.formats import _table, compare_runs
+from recsys.cli.formats import comparison, run_columns, runs_listing, table
 from recsys.errors import InputError, QueryError
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    return _lookup(args, "recommend")
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    return _lookup(args, "similar")
 
 
 def _lookup(args: argparse.Namespace, kind: str) -> int:
@@ -94,7 +102,7 @@ def _answer(args: argparse.Namespace, kind: str, run: Any) -> int:
         extra = f", only {len(results)} candidates" if len(results) < n else ""
         extra += f", {note}" if note else ""
         print(f"{title} {query_id} (model {name}, {metric} index, run {run.run_id}{extra})")
-        print(_table(results, ["rank", "item_id", "score"]))
+        print(table(results, ["rank", "item_id", "score"]))
     return 0
 
 
@@ -120,14 +128,19 @@ def _popular(args: argparse.Namespace, model: str, run: Any) -> int:
         return 0
     n = len(results)
     print(f"user {args.user} is not in run {run.run_id}: the {n} most popular items (fallback popular)")
-    print(_table(results, ["rank", "item_id", "score"]))
+    print(table(results, ["rank", "item_id", "score"]))
     return 0
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    from recsys.errors import RunError
-    from recsys.manifest import read_manifest
+def compare_runs(root: str, run_a: str, run_b: str, as_json: bool = False) -> str:
+    """Metric deltas (b - a) per model between two complete runs."""
+    from recsys.lookup import open_run
 
+    first, second = open_run(root, run_a).manifest, open_run(root, run_b).manifest
+    return comparison(run_a, first, run_b, second, as_json)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
     if args.compare:
         print(compare_runs(args.output, *args.compare, as_json=args.json))
         return 0
@@ -135,58 +148,38 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs under {args.output}")
         return 0
-    rows = []
-    for entry in runs:
-        row = {"run_id": entry["run_id"] + (" *" if entry["current"] else ""), "status": entry["status"]}
-        if entry.get("problem"):
-            row["models"] = entry["problem"]
-        manifest = None
-        if entry["status"] == "complete":
-            try:
-                manifest = read_manifest(storage.RunLayout(Path(args.output), entry["run_id"], staging=False))
-            except RunError as exc:
-                row["status"] = "unreadable"
-                row["models"] = str(exc)
-        if manifest is not None:
-            metrics, served = [], []
-            for name, model in manifest.models.items():
-                ranking = model.evaluation.ranking or {}
-                ks = sorted(int(key.split("@")[1]) for key in ranking if key.startswith("ndcg@"))
-                if ks:
-                    k = ks[-1]
-                    metrics.append(
-                        f"{name} ndcg@{k}={ranking[f'ndcg@{k}']:.4f} recall@{k}={ranking[f'recall@{k}']:.4f}"
-                    )
-                rec = model.evaluation.ann.recommendations or model.evaluation.ann.similar_items
-                served.append(f"{name} {rec.recall_at_k:.3f}")
-            row["served_vs_exact"] = ", ".join(served)
-            if manifest.purpose == "evaluation":
-                row["status"] = "evaluation"  # complete, never made CURRENT
-            elif (
-                manifest.promotion is not None
-                and manifest.promotion.held
-                and not entry["current"]
-                and not (Path(args.output) / "runs" / entry["run_id"] / storage.PROMOTED).exists()
-            ):
-                row["status"] = "held"  # complete, the promotion gate kept it from CURRENT
-            row.update(
-                created_at=manifest.created_at,
-                seconds=manifest.timings.get("total_before_publish", ""),
-                users=manifest.input.users,
-                items=manifest.input.items,
-                models=", ".join(metrics) or "no held-out interactions (set evaluate.split)",
-            )
-        rows.append(row)
+    rows = [_runs_row(args.output, entry) for entry in runs]
     if args.json:
         for row in rows:
             row["run_id"] = row["run_id"].removesuffix(" *")
             row["current"] = row["run_id"] == storage.current_run_id(args.output)
         print(json.dumps(rows))
         return 0
-    columns = ["run_id", "status", "created_at", "seconds", "users", "items", "models", "served_vs_exact"]
-    print(_table(rows, columns))
-    print("* = CURRENT; models: ranking metrics on held-out interactions; served_vs_exact: recall of the")
-    print("served lists against exact search (ANN loss), not model quality")
-    if any(row["status"] == "held" for row in rows):
-        print("held: complete, kept from CURRENT by the promotion gate (see its report; `recsys promote ID`)")
+    print(runs_listing(rows))
     return 0
+
+
+def _runs_row(root: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """One line of ``recsys runs``: a run's status and, for a complete run, its manifest's figures."""
+    from recsys.errors import RunError
+    from recsys.manifest import read_manifest
+
+    row = {"run_id": entry["run_id"] + (" *" if entry["current"] else ""), "status": entry["status"]}
+    if entry.get("problem"):
+        row["models"] = entry["problem"]
+    if entry["status"] != "complete":
+        return row
+    try:
+        manifest = read_manifest(storage.RunLayout(Path(root), entry["run_id"], staging=False))
+    except RunError as exc:
+        row["status"] = "unreadable"
+        row["models"] = str(exc)
+        return row
+    held = (
+        manifest.promotion is not None
+        and manifest.promotion.held
+        and not entry["current"]
+        and not (Path(root) / "runs" / entry["run_id"] / storage.PROMOTED).exists()
+    )
+    row.update(run_columns(manifest, held))
+    return row

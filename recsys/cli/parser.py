@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import TypeAlias
 
 from recsys import __version__
 from recsys.cli.inputs import cmd_generate, cmd_import
-from recsys.cli.lookups import _lookup, cmd_runs
+from recsys.cli.lookups import cmd_recommend, cmd_runs, cmd_similar
 from recsys.cli.run import cmd_deploy, cmd_promote, cmd_run, cmd_tune
 
 DEFAULT_OUTPUT = "data/outputs"
@@ -63,6 +64,10 @@ FORCE_HELP = (
 )
 
 
+# what add_subparsers returns: each command adds its parser to it
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys",
@@ -77,29 +82,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--quiet", action="store_true", help="no progress lines: only results and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (
+        _add_run,
+        _add_promote,
+        _add_recommend,
+        _add_similar,
+        _add_runs,
+        _add_deploy,
+        _add_tune,
+        _add_import,
+        _add_generate,
+    ):
+        add_command(sub)
+    return parser
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        command = sub.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            formatter_class=_HelpFormatter,
-        )
-        command.add_argument(
-            "--quiet",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="no progress lines: only results and errors",
-        )
-        command.add_argument(
-            "--debug",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="show tracebacks on errors",
-        )
-        return command
 
-    run = add("run", "train, index, recommend, evaluate and publish one run")
+def _command(sub: Subcommands, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A command's parser, with the global --quiet and --debug also after the command."""
+    command = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        formatter_class=_HelpFormatter,
+    )
+    command.add_argument(
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress lines: only results and errors",
+    )
+    command.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks on errors",
+    )
+    return command
+
+
+def _add_run(sub: Subcommands) -> None:
+    run = _command(sub, "run", "train, index, recommend, evaluate and publish one run")
     run.add_argument(
         "--config",
         default=None,
@@ -121,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    promote = add(
+
+def _add_promote(sub: Subcommands) -> None:
+    promote = _command(
+        sub,
         "promote",
         "make a complete run current (CURRENT and latest), such as one the promotion gate held, "
         "after verifying its files",
@@ -130,46 +155,57 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")
     promote.set_defaults(func=cmd_promote)
 
-    for name, help_text, flag in (
-        ("recommend", "top-N unseen items for one user from the current run", "--user"),
-        ("similar", "items most similar to one item from the current run", "--item"),
-    ):
-        command = add(name, help_text)
-        if flag == "--user":
-            who = command.add_mutually_exclusive_group(required=True)
-            who.add_argument(flag, help="external user id")
-            who.add_argument(
-                "--user-items",
-                help="table of user_id, item_id[, weight] of new or changed users: folded in "
-                f"against the run's item factors ({_fold_in_types()} models), no retraining",
-            )
-            command.add_argument(
-                "--fallback",
-                choices=("none", "popular"),
-                default="none",
-                help="for a --user the run does not know: none (an error) or popular "
-                "(the items most users of the run interacted with)",
-            )
-        else:
-            what = command.add_mutually_exclusive_group(required=True)
-            what.add_argument(flag, help="external item id")
-            what.add_argument(
-                "--vector", help="a query vector (.npy, or a one-row parquet): the nearest items"
-            )
-        command.add_argument("--model", help="model name (default: the run's first model)")
-        command.add_argument("-n", type=int, default=None, help="number of results (default: top_n)")
-        command.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")
-        command.add_argument("--run-id", default=None, help="run to answer from (default: CURRENT)")
-        command.add_argument("--json", action="store_true", help="print JSON")
-        command.set_defaults(func=lambda a, kind=name: _lookup(a, kind))
 
-    runs = add("runs", "list runs with status and headline metrics")
+def _add_recommend(sub: Subcommands) -> None:
+    command = _command(sub, "recommend", "top-N unseen items for one user from the current run")
+    who = command.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="external user id")
+    who.add_argument(
+        "--user-items",
+        help="table of user_id, item_id[, weight] of new or changed users: folded in "
+        f"against the run's item factors ({_fold_in_types()} models), no retraining",
+    )
+    command.add_argument(
+        "--fallback",
+        choices=("none", "popular"),
+        default="none",
+        help="for a --user the run does not know: none (an error) or popular "
+        "(the items most users of the run interacted with)",
+    )
+    _lookup_options(command)
+    command.set_defaults(func=cmd_recommend)
+
+
+def _add_similar(sub: Subcommands) -> None:
+    command = _command(sub, "similar", "items most similar to one item from the current run")
+    what = command.add_mutually_exclusive_group(required=True)
+    what.add_argument("--item", help="external item id")
+    what.add_argument("--vector", help="a query vector (.npy, or a one-row parquet): the nearest items")
+    _lookup_options(command)
+    command.set_defaults(func=cmd_similar)
+
+
+def _lookup_options(command: argparse.ArgumentParser) -> None:
+    """The options recommend and similar share, after their query options."""
+    command.add_argument("--model", help="model name (default: the run's first model)")
+    command.add_argument("-n", type=int, default=None, help="number of results (default: top_n)")
+    command.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")
+    command.add_argument("--run-id", default=None, help="run to answer from (default: CURRENT)")
+    command.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_runs(sub: Subcommands) -> None:
+    runs = _command(sub, "runs", "list runs with status and headline metrics")
     runs.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")
     runs.add_argument("--compare", nargs=2, metavar=("A", "B"), help="metric deltas from run A to run B")
     runs.add_argument("--json", action="store_true", help="print the list as JSON")
     runs.set_defaults(func=cmd_runs)
 
-    deploy = add("deploy", "serve the pipeline as a Prefect deployment on the config's cron schedule")
+
+def _add_deploy(sub: Subcommands) -> None:
+    deploy = _command(
+        sub, "deploy", "serve the pipeline as a Prefect deployment on the config's cron schedule"
+    )
     deploy.add_argument(
         "--config", default=None, help="pipeline YAML (default: the packaged production config)"
     )
@@ -179,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--output", help="output root of every scheduled run (default: output.root)")
     deploy.set_defaults(func=cmd_deploy)
 
-    tune = add(
+
+def _add_tune(sub: Subcommands) -> None:
+    tune = _command(
+        sub,
         "tune",
         "search one model's params (Optuna) on a validation split of the training data; "
         "write the best as a config, every trial as JSON and an HTML report",
@@ -220,9 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     tune.set_defaults(func=cmd_tune)
 
+
+def _add_import(sub: Subcommands) -> None:
     from recsys.storage.importers import FORMATS, WEIGHTINGS
 
-    importer = add("import", "convert a public data set or any table into the input format")
+    importer = _command(sub, "import", "convert a public data set or any table into the input format")
     importer.add_argument("format", choices=FORMATS, help="source format")
     importer.add_argument("input", help="source file (u.data, ratings.dat, ratings.csv, ...)")
     importer.add_argument("--output", required=True, help="parquet (or .csv) to write")
@@ -232,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--force", action="store_true", help=FORCE_HELP)
     importer.set_defaults(func=cmd_import)
 
-    generate = add("generate", "write the deterministic synthetic sample (users in taste clusters)")
+
+def _add_generate(sub: Subcommands) -> None:
+    generate = _command(sub, "generate", "write the deterministic synthetic sample (users in taste clusters)")
     generate.add_argument(
         "--output", default="data/sample/interactions.parquet", help="parquet or .csv to write"
     )
@@ -243,4 +286,3 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--string-ids", action="store_true", help="ids as strings")
     generate.add_argument("--force", action="store_true", help=FORCE_HELP)
     generate.set_defaults(func=cmd_generate)
-    return parser

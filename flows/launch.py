@@ -1,5 +1,8 @@
 """Launching the flows from the command line: the flows package (and Prefect) imported with
-the settings checked, Prefect's console log on stdout and an API to report to."""
+the settings checked, Prefect's console log on stdout and an API to report to.
+
+The commands of ``recsys`` that orchestrate import this module inside the command, once
+their inputs are checked; nothing here imports Prefect before :func:`import_flows` runs."""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ from typing import Any
 def import_flows(debug: bool = False) -> Any:
     """Import the flows package (and Prefect) with Prefect's console log on stdout, and an
     API to report to: the configured one; the temporary server the console script started
-    before any import (:mod:`recsys.console`), once it answers; else (``main`` called from
-    Python) the one Prefect starts itself.
+    before any import (:mod:`recsys.console`), once it answers; else (:func:`recsys.cli.main`
+    called from Python) the one Prefect starts itself. Returns :mod:`flows.pipeline`.
 
     Progress goes to stdout; stderr is kept for the one-line error. Prefect re-reads
     its logging config when its temporary API starts, so the setting goes through the

@@ -148,73 +148,93 @@ def _no_change(summary: Summary, name: str) -> str:
     return "not measured before" if name in summary.previous_scores else "new"
 
 
-def summary_section(manifest: RunManifest, summary: Summary) -> str:
-    metric = summary.metric
-    label = metric_label(metric) if metric else None
-    sentences: list[str] = []
-    warn = False
-    if metric is None:
-        warn = True
-        sentences.append(
-            "<strong>No held-out interactions in this run</strong>, so nothing here says how good the "
-            "recommendations are or which model is best. Set <code>evaluate.split</code> in the config "
-            "(for example <code>split: {method: random}</code>, or <code>leave_last</code> / "
-            "<code>time</code>) or pass <code>--holdout TABLE</code> to <code>recsys run</code>."
-        )
-    else:
-        best, score = summary.best, summary.scores[summary.best]
-        sentences.append(f"Best model by {label}: <strong>{esc(best)}</strong> ({fmt_metric(score)}).")
-        if summary.baseline is None:
-            sentences.append(
-                "No popularity baseline was run, so there is no lift to report: add "
-                f"<code>{esc(BASELINE_HINT)}</code> to <code>models</code> in the config."
-            )
-        elif summary.baseline not in summary.scores:
-            sentences.append(
-                f"The popularity baseline <strong>{esc(summary.baseline)}</strong> has no {label}."
-            )
-        elif best == summary.baseline:
-            warn = True
-            sentences.append(
-                "<strong>The popularity baseline is best</strong>: no model beats recommending the most "
-                "popular items to everyone."
-            )
-        elif summary.lift:
-            base = summary.scores[summary.baseline]
-            sentences.append(
-                f"That is <strong>x{summary.lift[best]:.2f}</strong> the popularity baseline "
-                f"<strong>{esc(summary.baseline)}</strong> ({fmt_metric(base)})."
-            )
-        else:
-            sentences.append(f"The popularity baseline scores 0 at {label}: no lift can be computed.")
-    if summary.previous_run is None:
-        sentences.append("No previous complete run to compare with.")
-    elif metric is not None:
-        changes = []
-        for name in summary.scores:
-            before = summary.previous_scores.get(name)
-            if name in summary.delta and before is not None:
-                changes.append(f"{esc(name)} {_delta_markup(summary.delta[name], before)}")
-            else:
-                changes.append(f"{esc(name)} {_no_change(summary, name)}")
-        caveat = (
-            ""
-            if summary.comparable
-            else " Its input or held-out split differs from this run's, so the change mixes data and model."
-        )
-        sentences.append(
-            f"Change of {label} since the previous complete run <code>{esc(summary.previous_run)}</code>: "
-            + ", ".join(changes)
-            + "."
-            + caveat
-        )
+NO_HOLDOUT = (
+    "<strong>No held-out interactions in this run</strong>, so nothing here says how good the "
+    "recommendations are or which model is best. Set <code>evaluate.split</code> in the config "
+    "(for example <code>split: {method: random}</code>, or <code>leave_last</code> / "
+    "<code>time</code>) or pass <code>--holdout TABLE</code> to <code>recsys run</code>."
+)
 
+
+def summary_section(manifest: RunManifest, summary: Summary) -> str:
+    """The verdict (best model, lift, change since the previous run) over a table of
+    every model, best first."""
+    sentences, warn = ([NO_HOLDOUT], True) if summary.metric is None else _best_sentences(summary)
+    change = _change_sentence(summary)
+    if change:
+        sentences.append(change)
+    return "<h2>Summary</h2>" + verdict(sentences, warn) + _models_table(manifest, summary)
+
+
+def _best_sentences(summary: Summary) -> tuple[list[str], bool]:
+    """The best model by the headline metric and its lift over the popularity baseline
+    (HTML sentences), and whether that calls for a warning (the baseline is best)."""
+    label = metric_label(summary.metric or "")
+    best, score = summary.best, summary.scores[summary.best]
+    first = f"Best model by {label}: <strong>{esc(best)}</strong> ({fmt_metric(score)})."
+    if summary.baseline is None:
+        return [
+            first,
+            "No popularity baseline was run, so there is no lift to report: add "
+            f"<code>{esc(BASELINE_HINT)}</code> to <code>models</code> in the config.",
+        ], False
+    if summary.baseline not in summary.scores:
+        return [
+            first,
+            f"The popularity baseline <strong>{esc(summary.baseline)}</strong> has no {label}.",
+        ], False
+    if best == summary.baseline:
+        return [
+            first,
+            "<strong>The popularity baseline is best</strong>: no model beats recommending the most "
+            "popular items to everyone.",
+        ], True
+    if summary.lift:
+        base = summary.scores[summary.baseline]
+        return [
+            first,
+            f"That is <strong>x{summary.lift[best]:.2f}</strong> the popularity baseline "
+            f"<strong>{esc(summary.baseline)}</strong> ({fmt_metric(base)}).",
+        ], False
+    return [first, f"The popularity baseline scores 0 at {label}: no lift can be computed."], False
+
+
+def _change_sentence(summary: Summary) -> str | None:
+    """Each model's change of the headline metric since the previous complete run (HTML)."""
+    if summary.previous_run is None:
+        return "No previous complete run to compare with."
+    if summary.metric is None:
+        return None
+    changes = [f"{esc(name)} {_change(summary, name)}" for name in summary.scores]
+    caveat = (
+        ""
+        if summary.comparable
+        else " Its input or held-out split differs from this run's, so the change mixes data and model."
+    )
+    return (
+        f"Change of {metric_label(summary.metric)} since the previous complete run "
+        f"<code>{esc(summary.previous_run)}</code>: " + ", ".join(changes) + "." + caveat
+    )
+
+
+def _change(summary: Summary, name: str) -> str:
+    """A model's change since the previous run, or why it has none."""
+    before = summary.previous_scores.get(name)
+    if name in summary.delta and before is not None:
+        return _delta_markup(summary.delta[name], before)
+    return _no_change(summary, name)
+
+
+def _models_table(manifest: RunManifest, summary: Summary) -> str:
+    """Every model, best first: its headline metric, lift, change and recall when the run
+    has them, then its type, dim and params."""
+    metric = summary.metric
     names = list(summary.scores) + [n for n in manifest.models if n not in summary.scores]
     k = metric.split("@")[1] if metric else None
     header = ["Model"]
     if metric:
-        header += [label, "Lift vs popular"] + (["Change vs previous"] if summary.previous_run else [])
-        header.append(f"Recall@{k}")
+        header += [metric_label(metric), "Lift vs popular"]
+        header += (["Change vs previous"] if summary.previous_run else []) + [f"Recall@{k}"]
     header += ["Type", "Dim", "Params"]
     rows = []
     for name in names:
@@ -228,18 +248,11 @@ def summary_section(manifest: RunManifest, summary: Summary) -> str:
             else:
                 row.append(f"x{summary.lift[name]:.2f}" if name in summary.lift else "")
             if summary.previous_run:
-                before = summary.previous_scores.get(name)
-                row.append(
-                    _delta_markup(summary.delta[name], before)
-                    if name in summary.delta
-                    else _no_change(summary, name)
-                )
+                row.append(_change(summary, name))
             row.append(fmt_metric(ranking.get(f"recall@{k}")))
         params = _params_text(model)
         if model.carried_over_from:
             params += f" (carried over from {model.carried_over_from})"
-        row += [model.type, model.dim, params]
-        rows.append(row)
+        rows.append([*row, model.type, model.dim, params])
     n = len(header)
-    table = html_table(header, rows, (0, n - 3), long=(n - 1,), highlight=0 if summary.best else None)
-    return "<h2>Summary</h2>" + verdict(sentences, warn) + table
+    return html_table(header, rows, (0, n - 3), long=(n - 1,), highlight=0 if summary.best else None)

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.config import TUNE_METRIC, PipelineConfig
+from recsys.config import TUNE_METRIC, ModelConfig, PipelineConfig
 from recsys.data.interactions import Interactions, InteractionTable
 from recsys.errors import ConfigError, ModelError
 from recsys.evaluate import ranking_metrics
 from recsys.index import ExactIndex
 from recsys.models import get_model_type
+from recsys.models.base import Dimension
 from recsys.recommend import search_all
 from recsys.tuning.space import contains, describe_dimension, model_space, rounded, suggest
 
@@ -222,113 +223,18 @@ def tune(
     _quiet_failed_trials()
     settings = config.tune
     (model,) = config.select_models([model_name])
-    model_type = get_model_type(model.type)
     space = model_space(config, model)
     n_trials = trials if trials is not None else settings.trials
     timeout = timeout if timeout is not None else settings.timeout_seconds
     sampler_name = sampler or settings.sampler
     pruning = settings.pruning if pruning is None else pruning
     metric = metric_name(config, metric)
-    ks = sorted({*config.evaluate.ks, int(metric.split("@")[1])})
-    if max(ks) >= train_items.shape[1]:
-        raise ConfigError(f"tune: lists of {max(ks)} items need more than the {train_items.shape[1]} items")
-    if validation.nnz == 0:
-        raise ConfigError("tune: the validation split is empty (too few items per user?)")
-    scorer = Scorer(train_items, validation, ks, PRUNE_SAMPLE_USERS, config.seed)
-
-    typed = model_type.parse_params(model.params, model.name)
-    baseline = {name: getattr(typed, name) for name in space}
-    outside = [f"{name}={value}" for name, value in baseline.items() if not contains(space[name], value)]
-    if outside:
-        log.info("the config's %s lie(s) outside the search space: measured as given", ", ".join(outside))
-
-    if sampler_name == "tpe":
-        chosen: Any = optuna.samplers.TPESampler(
-            seed=config.seed, n_startup_trials=max(5, min(10, n_trials // 3))
-        )
-    elif sampler_name == "random":
-        chosen = optuna.samplers.RandomSampler(seed=config.seed)
-    else:
-        raise ConfigError(f"tune sampler must be tpe or random, found {sampler_name!r}")
-    pruner: Any = (
-        optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=WARMUP_ITERATIONS)
-        if pruning
-        else optuna.pruners.NopPruner()
+    scorer = _scorer(config, metric, train_items, validation)
+    search = _Search(config, model, space, metric, train_items, scorer, n_trials)
+    study = optuna.create_study(
+        direction="maximize", sampler=_sampler(sampler_name, config.seed, n_trials), pruner=_pruner(pruning)
     )
-    study = optuna.create_study(direction="maximize", sampler=chosen, pruner=pruner)
-    study.enqueue_trial(baseline)
-    supports_progress = "progress" in inspect.signature(model_type.fit).parameters
-    records: list[dict[str, Any]] = []
-    best_value = -math.inf
-
-    def objective(trial: Any) -> float:
-        if trial.number == 0:  # the enqueued baseline: a value outside the space is used as given
-            drawn = {
-                name: suggest(trial, name, d) if contains(d, baseline[name]) else baseline[name]
-                for name, d in space.items()
-            }
-        else:
-            drawn = {name: rounded(suggest(trial, name, d), d) for name, d in space.items()}
-        trial.set_user_attr("params", drawn)
-        params = {**model.params, **drawn}
-        iterations = getattr(model_type.parse_params(params, model.name), "iterations", None)
-        marks = set(checkpoints(iterations)) if supports_progress and isinstance(iterations, int) else set()
-
-        def progress(done: int, user_factors: np.ndarray, item_factors: np.ndarray) -> None:
-            if done not in marks:
-                return
-            if not (np.isfinite(user_factors).all() and np.isfinite(item_factors).all()):
-                raise ModelError(f"model {model.name}: factors not finite after {done} iterations (diverged)")
-            value = scorer.score(user_factors, item_factors, sample=True).get(metric, 0.0)
-            trial.report(value, done)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at iteration {done}")
-
-        try:
-            extra = {"progress": progress} if marks else {}
-            embeddings = model_type.fit(params, train_items, config.seed, model.name, False, **extra)
-            metrics = scorer.score(embeddings.user_factors, embeddings.item_factors)
-        except ModelError as exc:
-            trial.set_user_attr("error", str(exc))
-            raise
-        trial.set_user_attr("metrics", metrics)
-        if not supports_progress or iterations is None:  # no iterations to report: once, at the end
-            trial.report(metrics[metric], 1)
-        return float(metrics[metric])
-
-    def on_trial(study: Any, frozen: Any) -> None:
-        nonlocal best_value
-        state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(
-            frozen.state.name, frozen.state.name.lower()
-        )
-        intermediate = {
-            int(step): round(float(v), 6) for step, v in sorted(frozen.intermediate_values.items())
-        }
-        seconds = frozen.duration.total_seconds() if frozen.duration else 0.0
-        record = {
-            "number": frozen.number,
-            "baseline": frozen.number == 0,
-            "state": state,
-            "params": frozen.user_attrs.get("params", {}),
-            "value": frozen.value if state == "complete" else None,
-            "metrics": frozen.user_attrs.get("metrics") if state == "complete" else None,
-            "intermediate": intermediate,
-            "pruned_at": max(intermediate) if state == "pruned" and intermediate else None,
-            "error": frozen.user_attrs.get("error"),
-            "seconds": round(seconds, 3),
-        }
-        records.append(record)
-        label = f"trial {frozen.number}/{n_trials}" + (" (the config's params)" if frozen.number == 0 else "")
-        if state == "complete":
-            best_value = max(best_value, record["value"])
-            outcome = f"{metric} {record['value']:.4f} (best {best_value:.4f})"
-        elif state == "pruned":
-            last = intermediate.get(record["pruned_at"], float("nan"))
-            outcome = f"pruned at iteration {record['pruned_at']} ({metric} {last:.4f} then)"
-        else:
-            outcome = f"failed: {record['error'] or 'see the log above'}"
-        log.info("%s %s -> %s %.1f s", label, format_params(record["params"]), outcome, seconds)
-
+    study.enqueue_trial(search.baseline)
     log.info(
         "tuning %s (%s): trial 0 = the config's params, then %d %s trials%s, by %s%s; space: %s",
         model.name,
@@ -342,27 +248,188 @@ def tune(
     )
     started = time.perf_counter()
     study.optimize(
-        objective, n_trials=n_trials + 1, timeout=timeout, catch=(ModelError,), callbacks=[on_trial]
+        search.objective,
+        n_trials=n_trials + 1,
+        timeout=timeout,
+        catch=(ModelError,),
+        callbacks=[search.on_trial],
     )
     seconds = time.perf_counter() - started
-    complete = [r for r in records if r["state"] == "complete"]
-    if not complete:
-        raise ConfigError(f"tune: no trial of {model.name} completed (see the errors above)")
-    best = max(complete, key=lambda r: r["value"])  # the first of equals: the baseline wins a tie
-    return TuneResult(
-        model=model.name,
-        model_type=model.type,
-        metric=metric,
-        sampler=sampler_name,
-        pruning=pruning,
-        space={name: describe_dimension(d) for name, d in space.items()},
-        trials=records,
-        baseline=records[0],
-        best=best,
-        best_params={**model.params, **best["params"]},
-        seconds=round(seconds, 3),
-        split=split or {},
+    return search.result(sampler_name, pruning, round(seconds, 3), split or {})
+
+
+def _scorer(
+    config: PipelineConfig, metric: str, train_items: sp.csr_matrix, validation: sp.csr_matrix
+) -> Scorer:
+    """The scorer of every trial: at each ``evaluate.k`` and the metric's k."""
+    ks = sorted({*config.evaluate.ks, int(metric.split("@")[1])})
+    if max(ks) >= train_items.shape[1]:
+        raise ConfigError(f"tune: lists of {max(ks)} items need more than the {train_items.shape[1]} items")
+    if validation.nnz == 0:
+        raise ConfigError("tune: the validation split is empty (too few items per user?)")
+    return Scorer(train_items, validation, ks, PRUNE_SAMPLE_USERS, config.seed)
+
+
+def _sampler(name: str, seed: int, n_trials: int) -> Any:
+    """A seeded TPE (``tpe``) or random (``random``) Optuna sampler."""
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(5, min(10, n_trials // 3)))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"tune sampler must be tpe or random, found {name!r}")
+
+
+def _pruner(pruning: bool) -> Any:
+    """Optuna's median pruner, or a pruner that never prunes."""
+    import optuna
+
+    if not pruning:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=WARMUP_ITERATIONS
     )
+
+
+class _Search:
+    """One model's search: Optuna's objective (train, report part-way, score) and its
+    callback that records and logs each trial."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        model: ModelConfig,
+        space: dict[str, Dimension],
+        metric: str,
+        train_items: sp.csr_matrix,
+        scorer: Scorer,
+        n_trials: int,
+    ) -> None:
+        self.seed = config.seed
+        self.model = model
+        self.model_type = get_model_type(model.type)
+        self.space = space
+        self.metric = metric
+        self.train_items = train_items
+        self.scorer = scorer
+        self.supports_progress = "progress" in inspect.signature(self.model_type.fit).parameters
+        self.n_trials = n_trials
+        self.records: list[dict[str, Any]] = []
+        self.best_value = -math.inf
+        typed = self.model_type.parse_params(model.params, model.name)
+        self.baseline = {name: getattr(typed, name) for name in space}
+        outside = [
+            f"{name}={value}" for name, value in self.baseline.items() if not contains(space[name], value)
+        ]
+        if outside:
+            log.info("the config's %s lie(s) outside the search space: measured as given", ", ".join(outside))
+
+    def draw(self, trial: Any) -> dict[str, Any]:
+        """A trial's values of the searched params."""
+        if trial.number == 0:  # the enqueued baseline: a value outside the space is used as given
+            return {
+                name: suggest(trial, name, d) if contains(d, self.baseline[name]) else self.baseline[name]
+                for name, d in self.space.items()
+            }
+        return {name: rounded(suggest(trial, name, d), d) for name, d in self.space.items()}
+
+    def objective(self, trial: Any) -> float:
+        drawn = self.draw(trial)
+        trial.set_user_attr("params", drawn)
+        params = {**self.model.params, **drawn}
+        iterations = getattr(self.model_type.parse_params(params, self.model.name), "iterations", None)
+        reports = self.supports_progress and isinstance(iterations, int)
+        marks = set(checkpoints(iterations)) if reports else set()
+        try:
+            extra = {"progress": self._progress(trial, marks)} if marks else {}
+            embeddings = self.model_type.fit(
+                params, self.train_items, self.seed, self.model.name, False, **extra
+            )
+            metrics = self.scorer.score(embeddings.user_factors, embeddings.item_factors)
+        except ModelError as exc:
+            trial.set_user_attr("error", str(exc))
+            raise
+        trial.set_user_attr("metrics", metrics)
+        if not self.supports_progress or iterations is None:  # no iterations to report: once, at the end
+            trial.report(metrics[self.metric], 1)
+        return float(metrics[self.metric])
+
+    def _progress(self, trial: Any, marks: set[int]) -> Any:
+        """The model's progress callback: the metric of the sampled users at each of
+        ``marks``, reported to Optuna, which may stop the trial there."""
+        import optuna
+
+        def progress(done: int, user_factors: np.ndarray, item_factors: np.ndarray) -> None:
+            if done not in marks:
+                return
+            if not (np.isfinite(user_factors).all() and np.isfinite(item_factors).all()):
+                raise ModelError(
+                    f"model {self.model.name}: factors not finite after {done} iterations (diverged)"
+                )
+            value = self.scorer.score(user_factors, item_factors, sample=True).get(self.metric, 0.0)
+            trial.report(value, done)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at iteration {done}")
+
+        return progress
+
+    def on_trial(self, study: Any, frozen: Any) -> None:
+        record = _trial_record(frozen)
+        self.records.append(record)
+        number, state = frozen.number, record["state"]
+        label = f"trial {number}/{self.n_trials}" + (" (the config's params)" if number == 0 else "")
+        if state == "complete":
+            self.best_value = max(self.best_value, record["value"])
+            outcome = f"{self.metric} {record['value']:.4f} (best {self.best_value:.4f})"
+        elif state == "pruned":
+            last = record["intermediate"].get(record["pruned_at"], float("nan"))
+            outcome = f"pruned at iteration {record['pruned_at']} ({self.metric} {last:.4f} then)"
+        else:
+            outcome = f"failed: {record['error'] or 'see the log above'}"
+        log.info("%s %s -> %s %.1f s", label, format_params(record["params"]), outcome, record["seconds"])
+
+    def result(self, sampler: str, pruning: bool, seconds: float, split: dict[str, Any]) -> TuneResult:
+        """What the search found; :class:`ConfigError` when no trial completed."""
+        complete = [r for r in self.records if r["state"] == "complete"]
+        if not complete:
+            raise ConfigError(f"tune: no trial of {self.model.name} completed (see the errors above)")
+        best = max(complete, key=lambda r: r["value"])  # the first of equals: the baseline wins a tie
+        return TuneResult(
+            model=self.model.name,
+            model_type=self.model.type,
+            metric=self.metric,
+            sampler=sampler,
+            pruning=pruning,
+            space={name: describe_dimension(d) for name, d in self.space.items()},
+            trials=self.records,
+            baseline=self.records[0],
+            best=best,
+            best_params={**self.model.params, **best["params"]},
+            seconds=seconds,
+            split=split,
+        )
+
+
+def _trial_record(frozen: Any) -> dict[str, Any]:
+    """The record of a finished Optuna trial (see :func:`tune`)."""
+    state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(
+        frozen.state.name, frozen.state.name.lower()
+    )
+    intermediate = {int(step): round(float(v), 6) for step, v in sorted(frozen.intermediate_values.items())}
+    seconds = frozen.duration.total_seconds() if frozen.duration else 0.0
+    return {
+        "number": frozen.number,
+        "baseline": frozen.number == 0,
+        "state": state,
+        "params": frozen.user_attrs.get("params", {}),
+        "value": frozen.value if state == "complete" else None,
+        "metrics": frozen.user_attrs.get("metrics") if state == "complete" else None,
+        "intermediate": intermediate,
+        "pruned_at": max(intermediate) if state == "pruned" and intermediate else None,
+        "error": frozen.user_attrs.get("error"),
+        "seconds": round(seconds, 3),
+    }
 
 
 def best_trial(results: list[dict[str, Any]], metric: str) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from recsys.exports.base import ExportContext, Exporter, ExportResult, ExportSet
 if TYPE_CHECKING:
     from recsys.lookup import Run
 
+CONTROLLED = {("runs",), ("CURRENT",), ("latest",), (".lock",)}
+"""What recsys writes in an output root: never an export's destination."""
 ID_TYPES = {"int": "BIGINT", "str": "VARCHAR"}
 """The SQL type of ids by the manifest's ``input.user_id_type`` / ``item_id_type``."""
 
@@ -113,9 +115,12 @@ class DuckDBExporter(Exporter):
         kind = storage.kind_of(path)
         if kind is not None:
             raise ValueError(f"{kind} is there: refused (only a database file is replaced)")
-        runs_folder = run.dir.resolve().parent
-        if path.resolve().is_relative_to(runs_folder):
-            raise ValueError(f"it is inside the published runs ({runs_folder}): refused (runs never change)")
+        root, target = run.layout.root.resolve(), path.resolve()
+        if target.is_relative_to(root) and target.relative_to(root).parts[:1] in CONTROLLED:
+            raise ValueError(
+                f"it is {root}'s {target.relative_to(root).parts[0]}, which recsys writes: refused "
+                "(runs never change; export beside them)"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         with storage.atomic_path(path, context.file_mode) as tmp:
             try:

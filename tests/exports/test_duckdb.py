@@ -183,9 +183,16 @@ def test_what_is_not_a_database_file_is_refused(int_root, tmp_path):
     with pytest.raises(ExportError, match=r"to .*file/recs\.duckdb failed: .*: .*file"):
         run_exports(exports(tmp_path / "file" / "recs.duckdb"), int_root, "r1")
     inside = int_root / "runs" / "r1" / "recs.duckdb"
-    with pytest.raises(ExportError, match="inside the published runs"):
+    with pytest.raises(ExportError, match=r"failed: it is .*'s runs, which recsys writes: refused"):
         run_exports(exports(inside), int_root, "r1")
     assert not inside.exists()
+    for controlled in ("CURRENT", "latest/recs.duckdb"):
+        with pytest.raises(ExportError, match="which recsys writes: refused"):
+            run_exports(exports(int_root / controlled), int_root, "r1")
+    assert (int_root / "CURRENT").read_text() == "r2\n"
+    (result,) = run_exports(exports(int_root / "recs.duckdb"), int_root, "r1")  # beside the runs: fine
+    assert result.tables["runs"] == 1
+    (int_root / "recs.duckdb").unlink()
 
 
 def test_a_missing_package_names_the_extra(int_root, tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ def test_a_small_catalog_is_served_exactly_without_a_probe(tmp_path):
         dumped = entry.model_dump(mode="json", exclude_none=True)
         assert dumped["backend"] == "exact", metric
         assert "auto_min_items (10000)" in dumped["reason"] and "60 items" in dumped["reason"]
-        assert "tuning" not in dumped and "annoy" not in dumped
+        assert "tuning" not in dumped and not dumped["files"]
     assert not list(run.dir.rglob("*.ann"))
     assert len(run.recommend([frame["user_id"].iloc[0]], n=5)) == 5
 
@@ -31,4 +31,4 @@ def test_auto_min_items_zero_probes_every_catalog(tmp_path):
     for entry in run.manifest.models["als"].indices.values():
         dumped = entry.model_dump(mode="json", exclude_none=True)
         assert dumped["tuning"]["annoy"]["curve"]
-        assert (run.dir / dumped["annoy"]["path"]).exists()
+        assert (run.dir / dumped["files"]["annoy"]["path"]).exists()

@@ -28,6 +28,8 @@ from recsys.errors import AnnIndexError
 from recsys.storage import atomic_path, file_sha256
 
 Metric = Literal["dot", "angular"]
+Resolve = Callable[[str], Path]
+"""Turns a path a run's manifest records into a verified file path."""
 
 
 def doubling(start: int, top: int) -> list[int]:
@@ -245,11 +247,7 @@ class Backend(ABC):
 
     @abstractmethod
     def open(
-        self,
-        entry: IndexEntryBase,
-        item_factors: np.ndarray,
-        resolve: Callable[[str], Path],
-        threads: int | None,
+        self, entry: IndexEntryBase, item_factors: np.ndarray, resolve: Resolve, threads: int | None
     ) -> SearchIndex:
         """The index an entry describes, opened and checked. ``resolve`` turns a path the
         manifest records into a verified file path."""
@@ -271,6 +269,20 @@ def publish_index(path: Path, write: Callable[[Path], None]) -> tuple[int, str]:
         size, sha256 = tmp.stat().st_size, file_sha256(tmp)
         faults.point("index-before-replace")
     return size, sha256
+
+
+Made = tuple[Any, dict[str, Any]]
+"""A library's index and the params to record of its file."""
+
+
+@dataclass
+class Loaded:
+    """A library's index, built or read, with what searching it needs."""
+
+    index: Any
+    record: IndexFile
+    item_factors: np.ndarray
+    metric: str
 
 
 class LibraryBackend(Backend):
@@ -308,15 +320,7 @@ class LibraryBackend(Backend):
         """Values of the setting to sweep, cheapest first."""
 
     @abstractmethod
-    def searcher(
-        self,
-        index: Any,
-        record: IndexFile,
-        item_factors: np.ndarray,
-        metric: str,
-        value: int,
-        threads: int | None,
-    ) -> SearchIndex:
+    def searcher(self, loaded: Loaded, value: int, threads: int | None) -> SearchIndex:
         """The index searched at a value of the setting."""
 
     def build(self, context: BuildContext, k: int) -> Built | None:
@@ -340,22 +344,18 @@ class LibraryBackend(Backend):
             build_seconds=round(time.perf_counter() - started, 3),
         )
         configured = settings.fixed(context.metric)
-        factors, metric = context.item_factors, context.metric
+        loaded = Loaded(index, record, context.item_factors, context.metric)
         return Built(
             backend=self.name,
             setting=self.setting,
             values=[configured] if configured is not None else self.values(record, k),
-            index_for=lambda value: self.searcher(index, record, factors, metric, value, None),
+            index_for=lambda value: self.searcher(loaded, value, None),
             files={self.name: record},
             configured=configured,
         )
 
     def open(
-        self,
-        entry: IndexEntryBase,
-        item_factors: np.ndarray,
-        resolve: Callable[[str], Path],
-        threads: int | None,
+        self, entry: IndexEntryBase, item_factors: np.ndarray, resolve: Resolve, threads: int | None
     ) -> SearchIndex:
         self.check_installed()
         record = entry.file(self.name, AnnIndexError)
@@ -367,9 +367,8 @@ class LibraryBackend(Backend):
                 f"{path}: {self.name} file holds dimension {record.dim}, a {metric} index of {dim} factors "
                 f"needs {expected}"
             )
-        index = self.load(path, record, item_factors, metric)
-        value = getattr(entry, self.setting)
-        return self.searcher(index, record, item_factors, metric, value, threads)
+        loaded = Loaded(self.load(path, record, item_factors, metric), record, item_factors, metric)
+        return self.searcher(loaded, getattr(entry, self.setting), threads)
 
 
 def checked_size(path: Path, size_bytes: int, error: Callable[[str], Exception], record: str) -> Path:

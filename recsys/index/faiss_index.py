@@ -36,6 +36,8 @@ from recsys.index.base import (
     IndexEntryBase,
     IndexFile,
     LibraryBackend,
+    Loaded,
+    Made,
     doubling,
     search_excluding,
 )
@@ -153,9 +155,7 @@ class FaissBackend(LibraryBackend):
     suffix = "faiss"
     package = "faiss-cpu"
 
-    def make(
-        self, vectors: np.ndarray, context: BuildContext, settings: FaissSettings
-    ) -> tuple[Any, dict[str, Any]]:
+    def make(self, vectors: np.ndarray, context: BuildContext, settings: FaissSettings) -> Made:
         """Train and fill the inverted file of one metric (seeded k-means)."""
         import faiss
 
@@ -195,17 +195,10 @@ class FaissBackend(LibraryBackend):
     def values(self, record: IndexFile, k: int) -> list[int]:
         return default_nprobes(int(record.params["nlist"]))
 
-    def searcher(
-        self,
-        index: Any,
-        record: IndexFile,
-        item_factors: np.ndarray,
-        metric: str,
-        value: int,
-        threads: int | None,
-    ) -> FaissIndex:
+    def searcher(self, loaded: Loaded, value: int, threads: int | None) -> FaissIndex:
+        nlist = int(loaded.record.params["nlist"])
         return FaissIndex(
-            index, metric, item_factors.shape[1], min(value, int(record.params["nlist"])), threads
+            loaded.index, loaded.metric, loaded.item_factors.shape[1], min(value, nlist), threads
         )
 
     def serve(self, built: Built, value: int) -> dict[str, Any]:

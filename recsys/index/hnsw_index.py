@@ -34,6 +34,8 @@ from recsys.index.base import (
     IndexEntryBase,
     IndexFile,
     LibraryBackend,
+    Loaded,
+    Made,
     doubling,
     search_excluding,
 )
@@ -162,9 +164,7 @@ class HnswBackend(LibraryBackend):
     suffix = "hnsw"
     package = "hnswlib"
 
-    def make(
-        self, vectors: np.ndarray, context: BuildContext, settings: HnswSettings
-    ) -> tuple[Any, dict[str, Any]]:
+    def make(self, vectors: np.ndarray, context: BuildContext, settings: HnswSettings) -> Made:
         """The graph of one metric. Items are added ``ADD_ITEMS`` at a time, in id order
         (the graph one call would build), and ``context.progress`` is told (added, items)."""
         import hnswlib
@@ -232,13 +232,5 @@ class HnswBackend(LibraryBackend):
     def values(self, record: IndexFile, k: int) -> list[int]:
         return default_efs(k, record.n_items)
 
-    def searcher(
-        self,
-        index: Any,
-        record: IndexFile,
-        item_factors: np.ndarray,
-        metric: str,
-        value: int,
-        threads: int | None,
-    ) -> HnswIndex:
-        return HnswIndex(index, item_factors, metric, value, threads)
+    def searcher(self, loaded: Loaded, value: int, threads: int | None) -> HnswIndex:
+        return HnswIndex(loaded.index, loaded.item_factors, loaded.metric, value, threads)

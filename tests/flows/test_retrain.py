@@ -79,6 +79,6 @@ def test_same_run_id_twice_gives_the_same_files(setup):
     manifest = json.loads((out / "runs/again/manifest.json").read_text())
     assert manifest["config_sha256"] == first["config_sha256"] == second["config_sha256"]
     assert (
-        manifest["models"]["als"]["indices"]["dot"]["annoy"]["sha256"]
-        == first["models"]["als"]["indices"]["dot"]["annoy"]["sha256"]
+        manifest["models"]["als"]["indices"]["dot"]["files"]["annoy"]["sha256"]
+        == first["models"]["als"]["indices"]["dot"]["files"]["annoy"]["sha256"]
     )

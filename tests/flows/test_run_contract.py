@@ -78,9 +78,9 @@ def test_run_folder_manifest_and_current(published, string_table):
         assert set(entry["timings"]) >= {"fit", "index", "recommend", "similar_items", "evaluate"}
         for metric in ("dot", "angular"):
             index = entry["indices"][metric]
-            annoy = index["annoy"]
+            annoy = index["files"]["annoy"]
             assert (run_dir / annoy["path"]).stat().st_size == annoy["size_bytes"]
-            assert annoy["n_trees"] == 10 and len(annoy["sha256"]) == 64
+            assert annoy["params"]["n_trees"] == 10 and len(annoy["sha256"]) == 64
             assert index["backend"] in BACKENDS and index["reason"]
             tuning = index["tuning"]["annoy"]
             assert tuning["target_recall"] == 0.95 and tuning["curve"]

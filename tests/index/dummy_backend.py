@@ -5,25 +5,15 @@ the full scan (so it is exact at stride 1), and its own settings section,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib.metadata import version
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from recsys.errors import AnnIndexError
-from recsys.index.base import (
-    Backend,
-    BackendSettings,
-    BuildContext,
-    Built,
-    IndexEntryBase,
-    IndexFile,
-    checked_file,
-    publish_index,
-)
+from recsys.index import base
+from recsys.index.base import Backend, BackendSettings, BuildContext, Built, IndexEntryBase, IndexFile
 from recsys.index.exact import ExactIndex
 
 
@@ -76,7 +66,7 @@ class StrideBackend(Backend):
         metric = context.metric
         vectors = np.ascontiguousarray(context.item_factors, dtype=np.float32)
         path = context.path_for("npy")
-        size, sha256 = publish_index(path, lambda tmp: np.save(tmp.open("wb"), vectors))
+        size, sha256 = base.publish_index(path, lambda tmp: np.save(tmp.open("wb"), vectors))
         record = IndexFile(
             path=context.relative(path),
             library=f"numpy {version('numpy')}",
@@ -98,15 +88,11 @@ class StrideBackend(Backend):
         )
 
     def open(
-        self,
-        entry: IndexEntryBase,
-        item_factors: np.ndarray,
-        resolve: Callable[[str], Path],
-        threads: int | None,
+        self, entry: IndexEntryBase, item_factors: np.ndarray, resolve: base.Resolve, threads
     ) -> StrideIndex:
         assert isinstance(entry, StrideEntry)
         record = entry.file(self.name, AnnIndexError)
-        path = checked_file(resolve(record.path), record, AnnIndexError)
+        path = base.checked_file(resolve(record.path), record, AnnIndexError)
         try:
             vectors = np.load(path, allow_pickle=False)
         except ValueError as exc:

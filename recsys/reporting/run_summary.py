@@ -55,12 +55,17 @@ class Summary:
     """False when the previous run had another input or held-out split."""
 
 
+def _ranking(model: Any) -> dict[str, float]:
+    """A model's ranking figures of the published lists (``ndcg@10`` -> value), {} if none."""
+    return model.evaluation.model_dump().get("ranking") or {}
+
+
 def headline_k(manifest: RunManifest) -> int | None:
     """The largest k of the published lists' ndcg in the run, or None without ranking metrics."""
     ks = [
         int(key.split("@")[1])
         for model in manifest.models.values()
-        for key in (model.evaluation.ranking or {})
+        for key in _ranking(model)
         if key.startswith(f"{HEADLINE}@")
     ]
     return max(ks) if ks else None
@@ -88,9 +93,9 @@ def summarize(manifest: RunManifest, previous: RunManifest | None = None) -> Sum
     if metric is None:
         return summary
     scores = {
-        name: model.evaluation.ranking[metric]
+        name: ranking[metric]
         for name, model in manifest.models.items()
-        if model.evaluation.ranking and metric in model.evaluation.ranking
+        if metric in (ranking := _ranking(model))
     }
     summary.scores = dict(sorted(scores.items(), key=lambda pair: -pair[1]))
     summary.best = next(iter(summary.scores))
@@ -102,7 +107,7 @@ def summarize(manifest: RunManifest, previous: RunManifest | None = None) -> Sum
             before = previous.models.get(name)
             if before is None:
                 continue
-            value = (before.evaluation.ranking or {}).get(metric)
+            value = _ranking(before).get(metric)
             summary.previous_scores[name] = value
             if value is not None:
                 summary.delta[name] = score - value
@@ -241,7 +246,7 @@ def _models_table(manifest: RunManifest, summary: Summary) -> str:
         model = manifest.models[name]
         row: list[Any] = [name]
         if metric:
-            ranking = model.evaluation.ranking or {}
+            ranking = _ranking(model)
             row.append(fmt_metric(ranking.get(metric)))
             if name == summary.baseline:
                 row.append("baseline")

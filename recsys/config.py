@@ -158,6 +158,39 @@ LEGACY_INDEX_KEYS = ("n_trees", "search_k")
 """Keys of ``index`` that earlier configs set at its top level: read as ``index.annoy``'s."""
 
 
+def _moved_legacy_keys(raw: dict[str, Any]) -> tuple[dict[str, Any], set[str], list[tuple[str, str, str]]]:
+    """``index`` with its earlier top-level Annoy keys moved into ``annoy``; the keys
+    moved, and a problem for each also set in ``annoy`` to another value."""
+    raw = dict(raw)
+    legacy = {key: raw.pop(key) for key in LEGACY_INDEX_KEYS if key in raw}
+    section = raw.get("annoy")
+    if not legacy or not isinstance(section, dict | None):
+        return raw, set(legacy), []  # no earlier keys, or a section refused as it stands
+    section = dict(section or {})
+    problems = [
+        (key, "invalid", f"{value!r} here and {section[key]!r} in index.annoy.{key}: set one")
+        for key, value in legacy.items()
+        if key in section and section[key] != value
+    ]
+    raw["annoy"] = {**section, **legacy}
+    return raw, set(legacy), problems
+
+
+def _section_problems(
+    family: str, model: type[BaseModel], error: ValidationError, legacy: set[str]
+) -> list[tuple[str, str, str]]:
+    """One problem per key of a backend section (named as the user wrote it: a key moved
+    from the top level of ``index`` by its own name)."""
+    expected = f"index.{family} keys: {', '.join(model.model_fields)}"
+    problems: dict[str, tuple[str, str, str]] = {}
+    for problem in params_problems(error):
+        first = problem.key.split(".")[0]  # a union's members: one line for the key
+        where = first if first in legacy else family if first == "<params>" else f"{family}.{first}"
+        message = expected if problem.kind == "unknown" else problem.message
+        problems.setdefault(where, (where, problem.kind, message))
+    return list(problems.values())
+
+
 class IndexConfig(_Strict):
     """How each model's two indices (``dot`` for recommendations, ``angular`` for similar
     items) are built and served. Each backend family's settings are a section of their
@@ -193,44 +226,16 @@ class IndexConfig(_Strict):
         if not isinstance(raw, dict):
             return raw
         models = settings_models()
-        raw = dict(raw)
-        legacy = {key: raw.pop(key) for key in LEGACY_INDEX_KEYS if key in raw}
-        problems: list[tuple[str, str, str]] = []
-        if legacy:
-            section = raw.get("annoy")
-            section = dict(section) if isinstance(section, dict) else ({} if section is None else section)
-            if isinstance(section, dict):
-                for key, value in legacy.items():
-                    if key in section and section[key] != value:
-                        problems.append(
-                            (
-                                key,
-                                "invalid",
-                                f"{value!r} here and {section[key]!r} in index.annoy.{key}: set one",
-                            )
-                        )
-                    section[key] = value
-                raw["annoy"] = section
+        raw, legacy, problems = _moved_legacy_keys(raw)
         known = ", ".join([*cls.model_fields, *models])
         for key in [k for k in raw if k not in cls.model_fields]:
             if key not in models:
                 problems.append((str(key), "unknown", f"index keys: {known}"))
-                continue
-            value = raw[key] if raw[key] is not None else {}
-            if isinstance(value, BaseModel) and isinstance(value, models[key]):
-                continue
-            try:
-                raw[key] = models[key].model_validate(value)
-            except ValidationError as exc:
-                expected = f"index.{key} keys: {', '.join(models[key].model_fields)}"
-                said: set[str] = set()
-                for problem in params_problems(exc):
-                    first = problem.key.split(".")[0]  # a union's members: one line for the key
-                    where = first if first in legacy else key if first == "<params>" else f"{key}.{first}"
-                    if where not in said:
-                        said.add(where)
-                        message = expected if problem.kind == "unknown" else problem.message
-                        problems.append((where, problem.kind, message))
+            elif not isinstance(raw[key], models[key]):
+                try:
+                    raw[key] = models[key].model_validate(raw[key] if raw[key] is not None else {})
+                except ValidationError as exc:
+                    problems += _section_problems(str(key), models[key], exc, legacy)
         if problems:
             raise _ParamsProblems(problems)
         for family, model in models.items():

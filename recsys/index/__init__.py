@@ -3,7 +3,7 @@
 Every backend answers ``search(queries, k, exclude=None, search_k=...) -> (ids, scores)``
 with ids int64 (q, k) best first (-1 where fewer were found) and scores float32 (q, k).
 :mod:`recsys.index.registry` lists the backends (exact, annoy, annoy-rerank, and faiss
-and hnswlib from the ``ann`` extra);
+and hnswlib from the ``ann`` extra), each with its settings section ``index.<family>``;
 :mod:`recsys.index.select` is the policy that picks one per index by measurement.
 """
 
@@ -14,7 +14,17 @@ from recsys.index.annoy_index import (
     build_annoy_index,
     check_vectors,
 )
-from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase, SearchIndex, Sweep
+from recsys.index.base import (
+    Backend,
+    BackendSettings,
+    BuildContext,
+    Built,
+    IndexEntryBase,
+    IndexFile,
+    LibraryBackend,
+    SearchIndex,
+    Sweep,
+)
 from recsys.index.exact import ExactIndex, normalize_rows
 from recsys.index.registry import BACKENDS, IndexEntry, backend_choices, get_backend
 
@@ -23,12 +33,15 @@ __all__ = [
     "AnnoyBuilder",
     "AnnoyIndex",
     "Backend",
+    "BackendSettings",
     "BuildContext",
     "Built",
     "ExactIndex",
     "IndexEntry",
     "IndexEntryBase",
+    "IndexFile",
     "IndexManifest",
+    "LibraryBackend",
     "SearchIndex",
     "Sweep",
     "backend_choices",

@@ -2,9 +2,11 @@
 builds, sweeps and opens it, and the manifest entry (:class:`IndexEntryBase`) that
 records how an index is served.
 
-A backend is one file with a :class:`Backend` subclass and its entry model, plus one
-line in :mod:`recsys.index.registry`; the contract tests in ``tests/index`` run over
-every registered backend.
+A backend is one file with a :class:`Backend` subclass, its entry model and its settings
+model (:class:`BackendSettings`, the config's ``index.<family>``), plus one line in
+:mod:`recsys.index.registry`. The files it writes are listed in the entry by name, as
+:class:`IndexFile` records, and published through :func:`publish_index`. The contract
+tests in ``tests/index`` run over every registered backend.
 """
 
 from __future__ import annotations

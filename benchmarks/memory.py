@@ -31,14 +31,14 @@ from benchmarks.speed import factors, seen_items
 from recsys import storage
 from recsys.config import PipelineConfig
 from recsys.data.interactions import IdMap, Interactions
-from recsys.storage import RunLayout as RunPaths
+from recsys.storage import RunLayout
 
 MODES = ("inputs", "streamed", "in memory")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def prepare(root: Path, users: int, items: int, dim: int, seen: int) -> RunPaths:
-    run = RunPaths(root, "bench")
+def prepare(root: Path, users: int, items: int, dim: int, seen: int) -> RunLayout:
+    run = RunLayout(root, "bench")
     user_factors, item_factors = factors(users, items, dim)
     user_items = seen_items(users, items, seen)
     interactions = Interactions(
@@ -66,24 +66,28 @@ def peak_rss_mib() -> float:
 def measure(root: Path, top_n: int, mode: str) -> dict:
     """Run in a fresh process: score (or only load) and report peak RSS."""
     from recsys import stages as pipeline
+    from recsys.stages.results import Indexed
 
-    run = RunPaths(root, "bench")
+    run = RunLayout(root, "bench")
     config = PipelineConfig.model_validate(
         {"models": [{"name": "als", "type": "als"}], "recommend": {"top_n": top_n}, "evaluate": {"k": 10}}
     )
-    indices = {"dot": {"backend": "exact", "metric": "dot", "reason": "benchmark"}}
+    indexed = Indexed(
+        indices={"dot": {"backend": "exact", "metric": "dot", "reason": "benchmark"}}, seconds=0
+    )
+    spec = pipeline.list_spec(config, "recommendations")
     started = time.perf_counter()
     rows = 0
     if mode == "inputs":
-        job = pipeline.ranked_job(run, config, "als", indices, "recommendations")
+        job = pipeline.ranked_job(run, spec, "als", indexed)
         np.asarray(job.queries).sum()  # touch the memory-mapped user factors
         pipeline.open_job_index(run, job)
     elif mode == "streamed":
-        rows = pipeline.recommend_stage(run, config, "als", indices)["rows"]["recommendations"]
+        rows = pipeline.ranked_stage(run, spec, "als", indexed).rows
     else:
         from recsys.recommend import recommend_all
 
-        job = pipeline.ranked_job(run, config, "als", indices, "recommendations")
+        job = pipeline.ranked_job(run, spec, "als", indexed)
         index = pipeline.open_job_index(run, job)
         ids, scores = recommend_all(index, np.asarray(job.queries), job.exclude, job.item_factors, top_n)
         interactions = storage.read_interactions(run.data_dir)

@@ -212,6 +212,7 @@ def stage_seconds(
     of its scoring alone (the stage's blocks, not written)."""
     from recsys import stages, storage
     from recsys.config import PipelineConfig
+    from recsys.stages.results import Indexed
     from recsys.storage import RunLayout
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,14 +224,17 @@ def stage_seconds(
         config = PipelineConfig.model_validate(
             {"models": [{"name": "als", "type": "als"}], "recommend": {"top_n": n}, "evaluate": {"k": n}}
         )
-        indices = {"dot": {"backend": "exact", "metric": "dot", "reason": "benchmark"}}
+        indexed = Indexed(
+            indices={"dot": {"backend": "exact", "metric": "dot", "reason": "benchmark"}}, seconds=0
+        )
+        spec = stages.list_spec(config, "recommendations")
 
         def scoring() -> None:
-            job = stages.ranked_job(run, config, "als", indices, "recommendations")
+            job = stages.ranked_job(run, spec, "als", indexed)
             for _ in stages.score_blocks(stages.open_job_index(run, job), job):
                 pass
 
-        whole = best_of(repeats, stages.recommend_stage, run, config, "als", indices)
+        whole = best_of(repeats, stages.ranked_stage, run, spec, "als", indexed)
         return whole, best_of(repeats, scoring)
 
 

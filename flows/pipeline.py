@@ -1,11 +1,12 @@
 """The recsys pipeline flow: the stages of ``recsys.stages.runner`` (prepare -> per model
 train -> index -> recommend -> similar items -> evaluate -> report -> publish), each a
-Prefect task. Tasks pass paths and small dicts, never index objects (Annoy indices do not
+Prefect task. Tasks pass paths and the stages' typed results, never index objects (Annoy indices do not
 pickle)."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -15,85 +16,90 @@ import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
 from flows.observe import name_flow_run, publish_artifacts, route_logs, task_name
 from flows.scaleout import dask_runner, ranked_on_workers
 from recsys import stages, storage
-from recsys.config import DEFAULT_CONFIG, ModelConfig, PipelineConfig, resolve_inputs
+from recsys.config import DEFAULT_CONFIG, ModelConfig, PipelineConfig, TaskRunnerConfig, resolve_inputs
+from recsys.manifest import RunManifest
 from recsys.stages.runner import Steps, execute, held_error
-from recsys.storage import RunPaths
+from recsys.storage import RunLayout
+
+if TYPE_CHECKING:
+    from prefect_dask import DaskTaskRunner
 
 __all__ = ["DEFAULT_CONFIG", "pipeline_flow", "resolve_inputs"]
 
 
 @task(name="prepare-data", cache_policy=NO_CACHE, task_run_name="prepare-data")
 def prepare_data(
-    run: RunPaths, config: PipelineConfig, input_path: str | None, holdout: str | None
-) -> dict[str, Any]:
+    run: RunLayout, config: PipelineConfig, input_path: str | None, holdout: str | None
+) -> stages.Prepared:
     return stages.prepare_stage(run, config, input_path, holdout)
 
 
 @task(name="train", cache_policy=NO_CACHE, task_run_name=task_name("train"))
-def train_model(run: RunPaths, config: PipelineConfig, model: ModelConfig) -> dict[str, Any]:
+def train_model(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> stages.Trained:
     return stages.train_stage(run, config, model)
 
 
 @task(name="build-indices", cache_policy=NO_CACHE, task_run_name=task_name("index"))
-def build_indices(run: RunPaths, config: PipelineConfig, model: str) -> dict[str, Any]:
+def build_indices(run: RunLayout, config: PipelineConfig, model: str) -> stages.Indexed:
     return stages.index_stage(run, config, model)
 
 
 @task(name="recommend", cache_policy=NO_CACHE, task_run_name=task_name("recommend"))
-def recommend(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
-    return stages.recommend_stage(run, config, model, indices)
+def recommend(run: RunLayout, spec: stages.ListSpec, model: str, indexed: stages.Indexed) -> stages.Ranked:
+    return stages.ranked_stage(run, spec, model, indexed)
 
 
 @task(name="similar-items", cache_policy=NO_CACHE, task_run_name=task_name("similar"))
-def similar_items(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
-    return stages.similar_stage(run, config, model, indices)
+def similar_items(
+    run: RunLayout, spec: stages.ListSpec, model: str, indexed: stages.Indexed
+) -> stages.Ranked:
+    return stages.ranked_stage(run, spec, model, indexed)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, task_run_name=task_name("evaluate"))
-def evaluate(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
-    return stages.evaluate_stage(run, config, model, indices)
+def evaluate(run: RunLayout, config: PipelineConfig, model: str, indexed: stages.Indexed) -> stages.Evaluated:
+    return stages.evaluate_stage(run, config, model, indexed)
 
 
 @task(name="evaluate-split", cache_policy=NO_CACHE, task_run_name=task_name("evaluate"))
-def evaluate_split(run: RunPaths, config: PipelineConfig, model: str, indices: dict) -> dict[str, Any]:
-    return stages.holdout_stage(run, config, model, indices)
+def evaluate_split(
+    run: RunLayout, config: PipelineConfig, model: str, indexed: stages.Indexed
+) -> stages.SplitEvaluated:
+    return stages.holdout_stage(run, config, model, indexed)
 
 
 @task(name="report", cache_policy=NO_CACHE, task_run_name="report")
-def write_report(run: RunPaths, manifest: dict[str, Any]) -> str:
+def write_report(run: RunLayout, manifest: RunManifest) -> str:
     return stages.report_stage(run, manifest)
 
 
 @task(name="publish", cache_policy=NO_CACHE, task_run_name="publish")
-def publish(
-    transaction: storage.PublishTransaction, manifest: dict[str, Any], move_current: bool
-) -> RunPaths:
-    return transaction.publish(manifest, move_current)
+def publish(transaction: storage.PublishTransaction, manifest: RunManifest, move_current: bool) -> RunLayout:
+    return transaction.publish(manifest.to_json(), move_current)
 
 
-def flow_steps(runner: Any = None) -> Steps:
+def flow_steps(runner: DaskTaskRunner | None = None, settings: TaskRunnerConfig | None = None) -> Steps:
     """The stages as Prefect tasks. With a Dask task runner, the recommendations and
     similar items are scored shard by shard on its workers."""
     if runner is None:
-        ranked = {"recommend": recommend, "similar": similar_items}
-    else:
+        return Steps(
+            prepare=prepare_data,
+            train=train_model,
+            index=build_indices,
+            recommend=recommend,
+            similar=similar_items,
+            evaluate=evaluate,
+            holdout=evaluate_split,
+            report=write_report,
+            publish=publish,
+        )
 
-        def ranked_on(kind: str) -> Any:
-            return lambda run, config, model, indices: ranked_on_workers(
-                runner, run, config, model, indices, kind
-            )
+    def on_workers(
+        run: RunLayout, spec: stages.ListSpec, model: str, indexed: stages.Indexed
+    ) -> stages.Ranked:
+        return ranked_on_workers(runner, settings or TaskRunnerConfig(), run, spec, model, indexed)
 
-        ranked = {"recommend": ranked_on("recommendations"), "similar": ranked_on("similar_items")}
-    return Steps(
-        prepare=prepare_data,
-        train=train_model,
-        index=build_indices,
-        evaluate=evaluate,
-        holdout=evaluate_split,
-        report=write_report,
-        publish=publish,
-        **ranked,
-    )
+    return dataclasses.replace(flow_steps(), recommend=on_workers, similar=on_workers)
 
 
 @flow(name="recsys-pipeline", log_prints=True)
@@ -124,7 +130,7 @@ def pipeline_flow(
     name_flow_run(run_id)
     with dask_runner(config) as runner:
         manifest, published, removed = execute(
-            config, input_path, root, run_id, models, holdout, flow_steps(runner), gate
+            config, input_path, root, run_id, models, holdout, flow_steps(runner, config.task_runner), gate
         )
     if removed:
         print(f"retention: removed {len(removed)} old run(s): {', '.join(removed)}")

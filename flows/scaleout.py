@@ -17,17 +17,21 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows.observe import route_logs
 from recsys import stages
-from recsys.config import PipelineConfig
+from recsys.config import PipelineConfig, TaskRunnerConfig
 from recsys.errors import ConfigError
-from recsys.storage import RunPaths
+from recsys.storage import RunLayout
+
+if TYPE_CHECKING:
+    from prefect_dask import DaskTaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +45,17 @@ WORKER_ENV = {
 
 @task(name="score-shard", cache_policy=NO_CACHE, task_run_name="{kind}-{model}-{start}")
 def score_shard(
-    run: RunPaths,
-    config: PipelineConfig,
+    run: RunLayout,
+    spec: stages.ListSpec,
     model: str,
-    indices: dict[str, Any],
+    indexed: stages.Indexed,
     kind: str,
     start: int,
     stop: int,
-) -> tuple[int, Any, Any]:
+    threads: int,
+) -> tuple[int, np.ndarray, np.ndarray]:
     route_logs()
-    return stages.score_shard(
-        run, config, model, indices, kind, start, stop, threads=config.task_runner.threads_per_worker
-    )
+    return stages.score_shard(run, spec, model, indexed, start, stop, threads=threads)
 
 
 def current_api_url() -> str:
@@ -78,7 +81,7 @@ def check_api_reachable(api_url: str, address: str) -> None:
 
 
 @contextlib.contextmanager
-def dask_runner(config: PipelineConfig) -> Iterator[Any]:
+def dask_runner(config: PipelineConfig) -> Iterator[DaskTaskRunner | None]:
     """A started DaskTaskRunner for the run (None for ``task_runner.type: local``), with the
     flow's API URL in the settings that submitted tasks carry to the workers."""
     if config.task_runner.type != "dask":
@@ -112,29 +115,35 @@ def dask_runner(config: PipelineConfig) -> Iterator[Any]:
 
 
 def ranked_on_workers(
-    runner: Any, run: RunPaths, config: PipelineConfig, model: str, indices: dict[str, Any], kind: str
-) -> dict[str, Any]:
-    """Score ``kind`` (recommendations or similar_items) of one model shard by shard on the
-    Dask workers and stream the shards, in order, into the model's parquet file. At most
-    two shards per worker are in flight, so memory holds a few shards, not all lists."""
+    runner: DaskTaskRunner,
+    settings: TaskRunnerConfig,
+    run: RunLayout,
+    spec: stages.ListSpec,
+    model: str,
+    indexed: stages.Indexed,
+) -> stages.Ranked:
+    """Score one kind of ranked list (``spec``) of one model shard by shard on the Dask
+    workers and stream the shards, in order, into the model's parquet file. At most two
+    shards per worker are in flight, so memory holds a few shards, not all lists."""
+    kind = spec.kind
     rows = stages.ranked_rows(run, model, kind)
     if rows == 0:
         log.info("%s: no user vectors, no recommendations", model)
-        return {"timings": {"recommend": 0.0}}
+        return stages.Ranked(kind=kind, seconds=0.0)
     # at least two shards per worker, so that every worker has work (50k items in one
     # shard of 50k would keep one worker busy and the other idle)
-    workers = config.task_runner.n_workers
-    shard_rows = min(config.task_runner.shard_rows, max(100, -(-rows // (2 * workers))))
+    workers = settings.n_workers
+    shard_rows = min(settings.shard_rows, max(100, -(-rows // (2 * workers))))
     bounds = stages.shard_bounds(rows, shard_rows)
     log.info("%s: %d shards of up to %d rows on the Dask workers", model, len(bounds), shard_rows)
-    in_flight = max(2, 2 * config.task_runner.n_workers)
+    in_flight = max(2, 2 * workers)
     label = "recommend" if kind == "recommendations" else "similar items"
 
-    def blocks() -> Iterator[tuple[int, Any, Any]]:
-        pending: deque[Any] = deque()
+    def blocks() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        pending: deque[Any] = deque()  # Prefect futures, oldest first
         done = 0
 
-        def oldest() -> tuple[int, Any, Any]:
+        def oldest() -> tuple[int, np.ndarray, np.ndarray]:
             nonlocal done
             block = pending.popleft().result()
             done += 1
@@ -142,8 +151,8 @@ def ranked_on_workers(
             return block
 
         for start, stop in bounds:
-            parameters = {"run": run, "config": config, "model": model, "indices": indices}
-            parameters.update(kind=kind, start=start, stop=stop)
+            parameters = {"run": run, "spec": spec, "model": model, "indexed": indexed, "kind": kind}
+            parameters.update(start=start, stop=stop, threads=settings.threads_per_worker)
             pending.append(runner.submit(score_shard, parameters=parameters))
             if len(pending) >= in_flight:
                 yield oldest()

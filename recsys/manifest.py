@@ -14,12 +14,15 @@ this table before they use it (:func:`recsys.storage.verified_path`).
 from __future__ import annotations
 
 import json
+from collections.abc import ItemsView, Iterator, KeysView
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    RootModel,
     ValidationError,
     field_validator,
     model_validator,
@@ -137,11 +140,88 @@ class AnnEvaluation(_Strict):
     recommendations: AnnFigures | None = None
 
 
+RANKING_NAMES = ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "popularity")
+"""The ranking metrics measured at each ``evaluate.k`` (:func:`recsys.evaluate.ranking_metrics`)."""
+
+
+@dataclass(frozen=True, order=True)
+class RankingMetric:
+    """A ranking metric at a cut-off (``ndcg@10``): the name and k, written ``name@k``
+    where a figure is published (manifest keys, report headers, ``recsys runs``)."""
+
+    name: str
+    k: int
+
+    @classmethod
+    def parse(cls, text: str) -> RankingMetric:
+        """``ndcg@10`` -> RankingMetric("ndcg", 10); a ValueError for anything else."""
+        name, at, k = text.partition("@")
+        if not at or name not in RANKING_NAMES or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"not a ranking metric: {text!r} (expected one of {', '.join(RANKING_NAMES)}@k)")
+        return cls(name, int(k))
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.k}"
+
+
+class Ranking(RootModel[dict[str, float]]):
+    """Ranking figures of top-N lists on held-out interactions, as published: ``name@k``
+    of every metric at every ``evaluate.k``, and ``users``, how many users were
+    evaluated (empty where none had a held-out item)."""
+
+    @field_validator("root")
+    @classmethod
+    def _known_keys(cls, figures: dict[str, float]) -> dict[str, float]:
+        for key in figures:
+            if key != "users":
+                RankingMetric.parse(key)
+        return figures
+
+    @property
+    def users(self) -> int:
+        return int(self.root.get("users", 0))
+
+    @property
+    def ks(self) -> list[int]:
+        """The cut-offs measured, ascending."""
+        return sorted({RankingMetric.parse(key).k for key in self.root if key != "users"})
+
+    def get(self, metric: RankingMetric | str, default: float | None = None) -> float | None:
+        """A figure (``RankingMetric("ndcg", 10)``), or ``default`` where it was not measured."""
+        return self.root.get(str(metric), default)
+
+    def at(self, name: str, k: int, default: float = float("nan")) -> float:
+        """The figure of ``name`` at ``k`` (``default``, NaN, where it was not measured)."""
+        return self.root.get(f"{name}@{k}", default)
+
+    def __bool__(self) -> bool:
+        return bool(self.root)
+
+    # read as the mapping it is published as: keys ``name@k`` and ``users``
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
+        return iter(self.root)
+
+    def __getitem__(self, key: RankingMetric | str) -> float:
+        return self.root[str(key)]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.root
+
+    def __len__(self) -> int:
+        return len(self.root)
+
+    def items(self) -> ItemsView[str, float]:
+        return self.root.items()
+
+    def keys(self) -> KeysView[str]:
+        return self.root.keys()
+
+
 class Evaluation(_Strict):
     ann: AnnEvaluation
-    ranking: dict[str, float] | None = None
+    ranking: Ranking | None = None
     """Ranking metrics of the published lists on held-out interactions (``users``: how many)."""
-    ranking_exact: dict[str, float] | None = None
+    ranking_exact: Ranking | None = None
     """The same for exact top-N lists of the same users."""
 
 
@@ -162,15 +242,12 @@ class ModelEntry(_Strict):
     """sha256 of what the model's files depend on (input, split, params, seed, settings):
     a partial run carries the model over only while it is unchanged."""
 
-    @property
-    def has_users(self) -> bool:
-        return self.factors.user is not None
-
     def paths(self) -> list[str]:
         """Every file of the run this entry names."""
         named = [
             self.factors.item,
             self.factors.user,
+            *self.factors.extras.values(),
             self.outputs.similar_items,
             self.outputs.recommendations,
         ]
@@ -256,6 +333,14 @@ class RunManifest(_Strict):
                 raise ValueError(f"files named but not listed with a checksum: {', '.join(missing)}")
         return self
 
+    def checked(self) -> RunManifest:
+        """This manifest after the checks validation makes (a copy made with
+        ``model_copy(update=...)`` is not validated): paths relative, every file it names
+        listed with its checksum."""
+        for path in self.files:
+            check_relative_path(path)
+        return self._named_files_listed()
+
     def paths(self) -> list[str]:
         """Every file path the manifest names (outside :attr:`files`)."""
         named = [self.data.users, self.data.items, self.data.user_items, self.data.stats]
@@ -274,6 +359,7 @@ class RunManifest(_Strict):
         return name, self.models[name]
 
     def to_json(self) -> str:
+        """``manifest.json`` as published."""
         return json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2) + "\n"
 
 

@@ -3,6 +3,7 @@ where a crash fell between the two, and spared by retention; the id maps' column
 
 from __future__ import annotations
 
+import json
 import os
 
 import pyarrow as pa
@@ -15,7 +16,7 @@ from recsys.data.interactions import IdMap
 def _publish(root, run_id, move_current=True, manifest=None):
     run = storage.start_run(root, run_id)
     storage.write_text(run.dir / "file.txt", run_id)
-    return storage.publish_run(run, manifest or {"run_id": run_id, "models": {}}, move_current)
+    return storage.publish_run(run, json.dumps(manifest or {"run_id": run_id, "models": {}}), move_current)
 
 
 def test_latest_is_a_relative_symlink_switched_with_current(tmp_path):
@@ -131,9 +132,9 @@ def test_killed_between_current_and_latest(tmp_path):
 
     _publish(tmp_path, "r1")
     script = (
-        "import sys\nfrom recsys import storage\n"
+        "import json\nimport sys\nfrom recsys import storage\n"
         "run = storage.start_run(sys.argv[1], 'r2')\n"
-        "storage.publish_run(run, {'run_id': 'r2'})\n"
+        "storage.publish_run(run, json.dumps({'run_id': 'r2'}))\n"
     )
     env = {**os.environ, "RECSYS_FAILPOINT": "publish-before-latest"}
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, timeout=60)
@@ -141,7 +142,7 @@ def test_killed_between_current_and_latest(tmp_path):
     assert storage.current_run_id(tmp_path) == "r2" and os.readlink(tmp_path / "latest") == "runs/r1"
     with storage.PublishTransaction(tmp_path, "r3") as transaction:
         assert os.readlink(tmp_path / "latest") == "runs/r2"
-        transaction.publish({"run_id": "r3"})
+        transaction.publish(json.dumps({"run_id": "r3"}))
     assert storage.current_run_id(tmp_path) == "r3" and os.readlink(tmp_path / "latest") == "runs/r3"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -18,7 +19,7 @@ from recsys.index import AnnoyIndex, build_annoy_index
 def _publish(root, run_id):
     run = storage.start_run(root, run_id)
     storage.write_text(run.dir / "file.txt", run_id)
-    return storage.publish_run(run, {"run_id": run_id})
+    return storage.publish_run(run, json.dumps({"run_id": run_id}))
 
 
 def test_retention_keeps_current_and_runs_being_read(tmp_path):

@@ -92,7 +92,7 @@ def test_input_drop_beyond_the_share_fails(published):
 def test_metric_drop_beyond_the_share_fails(published):
     config = parse_config(CONFIG)
     current = _manifest(published, "good")
-    metric = headline_metric(config)
+    metric = str(headline_metric(config))
     assert metric == "ndcg@5"  # ndcg at the largest evaluate.k (capped at top_n)
     before = current.models["als"].evaluation.ranking[metric]
     slightly = _with(current, metric=(metric, before * 0.95))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -15,7 +16,7 @@ from recsys.errors import RunError
 def _publish(root, run_id, payload="x"):
     run = storage.start_run(root, run_id)
     storage.write_text(run.dir / "file.txt", payload)
-    return storage.publish_run(run, {"run_id": run_id, "models": {}})
+    return storage.publish_run(run, json.dumps({"run_id": run_id, "models": {}}))
 
 
 def test_staging_is_hidden_until_published(tmp_path):
@@ -55,7 +56,7 @@ def test_same_run_id_replaces_whole_folder(tmp_path):
     _publish(tmp_path, "r1", "old")
     run = storage.start_run(tmp_path, "r1")
     storage.write_text(run.dir / "other.txt", "new")
-    storage.publish_run(run, {"run_id": "r1"})
+    storage.publish_run(run, json.dumps({"run_id": "r1"}))
     folder = tmp_path / "runs" / "r1"
     assert not (folder / "file.txt").exists()
     assert (folder / "other.txt").read_text() == "new"

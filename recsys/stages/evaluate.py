@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,62 +14,71 @@ from recsys.config import PipelineConfig
 from recsys.data.interactions import Interactions
 from recsys.evaluate import ann_recall, ranking_metrics, sample_rows
 from recsys.index import ExactIndex
+from recsys.manifest import AnnEvaluation, AnnFigures, Evaluation, Ranking
 from recsys.recommend import exclude_items, search_all
-from recsys.stages.index import list_k, parse_indices
+from recsys.stages.index import list_k
 from recsys.stages.ranked import allowed_by_rules, open_index
+from recsys.stages.results import Evaluated, Indexed, SplitEvaluated
 from recsys.storage import RunLayout
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_stage(
-    run: RunLayout, config: PipelineConfig, model: str, indices: dict[str, Any]
-) -> dict[str, Any]:
+def evaluate_stage(run: RunLayout, config: PipelineConfig, model: str, indexed: Indexed) -> Evaluated:
     """Recall@k of the served lists against exact search with the same metric, on samples
     of users (recommendations, seen items excluded) and items (similar items, the item
     itself excluded), with queries per second."""
-    entries = parse_indices(indices)
+    entries = indexed.indices
     interactions: Interactions = storage.read_interactions(run.data_dir)
     item_factors = storage.read_array(run.item_factors(model))
     started = time.perf_counter()
-    ann: dict[str, Any] = {}
+    ann: dict[str, AnnFigures] = {}
     user_factors = None
     if run.user_factors(model).exists():
         user_factors = storage.read_array(run.user_factors(model))
         users = sample_rows(interactions.n_users, config.evaluate.sample_users, config.seed)
         entry = entries[config.recommend.metric]
-        ann["recommendations"] = ann_recall(
-            open_index(entry, item_factors, run.path),
-            item_factors,
-            user_factors[users],
-            list_k(config, config.recommend.metric),
-            exclude=interactions.user_items[users],
-            search_k=entry.query_search_k,
+        ann["recommendations"] = _figures(
+            ann_recall(
+                open_index(entry, item_factors, run.path),
+                item_factors,
+                user_factors[users],
+                list_k(config, config.recommend.metric),
+                exclude=interactions.user_items[users],
+                search_k=entry.query_search_k,
+            )
         )
     items = sample_rows(interactions.n_items, config.evaluate.sample_items, config.seed + 1)
     entry = entries[config.similar_items.metric]
-    ann["similar_items"] = ann_recall(
-        open_index(entry, item_factors, run.path),
-        item_factors,
-        item_factors[items],
-        list_k(config, config.similar_items.metric),
-        exclude=exclude_items(items, interactions.n_items),
-        search_k=entry.query_search_k,
+    ann["similar_items"] = _figures(
+        ann_recall(
+            open_index(entry, item_factors, run.path),
+            item_factors,
+            item_factors[items],
+            list_k(config, config.similar_items.metric),
+            exclude=exclude_items(items, interactions.n_items),
+            search_k=entry.query_search_k,
+        )
     )
     for label, figures in ann.items():
         log.info(
             "%s: %s recall@%d vs exact %s = %.3f (%.0f queries/s)",
             model,
             label,
-            figures["k"],
-            figures["metric"],
-            figures["recall_at_k"],
-            figures["queries_per_second"],
+            figures.k,
+            figures.metric,
+            figures.recall_at_k,
+            figures.queries_per_second,
         )
-    evaluation: dict[str, Any] = {"ann": ann}
+    ranking = ranking_exact = None
     if run.holdout.exists() and user_factors is not None:
-        evaluation.update(_ranking(run, config, model, interactions, user_factors, item_factors))
-    return {"evaluation": evaluation, "timings": {"evaluate": round(time.perf_counter() - started, 3)}}
+        ranking, ranking_exact = _ranking(run, config, model, interactions, user_factors, item_factors)
+    evaluation = Evaluation(ann=AnnEvaluation(**ann), ranking=ranking, ranking_exact=ranking_exact)
+    return Evaluated(evaluation=evaluation, seconds=round(time.perf_counter() - started, 3))
+
+
+def _figures(measured: dict[str, float | int | str]) -> AnnFigures:
+    return AnnFigures.model_validate(measured)
 
 
 def _ranking(
@@ -80,7 +88,7 @@ def _ranking(
     interactions: Interactions,
     user_factors: np.ndarray,
     item_factors: np.ndarray,
-) -> dict[str, Any]:
+) -> tuple[Ranking, Ranking]:
     """Ranking metrics of the published recommendations, and of exact top-N for the same
     users, against the held-out interactions."""
     holdout = storage.read_sparse(run.holdout)
@@ -105,14 +113,12 @@ def _ranking(
     )
 
 
-def holdout_stage(
-    part: RunLayout, config: PipelineConfig, model: str, indices: dict[str, Any]
-) -> dict[str, Any]:
+def holdout_stage(part: RunLayout, config: PipelineConfig, model: str, indexed: Indexed) -> SplitEvaluated:
     """Ranking metrics of a model trained on the training split (the run's evaluation
     part), on the held-out interactions: its top-N lists as its index serves them, and
     exact top-N. Nothing of it is published; the run's lists come from the refit model."""
     started = time.perf_counter()
-    entry = parse_indices(indices)[config.recommend.metric]
+    entry = indexed.entry(config.recommend.metric)
     interactions = storage.read_interactions(part.data_dir)
     item_factors = storage.read_array(part.item_factors(model))
     user_factors = storage.read_array(part.user_factors(model))
@@ -129,7 +135,7 @@ def holdout_stage(
         entry.query_search_k,
         allowed=allowed,
     )
-    evaluation = _metrics(
+    ranking, ranking_exact = _metrics(
         config,
         model,
         interactions,
@@ -140,7 +146,9 @@ def holdout_stage(
         users,
         allowed,
     )
-    return {"evaluation": evaluation, "timings": {"evaluate_split": round(time.perf_counter() - started, 3)}}
+    return SplitEvaluated(
+        ranking=ranking, ranking_exact=ranking_exact, seconds=round(time.perf_counter() - started, 3)
+    )
 
 
 def _metrics(
@@ -153,7 +161,7 @@ def _metrics(
     item_factors: np.ndarray,
     users: np.ndarray,
     allowed: np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> tuple[Ranking, Ranking]:
     """Ranking metrics of served top-N lists and of exact top-N for the same users (both
     under the run's item rules: ``allowed``)."""
     popularity = np.diff(interactions.user_items.tocsc().indptr).astype(np.float64)
@@ -165,18 +173,18 @@ def _metrics(
         item_factors,
         allowed=allowed,
     )
-    ranking = ranking_metrics(served, holdout, config.evaluate.ks, popularity)
-    ranking_exact = ranking_metrics(exact, holdout, config.evaluate.ks, popularity)
+    ranking = Ranking(ranking_metrics(served, holdout, config.evaluate.ks, popularity))
+    ranking_exact = Ranking(ranking_metrics(exact, holdout, config.evaluate.ks, popularity))
     k = max(config.evaluate.ks)
     log.info(
         "%s: recall@%d %.4f, ndcg@%d %.4f on %d held-out users (exact top-N: %.4f, %.4f)",
         model,
         k,
-        ranking.get(f"recall@{k}", float("nan")),
+        ranking.at("recall", k),
         k,
-        ranking.get(f"ndcg@{k}", float("nan")),
-        ranking.get("users", 0),
-        ranking_exact.get(f"recall@{k}", float("nan")),
-        ranking_exact.get(f"ndcg@{k}", float("nan")),
+        ranking.at("ndcg", k),
+        ranking.users,
+        ranking_exact.at("recall", k),
+        ranking_exact.at("ndcg", k),
     )
-    return {"ranking": ranking, "ranking_exact": ranking_exact}
+    return ranking, ranking_exact

@@ -30,7 +30,9 @@ from recsys.data.interactions import (
 )
 from recsys.data.splits import map_holdout, split_table
 from recsys.errors import ConfigError, InputError
+from recsys.manifest import DataFiles, HoldoutInfo, InputInfo
 from recsys.recommend import allowed_items, item_rules_table
+from recsys.stages.results import ItemRules, Prepared, RuleCount
 from recsys.storage import RunLayout
 
 log = logging.getLogger(__name__)
@@ -40,13 +42,13 @@ _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
-def _data_files(run: RunLayout, with_holdout: bool = False) -> dict[str, str]:
+def _data_files(run: RunLayout, with_holdout: bool = False) -> DataFiles:
     files = {key: run.relative(run.data_file(key)) for key in storage.DATA_FILES}
     if with_holdout:
         files["holdout"] = run.relative(run.holdout)
     if run.item_rules.exists():
         files["item_rules"] = run.relative(run.item_rules)
-    return files
+    return DataFiles(**files)
 
 
 # ---------------------------------------------------------------- item rules
@@ -120,16 +122,16 @@ def _known(ids: list[Any], items: IdMap) -> tuple[np.ndarray, int, int]:
 
 def _resolve_rules(
     lists: dict[str, list[Any]], items: IdMap, log_counts: bool, check: bool
-) -> tuple[dict[str, np.ndarray], dict[str, Any], int]:
+) -> tuple[dict[str, np.ndarray], dict[str, RuleCount], int]:
     """The rule lists as internal ids of ``items``, their counts and how many items they
     allow; with ``check``, a ConfigError where an include list matches no item or the
     rules leave none."""
     resolved: dict[str, np.ndarray] = {}
-    counts: dict[str, Any] = {}
+    counts: dict[str, RuleCount] = {}
     for key, ids in lists.items():
         known, listed, unknown = _known(ids, items)
         resolved[key] = known
-        counts[key] = {"listed": listed, "known": int(len(known)), "unknown": unknown}
+        counts[key] = RuleCount(listed=listed, known=int(len(known)), unknown=unknown)
         if log_counts:
             log.info(
                 "recommend.%s: %d of %d listed item ids are items of the run%s",
@@ -143,7 +145,7 @@ def _resolve_rules(
     n_allowed = len(items) if allowed is None else int(allowed.sum())
     if check and include is not None and len(include) == 0:
         raise ConfigError(
-            f"recommend.include_items: none of its {counts['include_items']['listed']} item ids "
+            f"recommend.include_items: none of its {counts['include_items'].listed} item ids "
             f"is an item of the run ({len(items)} {items.kind} ids): nothing could be recommended"
         )
     if check and n_allowed == 0:
@@ -153,7 +155,7 @@ def _resolve_rules(
 
 def write_rules(
     run: RunLayout, lists: dict[str, list[Any]], items: IdMap, log_counts: bool = True
-) -> dict[str, Any] | None:
+) -> ItemRules | None:
     """Resolve the rule lists against a run's items and write them into its data folder
     (nothing without rules). An include list that matches no item of the run, or rules
     that leave no item, are a ConfigError (checked on the published data only:
@@ -165,14 +167,12 @@ def write_rules(
     run.item_rules.parent.mkdir(parents=True, exist_ok=True)
     with storage.atomic_path(run.item_rules) as tmp:
         pq.write_table(item_rules_table(items, include, resolved.get("exclude_items")), tmp)
-    counts["allowed"] = n_allowed
-    counts["sha256"] = storage.file_sha256(run.item_rules)
     if log_counts:
         log.info("item rules: %d of %d items may be recommended", n_allowed, len(items))
-    return counts
+    return ItemRules(**counts, allowed=n_allowed, sha256=storage.file_sha256(run.item_rules))
 
 
-def _prepare_from_vectors(run: RunLayout, config: PipelineConfig, started: float) -> dict[str, Any]:
+def _prepare_from_vectors(run: RunLayout, config: PipelineConfig, started: float) -> Prepared:
     """Id maps of a run of precomputed vectors only: the items (and users, if any) of the
     first precomputed model; no interactions, so nothing is excluded as seen."""
     from recsys.storage.vectors import read_vectors
@@ -200,19 +200,19 @@ def _prepare_from_vectors(run: RunLayout, config: PipelineConfig, started: float
     storage.write_interactions(run.data_dir, interactions)
     rules = write_rules(run, read_rule_lists(config), items)
     source = Path(params["items"])
-    return {
-        **({"item_rules": rules} if rules else {}),
-        "input": {
-            "path": str(source.resolve()),
-            "size_bytes": source.stat().st_size,
-            "sha256": storage.file_sha256(source),
+    return Prepared(
+        item_rules=rules,
+        input=InputInfo(
+            path=str(source.resolve()),
+            size_bytes=source.stat().st_size,
+            sha256=storage.file_sha256(source),
             **stats,
-            "user_id_type": users.kind,
-            "item_id_type": items.kind,
-        },
-        "data": _data_files(run),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+            user_id_type=users.kind,
+            item_id_type=items.kind,
+        ),
+        data=_data_files(run),
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
 
 def _check_top_n(config: PipelineConfig, interactions: Interactions, input_path: Any) -> None:
@@ -305,12 +305,12 @@ def prepare_stage(
     config: PipelineConfig,
     input_path: str | Path | None,
     holdout_path: str | Path | None = None,
-) -> dict[str, Any]:
+) -> Prepared:
     """Read and validate the interactions table, split off held-out interactions if the
     config says so (or read a supplied holdout table); write id maps, the CSR matrix of
     what each user has seen and the holdout CSR. With a split and ``evaluate.refit``
     (the default) the published data is all of the input and the training split with its
-    holdout goes to the run's evaluation part; ``result["refit"]`` says which."""
+    holdout goes to the run's evaluation part; ``Prepared.refit`` says which."""
     started = time.perf_counter()
     if input_path is None:
         return _prepare_from_vectors(run, config, started)
@@ -345,40 +345,52 @@ def prepare_stage(
     )
     rule_lists = read_rule_lists(config)
     rules = write_rules(run, rule_lists, interactions.items)
-    result: dict[str, Any] = {
-        "input": {
+    holdout = None
+    if test is not None and holdout_info is not None:
+        trained = interactions_from_table(train_table) if refit else interactions
+        holdout = _write_holdout(run, refit, trained, test, holdout_info, rule_lists)
+    return Prepared(
+        input=InputInfo(
             **fingerprint,
             **interactions.stats,
-            "user_id_type": interactions.users.kind,
-            "item_id_type": interactions.items.kind,
-        },
-        "data": _data_files(run),
-        "refit": refit,
-    }
-    if rules:
-        result["item_rules"] = rules
-    if test is not None and holdout_info is not None:
-        evaluated = run.evaluation() if refit else run
-        trained = interactions_from_table(train_table) if refit else interactions
-        if refit:
-            storage.write_interactions(evaluated.data_dir, trained)
-            write_rules(evaluated, rule_lists, trained.items, log_counts=False)
-        holdout, holdout_stats = map_holdout(trained, test)
-        storage.write_sparse(evaluated.holdout, holdout)
-        if not refit:
-            result["data"] = _data_files(run, with_holdout=True)
-        result["holdout"] = {**holdout_info, **holdout_stats}
-        log.info(
-            "holdout (%s): %d pairs, %d evaluated for %d users; %d pairs of unknown users, "
-            "%d of unknown items, %d already in training%s",
-            holdout_info["method"],
-            holdout_stats["pairs"],
-            holdout_stats["pairs_evaluated"],
-            holdout_stats["users_evaluated"],
-            holdout_stats["pairs_of_unknown_users"],
-            holdout_stats["pairs_of_unknown_items"],
-            holdout_stats["pairs_seen_in_training"],
-            "; models are evaluated on the split, then refit on all the input" if refit else "",
-        )
-    result["seconds"] = round(time.perf_counter() - started, 3)
-    return result
+            user_id_type=interactions.users.kind,
+            item_id_type=interactions.items.kind,
+        ),
+        data=_data_files(run, with_holdout=holdout is not None and not refit),
+        holdout=holdout,
+        item_rules=rules,
+        refit=refit,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _write_holdout(
+    run: RunLayout,
+    refit: bool,
+    trained: Interactions,
+    test: InteractionTable,
+    info: dict[str, Any],
+    rule_lists: dict[str, list[Any]],
+) -> HoldoutInfo:
+    """The held-out interactions as a CSR over the training users and items: into the
+    run's evaluation part (with its training data and item rules) where the run refits,
+    else beside the published data."""
+    evaluated = run.evaluation() if refit else run
+    if refit:
+        storage.write_interactions(evaluated.data_dir, trained)
+        write_rules(evaluated, rule_lists, trained.items, log_counts=False)
+    holdout, stats = map_holdout(trained, test)
+    storage.write_sparse(evaluated.holdout, holdout)
+    log.info(
+        "holdout (%s): %d pairs, %d evaluated for %d users; %d pairs of unknown users, "
+        "%d of unknown items, %d already in training%s",
+        info["method"],
+        stats["pairs"],
+        stats["pairs_evaluated"],
+        stats["users_evaluated"],
+        stats["pairs_of_unknown_users"],
+        stats["pairs_of_unknown_items"],
+        stats["pairs_seen_in_training"],
+        "; models are evaluated on the split, then refit on all the input" if refit else "",
+    )
+    return HoldoutInfo(**info, **stats)

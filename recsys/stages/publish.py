@@ -11,46 +11,43 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from pydantic import ValidationError
 
 from recsys import __version__, storage
 from recsys.config import ModelConfig, OutputConfig, PipelineConfig
 from recsys.errors import RunError
-from recsys.manifest import GateCheck, Promotion, RunManifest, read_manifest
+from recsys.manifest import (
+    FileEntry,
+    GateCheck,
+    ModelEntry,
+    Promotion,
+    RankingMetric,
+    RunManifest,
+    read_manifest,
+)
+from recsys.stages.results import Prepared
 from recsys.storage import RunLayout
 
 log = logging.getLogger(__name__)
 
 
-def merge_model_results(*parts: dict[str, Any]) -> dict[str, Any]:
-    """Merge stage results of one model: dict values merge one level deep."""
-    merged: dict[str, Any] = {}
-    for part in parts:
-        for key, value in part.items():
-            if isinstance(value, dict) and isinstance(merged.get(key), dict):
-                merged[key] = {**merged[key], **value}
-            else:
-                merged[key] = value
-    return merged
-
-
-def model_fingerprint(config: PipelineConfig, model: ModelConfig, prepared: dict[str, Any]) -> str:
+def model_fingerprint(config: PipelineConfig, model: ModelConfig, prepared: Prepared) -> str:
     """sha256 of everything a model's published files depend on: the input file, the held
     out part, the model's type and params, the seed, and the index, list and evaluation
     settings (and the recsys version). Equal fingerprints: the files would be the same."""
     settings = config.to_dict()
     basis = {
         "recsys": __version__,
-        "input": prepared["input"]["sha256"],
-        "holdout": prepared.get("holdout"),
+        "input": prepared.input.sha256,
+        "holdout": prepared.holdout.model_dump(mode="json") if prepared.holdout else None,
         "model": model.model_dump(mode="json"),
         "seed": settings["seed"],
         **{key: settings[key] for key in ("index", "recommend", "similar_items", "evaluate")},
     }
-    if prepared.get("item_rules"):  # the rules as resolved: a rules table's content may change
-        basis["item_rules"] = prepared["item_rules"]["sha256"]
+    if prepared.item_rules:  # the rules as resolved: a rules table's content may change
+        basis["item_rules"] = prepared.item_rules.sha256
     canonical = json.dumps(basis, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -121,10 +118,10 @@ def _unverified(previous: RunLayout, manifest: RunManifest, name: str) -> str | 
     return None
 
 
-def carry_over_models(run: RunLayout, plan: CarryOver) -> dict[str, Any]:
+def carry_over_models(run: RunLayout, plan: CarryOver) -> dict[str, ModelEntry]:
     """Hard-link the carried models' files from the current run into this one (each file
     verified against the current run's manifest first); returns their manifest entries."""
-    carried: dict[str, Any] = {}
+    carried: dict[str, ModelEntry] = {}
     if plan.previous is None or plan.manifest is None:
         return carried
     previous, manifest = plan.previous, plan.manifest
@@ -134,17 +131,16 @@ def carry_over_models(run: RunLayout, plan: CarryOver) -> dict[str, Any]:
             listed = manifest.files[relative]
             source = storage.verified_path(previous.dir, relative, listed.size_bytes, listed.sha256)
             storage.link_or_copy(source, run.path(relative))
-        carried[name] = {
-            **entry.model_dump(mode="json", exclude_none=True),
-            "carried_over_from": entry.carried_over_from or previous.run_id,
-        }
+        carried[name] = entry.model_copy(
+            update={"carried_over_from": entry.carried_over_from or previous.run_id}
+        )
         log.info("%s: carried over from run %s", name, previous.run_id)
     return carried
 
 
-def report_stage(run: RunLayout, manifest: RunManifest | dict[str, Any]) -> str:
+def report_stage(run: RunLayout, manifest: RunManifest) -> str:
     """Write the run's self-contained ``report.html``; returns its path relative to the run."""
-    from recsys.report import previous_manifest, render_report
+    from recsys.reporting import previous_manifest, render_report
 
     previous = previous_manifest(run.root, run.run_id)
     storage.write_text(run.report, render_report(run.dir, manifest, previous))
@@ -154,38 +150,38 @@ def report_stage(run: RunLayout, manifest: RunManifest | dict[str, Any]) -> str:
 def assemble_manifest(
     run: RunLayout,
     config: PipelineConfig,
-    prepared: dict[str, Any],
-    models: dict[str, Any],
+    prepared: Prepared,
+    models: dict[str, ModelEntry],
     created_at: str,
     timings: dict[str, float],
-    purpose: str = "production",
+    purpose: Literal["production", "evaluation"] = "production",
 ) -> RunManifest:
-    """The run manifest from the stages' parts (paths relative to the run folder),
-    validated; :func:`seal_manifest` adds the report and the files' checksums."""
-    return RunManifest.model_validate(
-        {
-            "run_id": run.run_id,
-            "purpose": purpose,
-            "created_at": created_at,
-            "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "recsys_version": __version__,
-            "config": config.to_dict(),
-            "config_sha256": config.sha256(),
-            "input": prepared["input"],
-            "data": prepared["data"],
-            "holdout": prepared.get("holdout"),
-            "timings": timings,
-            "models": models,
-        }
+    """The run manifest from the stages' results (paths relative to the run folder);
+    :func:`seal_manifest` adds the report and the files' checksums."""
+    return RunManifest(
+        run_id=run.run_id,
+        purpose=purpose,
+        created_at=created_at,
+        completed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        recsys_version=__version__,
+        config=config.to_dict(),
+        config_sha256=config.sha256(),
+        input=prepared.input,
+        data=prepared.data,
+        holdout=prepared.holdout,
+        timings=timings,
+        models=models,
     )
 
 
 def seal_manifest(run: RunLayout, manifest: RunManifest, report: str | None) -> RunManifest:
     """The manifest with its report and the size and sha256 of every file in the staged
-    run, validated again (every file it names must be listed)."""
-    raw = manifest.model_dump(mode="json", exclude_none=True)
-    raw.update(report=report, files=storage.hash_tree(run.dir, skip=(run.relative(run.manifest),)))
-    return RunManifest.model_validate(raw)
+    run (every file it names must be listed)."""
+    files = {
+        path: FileEntry.model_validate(entry)
+        for path, entry in storage.hash_tree(run.dir, skip=(run.relative(run.manifest),)).items()
+    }
+    return manifest.model_copy(update={"report": report, "files": files}).checked()
 
 
 # ---------------------------------------------------------------- promotion gate
@@ -193,10 +189,10 @@ def seal_manifest(run: RunLayout, manifest: RunManifest, report: str | None) -> 
 INPUT_FIGURES = ("users", "items", "interactions")
 
 
-def headline_metric(config: PipelineConfig) -> str:
+def headline_metric(config: PipelineConfig) -> RankingMetric:
     """The metric the gate compares per model: ndcg at the largest ``evaluate.k`` (the
     report's and ``recsys runs``' headline too)."""
-    return f"ndcg@{max(config.evaluate.ks)}"
+    return RankingMetric("ndcg", max(config.evaluate.ks))
 
 
 def _drop(before: float, after: float) -> float:
@@ -228,8 +224,8 @@ def gate_checks(current: RunManifest, candidate: RunManifest, config: PipelineCo
         previous = current.models.get(model)
         if previous is None:
             continue
-        before = (previous.evaluation.ranking or {}).get(metric)
-        after = (entry.evaluation.ranking or {}).get(metric)
+        before = previous.evaluation.ranking.get(metric) if previous.evaluation.ranking else None
+        after = entry.evaluation.ranking.get(metric) if entry.evaluation.ranking else None
         if before is None or after is None or before <= 0:
             continue
         drop = _drop(before, after)
@@ -280,7 +276,7 @@ def promotion_gate(
     return Promotion(
         gate="failed" if failed else "passed",
         against=current_id,
-        metric=headline_metric(config),
+        metric=str(headline_metric(config)),
         checks=checks,
         reason=reason,
     )
@@ -288,10 +284,7 @@ def promotion_gate(
 
 def with_promotion(manifest: RunManifest, promotion: Promotion | None) -> RunManifest:
     """The manifest with the gate's verdict."""
-    raw = manifest.model_dump(mode="json", exclude_none=True)
-    if promotion is not None:
-        raw["promotion"] = promotion.model_dump(mode="json", exclude_none=True)
-    return RunManifest.model_validate(raw)
+    return manifest if promotion is None else manifest.model_copy(update={"promotion": promotion})
 
 
 def verify_run(run: RunLayout, manifest: RunManifest) -> None:

@@ -4,13 +4,11 @@ streamed into the model's parquet files."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -22,8 +20,8 @@ from recsys.errors import QueryError
 from recsys.index import IndexEntryBase, SearchIndex, get_backend
 from recsys.progress import Progress
 from recsys.recommend import allowed_by_table, exclude_items, search_batches
-from recsys.stages.index import parse_indices
-from recsys.storage import RANKED_KINDS, RunLayout
+from recsys.stages.results import Indexed, ListSpec, Ranked, RankedKind
+from recsys.storage import RunLayout
 from recsys.threads import blas_limit
 
 log = logging.getLogger(__name__)
@@ -46,7 +44,7 @@ class RankedJob:
     the items each query must never get, the index entry to ask and how many results;
     for recommendations, the items the run's rules allow (None: all)."""
 
-    kind: str
+    kind: RankedKind
     queries: np.ndarray
     exclude: sp.csr_matrix
     item_factors: np.ndarray
@@ -59,26 +57,26 @@ class RankedJob:
         return len(self.queries)
 
 
-def ranked_job(
-    run: RunLayout, config: PipelineConfig, model: str, indices: dict[str, Any], kind: str
-) -> RankedJob:
+def list_spec(config: PipelineConfig, kind: RankedKind) -> ListSpec:
+    """The spec of ``recommendations`` (``recommend`` of the config) or ``similar_items``."""
+    section = config.recommend if kind == "recommendations" else config.similar_items
+    return ListSpec(kind=kind, metric=section.metric, top_n=section.top_n)
+
+
+def ranked_job(run: RunLayout, spec: ListSpec, model: str, indexed: Indexed) -> RankedJob:
     """The inputs of ``recommendations`` (users, seen items excluded) or ``similar_items``
     (items, the item itself excluded) of one model, read from the run folder."""
-    entries = parse_indices(indices)
+    entry, n = indexed.entry(spec.metric), spec.top_n
     item_factors = storage.read_array(run.item_factors(model), mmap=True)
-    if kind == "recommendations":
+    if spec.kind == "recommendations":
         queries = storage.read_array(run.user_factors(model), mmap=True)
         exclude = storage.read_sparse(run.data_file("user_items"))
-        entry, n = entries[config.recommend.metric], config.recommend.top_n
-        return RankedJob(kind, queries, exclude, item_factors, entry, n, allowed_by_rules(run))
-    if kind != "similar_items":
-        raise ValueError(f"kind must be one of {RANKED_KINDS}, found {kind!r}")
+        return RankedJob(spec.kind, queries, exclude, item_factors, entry, n, allowed_by_rules(run))
     n_items = len(item_factors)
-    entry, n = entries[config.similar_items.metric], config.similar_items.top_n
     if n >= n_items:
         raise QueryError(f"similar items top_n must be below the {n_items} items, found {n}")
     exclude = exclude_items(np.arange(n_items), n_items)
-    return RankedJob(kind, item_factors, exclude, item_factors, entry, n)
+    return RankedJob(spec.kind, item_factors, exclude, item_factors, entry, n)
 
 
 def allowed_by_rules(run: RunLayout) -> np.ndarray | None:
@@ -124,10 +122,9 @@ _WORKER_JOBS: dict[tuple[str, ...], tuple[RankedJob, SearchIndex]] = {}
 
 def score_shard(
     run: RunLayout,
-    config: PipelineConfig,
+    spec: ListSpec,
     model: str,
-    indices: dict[str, Any],
-    kind: str,
+    indexed: Indexed,
     start: int,
     stop: int,
     threads: int = 1,
@@ -137,14 +134,14 @@ def score_shard(
     itself, by path. BLAS is pinned to one thread here, whatever the worker's environment."""
     # keyed on the files too: a long-lived worker may see the same run id written again
     inputs = [run.item_factors(model)]
-    if kind == "recommendations":
+    if spec.kind == "recommendations":
         inputs += [run.user_factors(model), run.data_file("user_items")]
         inputs += [run.item_rules] if run.item_rules.exists() else []
     stamps = [f"{path.stat().st_mtime_ns}:{path.stat().st_size}" for path in inputs]
-    key = (str(run.dir), model, kind, json.dumps(indices, sort_keys=True), str(threads), *stamps)
+    key = (str(run.dir), model, spec.model_dump_json(), indexed.model_dump_json(), str(threads), *stamps)
     if key not in _WORKER_JOBS:
         _WORKER_JOBS.clear()
-        job = ranked_job(run, config, model, indices, kind)
+        job = ranked_job(run, spec, model, indexed)
         _WORKER_JOBS[key] = (job, open_job_index(run, job, threads))
     job, index = _WORKER_JOBS[key]
     with blas_limit(1):
@@ -154,7 +151,7 @@ def score_shard(
     return start, ids, scores
 
 
-def ranked_rows(run: RunLayout, model: str, kind: str) -> int:
+def ranked_rows(run: RunLayout, model: str, kind: RankedKind) -> int:
     """Queries of ``kind``: users with vectors for recommendations (0 for a model without
     user vectors), items for similar items."""
     path = run.user_factors(model) if kind == "recommendations" else run.item_factors(model)
@@ -167,10 +164,10 @@ def shard_bounds(rows: int, shard_rows: int) -> list[tuple[int, int]]:
 
 
 def write_ranked(
-    run: RunLayout, model: str, kind: str, blocks: Iterable[tuple[int, np.ndarray, np.ndarray]]
-) -> dict[str, Any]:
+    run: RunLayout, model: str, kind: RankedKind, blocks: Iterable[tuple[int, np.ndarray, np.ndarray]]
+) -> Ranked:
     """Stream blocks of lists into the model's ``<kind>.parquet`` (one row group per
-    ~1M rows; the file appears only when complete). Returns the stage's manifest part."""
+    ~1M rows; the file appears only when complete)."""
     started = time.perf_counter()
     items = storage.read_id_map(run.data_file("items"))
     path = run.ranked(model, kind)
@@ -182,32 +179,20 @@ def write_ranked(
     with writer:
         for first_row, ids, scores in blocks:
             writer.write(first_row, ids, scores)
-    timing = "recommend" if kind == "recommendations" else "similar_items"
-    return {
-        "outputs": {kind: run.relative(path)},
-        "rows": {kind: writer.rows},
-        "timings": {timing: round(time.perf_counter() - started, 3)},
-    }
+    return Ranked(
+        kind=kind, path=run.relative(path), rows=writer.rows, seconds=round(time.perf_counter() - started, 3)
+    )
 
 
-def recommend_stage(
-    run: RunLayout, config: PipelineConfig, model: str, indices: dict[str, Any]
-) -> dict[str, Any]:
-    """Top-N unseen items for every user, streamed to parquet a block of users at a time."""
-    if not run.user_factors(model).exists():
+def ranked_stage(run: RunLayout, spec: ListSpec, model: str, indexed: Indexed) -> Ranked:
+    """Top-N unseen items for every user (``recommendations``), or top-N similar items for
+    every item, never itself (``similar_items``), streamed to parquet a block at a time.
+    A model without user vectors has no recommendations."""
+    if ranked_rows(run, model, spec.kind) == 0:
         log.info("%s: no user vectors, no recommendations", model)
-        return {"timings": {"recommend": 0.0}}
-    job = ranked_job(run, config, model, indices, "recommendations")
+        return Ranked(kind=spec.kind, seconds=0.0)
+    job = ranked_job(run, spec, model, indexed)
     index = open_job_index(run, job)
-    with Progress(log, f"{model}: recommend", "users", job.rows, done_line=True) as progress:
-        return write_ranked(run, model, job.kind, score_blocks(index, job, progress=progress))
-
-
-def similar_stage(
-    run: RunLayout, config: PipelineConfig, model: str, indices: dict[str, Any]
-) -> dict[str, Any]:
-    """Top-N similar items for every item (never itself), streamed to parquet."""
-    job = ranked_job(run, config, model, indices, "similar_items")
-    index = open_job_index(run, job)
-    with Progress(log, f"{model}: similar items", "items", job.rows, done_line=True) as progress:
+    what, unit = ("recommend", "users") if spec.kind == "recommendations" else ("similar items", "items")
+    with Progress(log, f"{model}: {what}", unit, job.rows, done_line=True) as progress:
         return write_ranked(run, model, job.kind, score_blocks(index, job, progress=progress))

@@ -26,7 +26,7 @@ from recsys import storage
 from recsys.config import ModelConfig, PipelineConfig, parse_config
 from recsys.errors import PromotionHeld
 from recsys.index import BACKENDS
-from recsys.manifest import RunManifest
+from recsys.manifest import ModelEntry, RunManifest
 from recsys.models import get_model_type
 from recsys.models.base import BLAS_THREADS
 from recsys.progress import CANCEL, check_cancelled
@@ -36,7 +36,6 @@ from recsys.stages.prepare import prepare_stage
 from recsys.stages.publish import (
     assemble_manifest,
     carry_over_models,
-    merge_model_results,
     model_fingerprint,
     plan_carry_over,
     promotion_gate,
@@ -44,7 +43,17 @@ from recsys.stages.publish import (
     seal_manifest,
     with_promotion,
 )
-from recsys.stages.ranked import recommend_stage, similar_stage
+from recsys.stages.ranked import list_spec, ranked_stage
+from recsys.stages.results import (
+    Evaluated,
+    Indexed,
+    ListSpec,
+    Prepared,
+    Ranked,
+    SplitEvaluated,
+    Trained,
+    model_entry,
+)
 from recsys.stages.train import train_stage
 from recsys.storage import RunLayout
 from recsys.threads import blas_limit
@@ -52,60 +61,59 @@ from recsys.threads import blas_limit
 log = logging.getLogger(__name__)
 
 
+def _publish(transaction: storage.PublishTransaction, manifest: RunManifest, move_current: bool) -> RunLayout:
+    return transaction.publish(manifest.to_json(), move_current)
+
+
 @dataclasses.dataclass(frozen=True)
 class Steps:
-    """How each stage is called (same arguments as the stage functions)."""
+    """How each stage is called (same arguments and results as the stage functions)."""
 
-    prepare: Callable[..., dict[str, Any]] = prepare_stage
-    train: Callable[..., dict[str, Any]] = train_stage
-    index: Callable[..., dict[str, Any]] = index_stage
-    recommend: Callable[..., dict[str, Any]] = recommend_stage
-    similar: Callable[..., dict[str, Any]] = similar_stage
-    evaluate: Callable[..., dict[str, Any]] = evaluate_stage
-    holdout: Callable[..., dict[str, Any]] = holdout_stage
-    report: Callable[..., str] = report_stage
-    publish: Callable[..., Any] = lambda transaction, manifest, move_current: transaction.publish(
-        manifest, move_current
+    prepare: Callable[[RunLayout, PipelineConfig, str | Path | None, str | Path | None], Prepared] = (
+        prepare_stage
     )
+    train: Callable[[RunLayout, PipelineConfig, ModelConfig], Trained] = train_stage
+    index: Callable[[RunLayout, PipelineConfig, str], Indexed] = index_stage
+    recommend: Callable[[RunLayout, ListSpec, str, Indexed], Ranked] = ranked_stage
+    similar: Callable[[RunLayout, ListSpec, str, Indexed], Ranked] = ranked_stage
+    evaluate: Callable[[RunLayout, PipelineConfig, str, Indexed], Evaluated] = evaluate_stage
+    holdout: Callable[[RunLayout, PipelineConfig, str, Indexed], SplitEvaluated] = holdout_stage
+    report: Callable[[RunLayout, RunManifest], str] = report_stage
+    publish: Callable[[storage.PublishTransaction, RunManifest, bool], RunLayout] = _publish
 
 
 def model_chain(
     run: RunLayout, config: PipelineConfig, model: ModelConfig, refit: bool, steps: Steps
-) -> dict[str, Any]:
+) -> ModelEntry:
     """All stages of one model; returns its manifest entry. With ``refit``, the model is
     first trained on the training split and ranked against the held-out interactions (the
     run's evaluation part), then trained again on all the input for what is published."""
-    split: dict[str, Any] = {}
+    split = None
     if refit:
         part = run.evaluation()
         check_cancelled()
         steps.train(part, config, model)
         check_cancelled()
-        indices = steps.index(part, config, model.name)["indices"]
+        indexed = steps.index(part, config, model.name)
         check_cancelled()
-        evaluated = steps.holdout(part, config, model.name, indices)
-        split = {"evaluation": evaluated["evaluation"], "timings": evaluated["timings"]}
+        split = steps.holdout(part, config, model.name, indexed)
     check_cancelled()
     trained = steps.train(run, config, model)
     check_cancelled()
     indexed = steps.index(run, config, model.name)
-    indices = indexed["indices"]
     check_cancelled()
-    recommended = steps.recommend(run, config, model.name, indices)
+    recommended = steps.recommend(run, list_spec(config, "recommendations"), model.name, indexed)
     check_cancelled()
-    similar = steps.similar(run, config, model.name, indices)
+    similar = steps.similar(run, list_spec(config, "similar_items"), model.name, indexed)
     check_cancelled()
-    evaluated = steps.evaluate(run, config, model.name, indices)
-    if split:  # the ranking figures come from the split, the ANN figures from the refit model
-        evaluated = {**evaluated, "evaluation": {**evaluated["evaluation"], **split["evaluation"]}}
-    return merge_model_results(
-        trained, indexed, recommended, similar, evaluated, {"timings": split.get("timings", {})}
-    )
+    evaluated = steps.evaluate(run, config, model.name, indexed)
+    # the ranking figures come from the split, the ANN figures from the refit model
+    return model_entry(trained, indexed, recommended, similar, evaluated, split)
 
 
 def model_chains(
     run: RunLayout, config: PipelineConfig, models: list[ModelConfig], refit: bool, steps: Steps
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, ModelEntry]:
     """Every model's chain (:func:`model_chain`): one after the other, or
     ``run.parallel_models`` at a time in threads, each with one BLAS thread. Each thread
     runs in a copy of the caller's context, so Prefect files its tasks under the flow run.
@@ -182,7 +190,7 @@ def execute(
     with transaction:
         run = transaction.run
         prepared = steps.prepare(run, config, input_path, holdout)
-        refit = prepared.get("refit", False)
+        refit = prepared.refit
         fingerprints = {m.name: model_fingerprint(config, m, prepared) for m in config.models}
         names = {m.name for m in selected}
         plan = plan_carry_over(
@@ -191,11 +199,14 @@ def execute(
         trained = [m for m in config.models if m.name in names or m.name not in plan.models]
         results = model_chains(run, config, trained, refit, steps)
         results.update(carry_over_models(run, plan))
-        results = {m.name: {**results[m.name], "fingerprint": fingerprints[m.name]} for m in config.models}
+        results = {
+            m.name: results[m.name].model_copy(update={"fingerprint": fingerprints[m.name]})
+            for m in config.models
+        }
         if refit:
             shutil.rmtree(run.evaluation().dir, ignore_errors=True)  # not part of what is published
         timings = {
-            "prepare": prepared["seconds"],
+            "prepare": prepared.seconds,
             "total_before_publish": round(time.perf_counter() - started, 3),
         }
         purpose = (
@@ -214,12 +225,10 @@ def execute(
                 promotion.against,
                 promotion.reason or "",
             )
-        report = steps.report(run, manifest.model_dump(mode="json", exclude_none=True))
+        report = steps.report(run, manifest)
         sealed = seal_manifest(run, manifest, report)
         published = steps.publish(
-            transaction,
-            sealed.model_dump(mode="json", exclude_none=True),
-            purpose == "production" and not (promotion is not None and promotion.held),
+            transaction, sealed, purpose == "production" and not (promotion is not None and promotion.held)
         )
     if purpose == "evaluation":
         log.info("evaluation run %s published; CURRENT not moved (evaluate.refit is false)", run.run_id)

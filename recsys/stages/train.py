@@ -11,8 +11,10 @@ from recsys import faults, storage
 from recsys.config import ModelConfig, PipelineConfig
 from recsys.data.interactions import Interactions
 from recsys.errors import ModelError
+from recsys.manifest import Factors
 from recsys.models import get_model_type
 from recsys.progress import check_cancelled
+from recsys.stages.results import Trained
 from recsys.storage import RunLayout
 from recsys.threads import blas_thread_counts
 
@@ -40,7 +42,7 @@ def fit_progress(name: str, iterations: int | None, started: float, every: float
     return report
 
 
-def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> dict[str, Any]:
+def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> Trained:
     """Fit one model (or read its vectors); write its user and item factors."""
     interactions = storage.read_interactions(run.data_dir)
     model_type = get_model_type(model.type)
@@ -64,20 +66,20 @@ def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> d
         extras[key] = run.relative(run.model_array(model.name, key))
     threads = f" (BLAS threads in the fit: {max(progress.blas_threads)})" if progress.blas_threads else ""
     log.info("%s: trained in %.1fs, %d factors%s", model.name, fit_seconds, embeddings.dim, threads)
-    return {
-        "type": model.type,
-        "params": {"random_state": config.seed, **model.params},
-        "dim": embeddings.dim,
-        "factors": {
-            "user": run.relative(run.user_factors(model.name)),
-            "item": run.relative(run.item_factors(model.name)),
-            **({"extras": extras} if extras else {}),
-        },
-        "timings": {"fit": round(fit_seconds, 3)},
-    }
+    return Trained(
+        type=model.type,
+        params={"random_state": config.seed, **model.params},
+        dim=embeddings.dim,
+        factors=Factors(
+            user=run.relative(run.user_factors(model.name)),
+            item=run.relative(run.item_factors(model.name)),
+            extras=extras,
+        ),
+        seconds=round(fit_seconds, 3),
+    )
 
 
-def _vectors_stage(run: RunLayout, model: ModelConfig, interactions: Interactions) -> dict[str, Any]:
+def _vectors_stage(run: RunLayout, model: ModelConfig, interactions: Interactions) -> Trained:
     """Read, validate and align a precomputed model's vectors to the run's ids."""
     from recsys.storage.vectors import align, read_vectors
 
@@ -87,7 +89,7 @@ def _vectors_stage(run: RunLayout, model: ModelConfig, interactions: Interaction
     item_factors = align(ids, vectors, interactions.items, params["items"], "item")
     run.model_dir(model.name).mkdir(parents=True, exist_ok=True)
     storage.write_array(run.item_factors(model.name), item_factors)
-    factors = {"item": run.relative(run.item_factors(model.name))}
+    user = None
     if params.get("users") and interactions.n_users:
         user_ids, user_vectors = read_vectors(
             params["users"], params.get("user_ids"), params.get("column"), "user"
@@ -101,17 +103,17 @@ def _vectors_stage(run: RunLayout, model: ModelConfig, interactions: Interaction
             run.user_factors(model.name),
             align(user_ids, user_vectors, interactions.users, params["users"], "user"),
         )
-        factors["user"] = run.relative(run.user_factors(model.name))
+        user = run.relative(run.user_factors(model.name))
     log.info(
         "%s: read %d precomputed item vectors of dimension %d",
         model.name,
         len(item_factors),
         item_factors.shape[1],
     )
-    return {
-        "type": model.type,
-        "params": dict(params),
-        "dim": int(item_factors.shape[1]),
-        "factors": factors,
-        "timings": {"fit": round(time.perf_counter() - started, 3)},
-    }
+    return Trained(
+        type=model.type,
+        params=dict(params),
+        dim=int(item_factors.shape[1]),
+        factors=Factors(item=run.relative(run.item_factors(model.name)), user=user),
+        seconds=round(time.perf_counter() - started, 3),
+    )

@@ -52,7 +52,6 @@ from recsys.storage.files import (
     open_regular,
     read_json,
     read_text,
-    write_json,
     write_text,
 )
 from recsys.storage.layout import RunLayout
@@ -324,9 +323,10 @@ def _exchange(first: Path, second: Path) -> bool:
 
 
 def publish_run(
-    run: RunLayout, manifest: dict[str, Any], move_current: bool = True, file_mode: int = FILE_MODE
+    run: RunLayout, manifest: str, move_current: bool = True, file_mode: int = FILE_MODE
 ) -> RunLayout:
-    """Publish a staged run: manifest and ``_SUCCESS`` into the staging folder, then the
+    """Publish a staged run: ``manifest`` (the text of ``manifest.json``:
+    ``RunManifest.to_json()``) and ``_SUCCESS`` into the staging folder, then the
     complete folder into place in one step, then ``CURRENT`` and ``latest`` pointed at it.
 
     A crash before the folder is in place leaves only the hidden staging folder (removed
@@ -340,7 +340,7 @@ def publish_run(
     problem = _foreign(run.published().dir)
     if problem:  # appeared while the run was staged: never replaced
         raise RunError(f"{run.published().dir} {problem}: refused to replace it; the run is not published")
-    write_json(run.manifest, manifest)
+    write_text(run.manifest, manifest)
     faults.point("publish-before-success")
     write_text(run.success, run.run_id + "\n")
     apply_mode(run.dir, file_mode)
@@ -522,7 +522,7 @@ class PublishTransaction:
 
         with PublishTransaction(root, run_id, keep_runs=5) as transaction:
             write files under transaction.run (a staging RunLayout)
-            transaction.publish(manifest_dict)
+            transaction.publish(manifest.to_json())
     """
 
     def __init__(
@@ -552,8 +552,9 @@ class PublishTransaction:
             raise
         return self
 
-    def publish(self, manifest: dict[str, Any], move_current: bool = True) -> RunLayout:
-        """Publish the staged run with its manifest, then apply retention. Once the run is
+    def publish(self, manifest: str, move_current: bool = True) -> RunLayout:
+        """Publish the staged run with its manifest (the text of ``manifest.json``), then
+        apply retention. Once the run is
         published nothing here raises: a retention problem is a warning."""
         self.published = publish_run(self.run, manifest, move_current, self.file_mode)
         if self.keep_runs:

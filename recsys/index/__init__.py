@@ -14,17 +14,7 @@ from recsys.index.annoy_index import (
     build_annoy_index,
     check_vectors,
 )
-from recsys.index.base import (
-    Backend,
-    BackendSettings,
-    BuildContext,
-    Built,
-    IndexEntryBase,
-    IndexFile,
-    LibraryBackend,
-    SearchIndex,
-    Sweep,
-)
+from recsys.index.base import Backend, BuildContext, Built, IndexEntryBase, IndexFile, SearchIndex, Sweep
 from recsys.index.exact import ExactIndex, normalize_rows
 from recsys.index.registry import BACKENDS, IndexEntry, backend_choices, get_backend
 
@@ -33,7 +23,6 @@ __all__ = [
     "AnnoyBuilder",
     "AnnoyIndex",
     "Backend",
-    "BackendSettings",
     "BuildContext",
     "Built",
     "ExactIndex",
@@ -41,7 +30,6 @@ __all__ = [
     "IndexEntryBase",
     "IndexFile",
     "IndexManifest",
-    "LibraryBackend",
     "SearchIndex",
     "Sweep",
     "backend_choices",

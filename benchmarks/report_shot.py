@@ -1,12 +1,15 @@
-"""Screenshots of a run's report.html as a person sees it, with headless Chromium.
+"""Screenshots of a run's report.html and of a tuning report as a person sees them, with
+headless Chromium.
 
 Publishes two small runs on synthetic interactions (an ``als`` and a ``popular`` model,
 a random split; the second run gives ALS more factors and iterations, so the report
 shows a change against the previous run), renders the second run's report with the first
 as ``previous``, and writes ``report-shot.html``, ``report-1400.png`` (desktop) and
-``report-390.png`` (phone) to the output folder. Each PNG is the whole page: the window
-is as tall as the page. Headless Chromium lays pages out at least 500 px wide, so the
-phone width is shown in an iframe of 390 px.
+``report-390.png`` (phone) to the output folder; then searches ALS's params for a few
+trials (``recsys tune``'s study, pruning on) and writes its report the same way, as
+``tune-shot.html``, ``tune-1400.png`` and ``tune-390.png``. Each PNG is the whole page:
+the window is as tall as the page. Headless Chromium lays pages out at least 500 px wide,
+so the phone width is shown in an iframe of 390 px.
 
     python -m benchmarks.report_shot [--output data/outputs]
 
@@ -150,22 +153,47 @@ def demo_report(root: Path) -> str:
     return render_report(run.dir, run.manifest, previous_manifest(root, run.run_id))
 
 
+def demo_tuning_report() -> str:
+    """The report of a short search of ALS's params on synthetic interactions."""
+    from recsys.config import parse_config
+    from recsys.data import generate_interactions
+    from recsys.data.interactions import clean_table, interactions_from_table
+    from recsys.data.splits import map_holdout
+    from recsys.tuning import carve_validation, report_html, tune
+
+    config = parse_config(
+        {
+            "models": [{"name": "als", "type": "als", "params": {"factors": 8, "iterations": 8}}],
+            "recommend": {"top_n": 10},
+            "evaluate": {"k": [5, 10]},
+        }
+    )
+    table = clean_table(generate_interactions(n_users=400, n_items=150, n_clusters=6, seed=6))
+    rows, held_out, split = carve_validation(config, table)
+    interactions = interactions_from_table(rows)
+    validation, stats = map_holdout(interactions, held_out)
+    split.update(training_interactions=interactions.nnz, **stats)
+    result = tune(config, "als", interactions.user_items, validation, trials=12, split=split)
+    return report_html(result)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("data/outputs"))
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="recsys-report-shot-") as tmp:
-        text = demo_report(Path(tmp) / "out")
-    page = args.output / "report-shot.html"
-    page.write_text(text)
-    for width in (1400, 390):
-        png = screenshot(text, args.output / f"report-{width}.png", width)
-        facts = layout(text, width)
-        print(
-            f"{png}: page {facts['scrollWidth']} px wide in a {facts['innerWidth']} px window, "
-            f"{facts['scrollHeight']} px tall; {len(facts['clipped'])} of {facts['tables']} tables scroll"
-        )
+        pages = {"report": demo_report(Path(tmp) / "out"), "tune": demo_tuning_report()}
+    for name, text in pages.items():
+        page = args.output / f"{name}-shot.html"
+        page.write_text(text)
+        for width in (1400, 390):
+            png = screenshot(text, args.output / f"{name}-{width}.png", width)
+            facts = layout(text, width)
+            print(
+                f"{png}: page {facts['scrollWidth']} px wide in a {facts['innerWidth']} px window, "
+                f"{facts['scrollHeight']} px tall; {len(facts['clipped'])} of {facts['tables']} tables scroll"
+            )
     return 0
 
 

@@ -82,9 +82,7 @@ def index_stage(run: RunLayout, config: PipelineConfig, model: str) -> Indexed:
 
 def _entry(backend: str, metric: str, reason: str, **fields: Any) -> IndexEntryBase:
     """The entry of an index served by ``backend``, as that backend's entry model."""
-    return get_backend(backend).entry.model_validate(
-        {"backend": backend, "metric": metric, "reason": reason, **fields}
-    )
+    return get_backend(backend).entry(backend=backend, metric=metric, reason=reason, **fields)
 
 
 def _index_entry(

@@ -6,6 +6,7 @@ pickle)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, task
@@ -17,6 +18,7 @@ from flows.observe import name_flow_run, publish_artifacts, route_logs, task_nam
 from flows.scaleout import dask_runner, ranked_on_workers
 from recsys import stages, storage
 from recsys.config import DEFAULT_CONFIG, ModelConfig, PipelineConfig, TaskRunnerConfig, resolve_inputs
+from recsys.exports import ExportConfig, ExportResult, run_exports
 from recsys.manifest import RunManifest
 from recsys.stages.runner import Steps, execute, held_error
 from recsys.storage import RunLayout
@@ -78,6 +80,11 @@ def publish(transaction: storage.PublishTransaction, manifest: RunManifest, move
     return transaction.publish(manifest.to_json(), move_current)
 
 
+@task(name="export", cache_policy=NO_CACHE, task_run_name="export")
+def export(exports: list[ExportConfig], root: str | Path, run_id: str) -> list[ExportResult]:
+    return run_exports(exports, root, run_id)
+
+
 def flow_steps(runner: DaskTaskRunner | None = None, settings: TaskRunnerConfig | None = None) -> Steps:
     """The stages as Prefect tasks. With a Dask task runner, the recommendations and
     similar items are scored shard by shard on its workers."""
@@ -92,6 +99,7 @@ def flow_steps(runner: DaskTaskRunner | None = None, settings: TaskRunnerConfig 
             holdout=evaluate_split,
             report=write_report,
             publish=publish,
+            export=export,
         )
 
     def on_workers(
@@ -129,11 +137,14 @@ def pipeline_flow(
     run_id = storage.check_run_id(run_id or storage.new_run_id())
     name_flow_run(run_id)
     with dask_runner(config) as runner:
-        manifest, published, removed = execute(
+        manifest, published, removed, exported = execute(
             config, input_path, root, run_id, models, holdout, flow_steps(runner, config.task_runner), gate
         )
     if removed:
         print(f"retention: removed {len(removed)} old run(s): {', '.join(removed)}")
+    for result in exported:
+        tables = ", ".join(f"{table} ({rows:,} rows)" for table, rows in result.tables.items())
+        print(f"exported {result.name} ({result.exporter}) to {result.destination}: {tables}")
     held = held_error(manifest)
     if manifest.purpose != "production":
         kind = "published evaluation run (CURRENT not moved)"

@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from recsys import storage
 from recsys.config import ModelConfig, PipelineConfig, parse_config
 from recsys.errors import PromotionHeld
+from recsys.exports import ExportConfig, ExportResult, run_exports
 from recsys.index import BACKENDS
 from recsys.manifest import ModelEntry, RunManifest
 from recsys.models import get_model_type
@@ -65,6 +66,16 @@ def _publish(transaction: storage.PublishTransaction, manifest: RunManifest, mov
     return transaction.publish(manifest.to_json(), move_current)
 
 
+class Executed(NamedTuple):
+    """What a run did: its published manifest, where it is, the runs retention removed,
+    and what each export of ``exports`` wrote."""
+
+    manifest: RunManifest
+    published: RunLayout
+    removed: list[str]
+    exports: list[ExportResult]
+
+
 @dataclasses.dataclass(frozen=True)
 class Steps:
     """How each stage is called (same arguments and results as the stage functions)."""
@@ -80,6 +91,7 @@ class Steps:
     holdout: Callable[[RunLayout, PipelineConfig, str, Indexed], SplitEvaluated] = holdout_stage
     report: Callable[[RunLayout, RunManifest], str] = report_stage
     publish: Callable[[storage.PublishTransaction, RunManifest, bool], RunLayout] = _publish
+    export: Callable[[list[ExportConfig], str | Path, str], list[ExportResult]] = run_exports
 
 
 def model_chain(
@@ -169,15 +181,19 @@ def execute(
     holdout: str | Path | None = None,
     steps: Steps | None = None,
     gate: bool = True,
-) -> tuple[RunManifest, RunLayout, list[str]]:
-    """One run, start to publish: returns the published manifest, where it is, and the
-    runs retention removed. A run evaluated on a split without refit is published as an
-    evaluation run: ``CURRENT`` does not move. A production run that fails the promotion
-    gate (``gate`` false or ``promotion.enabled: false`` turn it off) is published as a
-    held run: complete, ``CURRENT`` and ``latest`` unchanged, the reason in its manifest
+) -> Executed:
+    """One run, start to publish, then its exports: returns the published manifest, where
+    it is, the runs retention removed and the exports made.
+
+    A run evaluated on a split without refit is published as an evaluation run:
+    ``CURRENT`` does not move. A production run that fails the promotion gate (``gate``
+    false or ``promotion.enabled: false`` turn it off) is published as a held run:
+    complete, ``CURRENT`` and ``latest`` unchanged, the reason in its manifest
     (``promotion``) and report; the caller reports it (:func:`held_error`). A held run
     whose id is the current run's is not published at all: it would replace the current
-    run; :class:`PromotionHeld` is raised and nothing changes."""
+    run; :class:`PromotionHeld` is raised and nothing changes. Only a run made current is
+    exported (``exports``), once it is published: an export that fails raises its
+    :class:`~recsys.errors.ExportError` with the run published and current."""
     steps = steps or Steps()
     selected = config.select_models(models) if models else list(config.models)
     # models not selected are carried over from the current run when nothing they depend
@@ -227,14 +243,14 @@ def execute(
             )
         report = steps.report(run, manifest)
         sealed = seal_manifest(run, manifest, report)
-        published = steps.publish(
-            transaction, sealed, purpose == "production" and not (promotion is not None and promotion.held)
-        )
+        current = purpose == "production" and not (promotion is not None and promotion.held)
+        published = steps.publish(transaction, sealed, current)
+    exported = steps.export(config.exports, root, run.run_id) if current and config.exports else []
     if purpose == "evaluation":
         log.info("evaluation run %s published; CURRENT not moved (evaluate.refit is false)", run.run_id)
     elif promotion is not None and promotion.held:
         log.warning("run %s held by the promotion gate: %s", run.run_id, promotion.reason)
-    return sealed, published, transaction.removed
+    return Executed(sealed, published, transaction.removed, exported)
 
 
 def held_error(manifest: RunManifest) -> PromotionHeld | None:
@@ -262,7 +278,7 @@ def run_local(
 ) -> RunManifest:
     """The whole pipeline in this process; returns the published manifest. A run the
     promotion gate holds raises :class:`PromotionHeld` once it is published (held)."""
-    manifest = execute(config, input_path, root, run_id, models, holdout)[0]
+    manifest = execute(config, input_path, root, run_id, models, holdout).manifest
     error = held_error(manifest)
     if error is not None:
         raise error

@@ -59,11 +59,12 @@ def train(
 
 
 def fold_in_users(
-    model_type: str, params: dict[str, Any], item_factors: np.ndarray, user_items: sp.csr_matrix
+    model_type: str, params: dict[str, Any], model: Embeddings, user_items: sp.csr_matrix
 ) -> np.ndarray:
-    """User vectors for new or changed users against fixed item factors: see
+    """User vectors for new or changed users against a trained model's fixed item factors
+    and the other arrays it keeps (a spectral model's projection): see
     :meth:`ModelType.fold_in`. Returns float32 (users, dim)."""
-    return get_model_type(model_type).fold_in(params, item_factors, user_items)
+    return get_model_type(model_type).fold_in(params, model.item_factors, user_items, model.extras)
 
 
 __all__ = [

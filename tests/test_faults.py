@@ -19,6 +19,7 @@ import yaml
 
 from recsys import storage
 from recsys.data import generate_interactions
+from recsys.manifest import read_manifest
 
 SCRIPT = str(Path(sys.executable).with_name("recsys"))
 
@@ -101,8 +102,8 @@ class Reader(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                published, manifest = storage.open_run(self.out)
-                path = published.dir / manifest["models"]["als"]["outputs"]["recommendations"]
+                published = storage.find_run(self.out)
+                path = published.path(read_manifest(published).models["als"].outputs.recommendations)
                 assert len(pd.read_parquet(path)) > 0
                 self.reads += 1
             except Exception as exc:  # noqa: BLE001  (every failure is what the test looks for)

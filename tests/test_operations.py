@@ -25,7 +25,7 @@ def _publish(root, run_id):
 def test_retention_keeps_current_and_runs_being_read(tmp_path):
     for run_id in ("r1", "r2", "r3", "r4"):
         _publish(tmp_path, run_id)
-    read = storage.RunPaths(tmp_path, "r1", staging=False)
+    read = storage.RunLayout(tmp_path, "r1", staging=False)
     with storage.reading(read):
         removed = storage.apply_retention(tmp_path, keep_runs=2)
     assert removed == ["r2"]  # r1 is being read, r3 and r4 are kept

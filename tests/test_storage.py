@@ -26,7 +26,7 @@ def test_staging_is_hidden_until_published(tmp_path):
     assert storage.list_runs(tmp_path) == []
     assert storage.current_run_id(tmp_path) is None
     with pytest.raises(RunError, match="no published run"):
-        storage.open_run(tmp_path)
+        storage.find_run(tmp_path)
 
 
 def test_publish_moves_run_writes_success_then_current(tmp_path):
@@ -35,8 +35,8 @@ def test_publish_moves_run_writes_success_then_current(tmp_path):
     assert (final.dir / "_SUCCESS").read_text().strip() == "r1"
     assert not (tmp_path / "runs" / ".staging-r1").exists()
     assert storage.current_run_id(tmp_path) == "r1"
-    run, manifest = storage.open_run(tmp_path)
-    assert run.run_id == "r1" and manifest["run_id"] == "r1"
+    run = storage.find_run(tmp_path)
+    assert run.run_id == "r1" and storage.read_json(run.manifest)["run_id"] == "r1"
     mode = stat.S_IMODE(os.stat(final.dir / "manifest.json").st_mode)
     assert mode & stat.S_IRGRP and mode & stat.S_IROTH
 
@@ -71,7 +71,7 @@ def test_incomplete_run_listed_as_incomplete_and_refused(tmp_path):
     statuses = {r["run_id"]: r["status"] for r in storage.list_runs(tmp_path)}
     assert statuses == {"r1": "complete", "r0": "incomplete"}
     with pytest.raises(RunError, match="incomplete"):
-        storage.open_run(tmp_path, "r0")
+        storage.find_run(tmp_path, "r0")
 
 
 def test_clean_stale_staging(tmp_path):

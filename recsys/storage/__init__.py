@@ -31,7 +31,7 @@ from recsys.storage.files import (
     write_sparse,
     write_text,
 )
-from recsys.storage.layout import DATA_FILES, RANKED_KINDS, RunLayout, RunPaths
+from recsys.storage.layout import DATA_FILES, RANKED_KINDS, RunLayout
 from recsys.storage.parquet import (
     ROW_GROUP_ROWS,
     RankedWriter,
@@ -44,7 +44,6 @@ from recsys.storage.parquet import (
     similar_items_writer,
     write_interactions,
     write_recommendations,
-    write_similar_items,
 )
 from recsys.storage.runs import (
     LATEST,
@@ -62,7 +61,6 @@ from recsys.storage.runs import (
     latest_target,
     list_runs,
     new_run_id,
-    open_run,
     owns_staging,
     pending_held_run,
     publish_run,
@@ -92,7 +90,6 @@ __all__ = [
     "PublishTransaction",
     "RankedWriter",
     "RunLayout",
-    "RunPaths",
     "apply_retention",
     "atomic_path",
     "check_can_start",
@@ -116,7 +113,6 @@ __all__ = [
     "link_or_copy",
     "list_runs",
     "new_run_id",
-    "open_run",
     "owns_staging",
     "pending_held_run",
     "publish_run",
@@ -146,7 +142,6 @@ __all__ = [
     "write_interactions_table",
     "write_json",
     "write_recommendations",
-    "write_similar_items",
     "write_sparse",
     "write_text",
 ]

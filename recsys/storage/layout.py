@@ -124,7 +124,3 @@ class RunLayout:
     @property
     def success(self) -> Path:
         return self.dir / "_SUCCESS"
-
-
-RunPaths = RunLayout
-"""The name this class had before it named every file."""

@@ -176,15 +176,6 @@ def write_recommendations(
     return writer.rows
 
 
-def write_similar_items(
-    path: Path, items: IdMap, ids: np.ndarray, scores: np.ndarray, model: str, run_id: str
-) -> int:
-    """Write similar-items parquet (schema :func:`similar_items_schema`); returns rows."""
-    with similar_items_writer(path, items, model, run_id) as writer:
-        writer.write(0, ids, scores)
-    return writer.rows
-
-
 def _write_parquet(path: Path, table: pa.Table) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

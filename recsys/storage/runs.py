@@ -465,12 +465,6 @@ def find_run(root: str | Path, run_id: str | None = None) -> RunLayout:
     return run
 
 
-def open_run(root: str | Path, run_id: str | None = None) -> tuple[RunLayout, dict[str, Any]]:
-    """A complete published run (CURRENT by default) and its manifest as raw JSON."""
-    run = find_run(root, run_id)
-    return run, read_json(run.manifest)
-
-
 def _published_at(run_dir: Path) -> float:
     """When a run was published (its _SUCCESS), or last changed if it never was."""
     success = run_dir / "_SUCCESS"

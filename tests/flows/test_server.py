@@ -18,6 +18,7 @@ import yaml
 
 from recsys import storage
 from recsys.data import generate_interactions
+from recsys.manifest import read_manifest
 
 BIN = Path(sys.executable).parent
 
@@ -121,8 +122,9 @@ def test_deployment_on_a_real_server_runs_on_trigger(tmp_path):
         )
         assert triggered.returncode == 0, triggered.stdout + triggered.stderr
         run_id = _wait(lambda: storage.current_run_id(tmp_path / "out"), 180, "the triggered run to publish")
-        run, manifest = storage.open_run(tmp_path / "out", run_id)
-        assert manifest["models"]["als"]["rows"]["recommendations"] == 100 * 5
+        run = storage.find_run(tmp_path / "out", run_id)
+        manifest = read_manifest(run)
+        assert manifest.models["als"].rows.recommendations == 100 * 5
         assert (run.dir / "_SUCCESS").exists()
 
         # what an operator sees in the UI: the flow run named by the run id, the

@@ -24,7 +24,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def _lookup(args: argparse.Namespace, kind: str) -> int:
-    from recsys.lookup import open_run
+    from recsys.api import open_run
 
     with open_run(args.output, args.run_id) as run:  # retention leaves a run alone while it is read
         return _answer(args, kind, run)
@@ -114,7 +114,7 @@ def _plain(value: Any) -> Any:
 def _popular(args: argparse.Namespace, model: str, run: Any) -> int:
     """The fallback for a user the run does not know (no interactions, so no vector): the
     items with the most users in the run's interactions that the run's item rules allow,
-    the count as the score. Answered by :meth:`recsys.lookup.Run.recommend` (the API's
+    the count as the score. Answered by :meth:`recsys.api.Run.recommend` (the API's
     own fallback), so that the command and the API agree."""
     user = run.interactions.users.parse(args.user)  # typed as the run's ids
     popular = run.recommend([user], n=args.n, model=model, fallback="popular")
@@ -134,7 +134,7 @@ def _popular(args: argparse.Namespace, model: str, run: Any) -> int:
 
 def compare_runs(root: str, run_a: str, run_b: str, as_json: bool = False) -> str:
     """Metric deltas (b - a) per model between two complete runs."""
-    from recsys.lookup import open_run
+    from recsys.api import open_run
 
     first, second = open_run(root, run_a).manifest, open_run(root, run_b).manifest
     return comparison(run_a, first, run_b, second, as_json)

@@ -119,7 +119,7 @@ def run_exports(
     """Run each export of ``exports`` in turn over the published run ``run_id`` under the
     output root ``root`` (the current run where None), and return what each wrote.
 
-    The run is opened with :func:`recsys.lookup.open_run` (a one-line ``RunError`` where it
+    The run is opened with :func:`recsys.api.open_run` (a one-line ``RunError`` where it
     is missing or incomplete) and held for the exports, so retention cannot remove it
     meanwhile. The first export that fails stops the others with a one-line
     :class:`ExportError` naming the export, its exporter, the run and the destination;
@@ -127,7 +127,7 @@ def run_exports(
     unopened."""
     if not exports:
         return []
-    from recsys.lookup import open_run
+    from recsys.api import open_run
 
     results: list[ExportResult] = []
     with open_run(root, run_id) as run:

@@ -3,7 +3,7 @@ destination (a database file, a warehouse, a cache), its typed :class:`ExportSet
 and the :class:`ExportResult` it returns.
 
 Parquet stays the product: an export is a copy of a complete, published run, made after
-it was published, read through :class:`recsys.lookup.Run` (every file verified against
+it was published, read through :class:`recsys.api.Run` (every file verified against
 the manifest). An exporter is one file with an :class:`Exporter` subclass and its
 settings model, plus one line in :data:`recsys.exports.EXPORTERS`.
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
-    from recsys.lookup import Run
+    from recsys.api import Run
 
 
 class ExportSettings(BaseModel):

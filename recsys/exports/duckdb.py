@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 from recsys.exports.base import ExportContext, Exporter, ExportResult, ExportSettings
 
 if TYPE_CHECKING:
-    from recsys.lookup import Run
+    from recsys.api import Run
 
 CONTROLLED = {("runs",), ("CURRENT",), ("latest",), (".lock",)}
 """What recsys writes in an output root: never an export's destination."""

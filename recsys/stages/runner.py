@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import pandas as pd
 
 from recsys import storage
-from recsys.config import ModelConfig, PipelineConfig, parse_config
+from recsys.config import ModelConfig, PipelineConfig
 from recsys.errors import PromotionHeld
 from recsys.exports import ExportConfig, ExportResult, run_exports
 from recsys.index import BACKENDS
@@ -270,39 +270,22 @@ def held_error(manifest: RunManifest) -> PromotionHeld | None:
 
 def run_local(
     config: PipelineConfig,
-    input_path: str | Path | None,
+    input_path: pd.DataFrame | str | Path | None,
     root: str | Path,
     run_id: str | None = None,
     models: list[str] | None = None,
     holdout: str | Path | None = None,
 ) -> RunManifest:
     """The whole pipeline in this process; returns the published manifest. A run the
-    promotion gate holds raises :class:`PromotionHeld` once it is published (held)."""
+    promotion gate holds raises :class:`PromotionHeld` once it is published (held).
+    ``input_path``: the interactions table (a DataFrame is written to a temporary parquet
+    file first)."""
+    if isinstance(input_path, pd.DataFrame):
+        with tempfile.TemporaryDirectory(prefix="recsys-input-") as tmp:
+            path = storage.write_interactions_table(input_path, Path(tmp) / "interactions.parquet")
+            return run_local(config, path, root, run_id, models, holdout)
     manifest = execute(config, input_path, root, run_id, models, holdout).manifest
     error = held_error(manifest)
     if error is not None:
         raise error
     return manifest
-
-
-def run_pipeline(
-    interactions: pd.DataFrame | str | Path,
-    config: PipelineConfig | dict[str, Any],
-    output: str | Path | None = None,
-    run_id: str | None = None,
-) -> Any:
-    """Train, index, recommend, evaluate and publish from a DataFrame (or a table's path)
-    and a config (object or mapping); returns the published run, opened
-    (:class:`recsys.lookup.Run`)."""
-    from recsys.lookup import open_run
-
-    if not isinstance(config, PipelineConfig):
-        config = parse_config(config, "config")
-    root = Path(output or config.output.root)
-    if isinstance(interactions, pd.DataFrame):
-        with tempfile.TemporaryDirectory(prefix="recsys-input-") as tmp:
-            path = storage.write_interactions_table(interactions, Path(tmp) / "interactions.parquet")
-            manifest = run_local(config, path, root, run_id)
-    else:
-        manifest = run_local(config, interactions, root, run_id)
-    return open_run(root, manifest.run_id)

@@ -23,7 +23,7 @@ from recsys.config import load_config, parse_config
 from recsys.errors import ExportError, RunError
 from recsys.exports import ExportConfig, run_exports
 from recsys.exports.duckdb import DuckDBExporter
-from recsys.lookup import Run
+from recsys.api import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,7 +156,7 @@ def test_a_killed_export_leaves_the_previous_database(int_root, tmp_path):
         import os, signal
         from recsys.config import parse_config
         from recsys.exports import run_exports
-        from recsys.lookup import Run
+        from recsys.api import Run
 
         verified = Run.file
         def dying(self, relative):

@@ -177,7 +177,7 @@ def test_a_new_backend_serves_a_whole_run(tmp_path, with_dummy):
     reopened by lookups and publishes the exact lists (stride 1)."""
     import recsys
     from recsys.data import generate_interactions
-    from recsys.lookup import open_run
+    from recsys.api import open_run
 
     frame = generate_interactions(n_users=120, n_items=80, n_clusters=4, seed=2)
     config = {

@@ -46,6 +46,7 @@ from benchmarks.speed import (
 )
 from recsys.evaluate import recall_at_k, sample_rows, sweep_setting
 from recsys.index import BACKENDS, BuildContext, ExactIndex, Sweep
+from recsys.index.annoy_index import AnnoySettings
 from recsys.index.select import choose
 from recsys.recommend import recommend_all
 
@@ -68,15 +69,17 @@ def best_of(repeats: int, function: Callable[[], tuple[np.ndarray, np.ndarray]])
     return best, result
 
 
-def context_for(items: np.ndarray, folder: Path, trees: int, built: dict) -> BuildContext:
+def context_for(items: np.ndarray, folder: Path, trees: int, built: dict, family: str) -> BuildContext:
+    """The build context of one backend: Annoy with ``trees`` trees, the others at their
+    default settings."""
     return BuildContext(
         model="bench",
         metric="dot",
         item_factors=items,
         path_for=lambda suffix: folder / f"dot.{suffix}",
         relative=lambda path: path.name,
-        n_trees=trees,
         seed=0,
+        settings=AnnoySettings(n_trees=trees) if family == "annoy" else None,
         built=built,
     )
 
@@ -102,7 +105,7 @@ def run_case(name: str, users, items, seen, args) -> list[tuple]:
         for backend_name in args.backends.split(","):
             backend = BACKENDS[backend_name]
             started = time.perf_counter()
-            made = backend.build(context_for(items, Path(tmp), args.trees, built), K, None)
+            made = backend.build(context_for(items, Path(tmp), args.trees, built, backend.family), K)
             build_seconds = time.perf_counter() - started
             print(f"  {name}: {backend_name} built in {build_seconds:.1f} s", flush=True)
             sweep = sweep_setting(
@@ -170,7 +173,7 @@ def wide_case(args) -> None:
             if not backend.approximate or not backend.supports("dot"):
                 continue
             started = time.perf_counter()
-            made = backend.build(context_for(items, Path(tmp), args.trees, built), K, None)
+            made = backend.build(context_for(items, Path(tmp), args.trees, built, backend.family), K)
             if made is None:
                 continue
             build_seconds = time.perf_counter() - started

@@ -32,7 +32,7 @@ from recsys import storage
 from recsys.errors import RunError
 from recsys.index.registry import IndexEntry
 
-RUN_FORMAT = "recsys-run/2"
+RUN_FORMAT = "recsys-run/3"
 Metric = Literal["dot", "angular"]
 
 
@@ -294,7 +294,7 @@ class Promotion(_Strict):
 class RunManifest(_Strict):
     """``manifest.json`` of a published run."""
 
-    format: Literal["recsys-run/2"] = RUN_FORMAT
+    format: Literal["recsys-run/3"] = RUN_FORMAT
     run_id: str
     purpose: Literal["production", "evaluation"] = "production"
     """``evaluation``: models trained on a split and not refit; published without moving

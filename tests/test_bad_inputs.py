@@ -178,7 +178,7 @@ def _manifest_cases(root: Path) -> dict[str, str]:
         "empty": "",
         "not json": "{not json",
         "a list": "[1, 2]",
-        "missing field": json.dumps({"format": "recsys-run/2"}),
+        "missing field": json.dumps({"format": "recsys-run/3"}),
     }
 
 

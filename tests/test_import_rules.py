@@ -1,4 +1,5 @@
-"""The layering of the code, as a test: who may import whom (docs/architecture.md).
+"""The layering of the code, as a test: who may import whom, as the table of
+docs/architecture.md states it (the page is the one source of the rules).
 
 Every import is counted, also those inside functions: a lazy import is still a
 dependency. Prefect (and Dask) are imported only by ``flows/`` and the CLI above it.
@@ -7,54 +8,33 @@ dependency. Prefect (and Dask) are imported only by ``flows/`` and the CLI above
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "architecture.md"
+SHARED = {"threads", "progress"}
+"""Used by every part of the library that trains, builds or scores."""
+NOT_SHARED = {"errors", "faults", "threads", "progress", "signals", "__init__", "console"}
 
-# component -> the components it may import (besides itself); "flows" is the package
-ALLOWED: dict[str, set[str]] = {
-    "errors": set(),
-    "faults": set(),
-    "threads": set(),
-    "progress": set(),
-    "signals": set(),  # the console script's signal guard: standard library only
-    "data": {"errors"},
-    "models": {"errors"},
-    "config": {"errors", "models", "index"},
-    "storage": {"errors", "faults", "data"},
-    "index": {"errors", "faults", "data", "storage"},
-    "recommend": {"errors", "index"},
-    "evaluate": {"errors", "index", "recommend"},
-    "manifest": {"errors", "storage", "index"},
-    "report": {"errors", "storage", "manifest"},
-    "tuning": {"errors", "config", "data", "models", "storage", "index", "recommend", "evaluate"},
-    "reference": {"config", "models", "index"},  # docs/config.md from the config's models
-    "stages": {
-        "errors",
-        "faults",
-        "config",
-        "data",
-        "models",
-        "storage",
-        "index",
-        "recommend",
-        "evaluate",
-        "manifest",
-        "report",
-        "lookup",  # run_pipeline returns the run it published, opened
-    },
-    "lookup": {"errors", "data", "models", "storage", "index", "recommend", "evaluate", "manifest"},
-    "flows": {"errors", "config", "storage", "stages", "manifest", "tuning", "data", "models"},
-}
-# the BLAS thread limits (recsys.threads) and progress lines (recsys.progress) serve every
-# part that trains, builds or scores
-for _component_name, _allowed in ALLOWED.items():
-    if _component_name not in ("errors", "faults", "threads", "progress", "signals"):
-        _allowed.update({"threads", "progress"})
-ALLOWED["__init__"] = {"lookup", "stages"}
-ALLOWED["cli"] = set(ALLOWED) | {"flows"}
-# the console script: the signal guard and the temporary API first, then the CLI
-ALLOWED["console"] = {"signals", "cli", "flows"}
+
+def documented_rules(text: str) -> dict[str, set[str]]:
+    """component -> the components it may import (besides itself), as the table of
+    docs/architecture.md states them ("flows" is the package; `cli` may import every
+    component, and flows)."""
+    table = text[text.index("| component | may import |") :].split("\n\n")[0]
+    rules: dict[str, set[str]] = {}
+    for row in table.splitlines()[2:]:
+        name, allowed = (cell.strip() for cell in row.strip("|").split("|"))
+        rules[name.strip("`")] = set(re.findall(r"`([^`]+)`", allowed))
+    for name, allowed in rules.items():
+        if name not in NOT_SHARED:
+            allowed.update(SHARED)
+    rules["cli"] = (set(rules) - {"cli", "console"}) | {"flows"}
+    return rules
+
+
+ALLOWED: dict[str, set[str]] = documented_rules(DOC.read_text())
 ORCHESTRATION = ("prefect", "prefect_dask", "dask", "distributed")
 
 

@@ -14,7 +14,7 @@ from recsys.data.interactions import clean_table, interactions_from_table
 from recsys.data.splits import map_holdout
 from recsys.errors import ConfigError
 from recsys.models import get_model_type
-from recsys.tuning import best_trial, carve_validation, model_space, trial_params, tune
+from recsys.tuning import carve_validation, model_space, tune
 
 ALS = ModelConfig(name="als", type="als", params={"iterations": 3})
 
@@ -60,21 +60,11 @@ def test_the_best_is_the_complete_trial_with_the_highest_metric(data):
     assert result.metric == "recall@5"
     assert result.best["value"] == max(t["value"] for t in complete) == result.best["metrics"]["recall@5"]
     assert result.best_params == {"iterations": 4, "factors": 8, **result.best["params"]}
-    results = [
-        {"params": {"a": 1}, "metrics": {"ndcg@10": 0.2}},
-        {"params": {"a": 2}, "metrics": {"ndcg@10": 0.3}},
-        {"params": {"a": 3}, "metrics": None},  # pruned or failed
-    ]
-    assert best_trial(results, "ndcg@10")["params"] == {"a": 2}
-    with pytest.raises(ConfigError, match="not measured"):
-        best_trial(results, "mrr@5")
 
 
 def test_unknown_params_are_refused():
     with pytest.raises(ConfigError, match=r"tune: space\.als\.factorz: unknown parameter for als"):
         parse_config(_config(space={"als": {"factorz": [8]}}), "c.yaml")
-    with pytest.raises(ConfigError, match="unknown parameter\\(s\\) factorz"):  # the old grid helper
-        trial_params(ALS, {"factorz": [1]}, "grid", 1, 0)
 
 
 def test_space_values_are_checked_when_the_config_loads():

@@ -12,12 +12,10 @@ from recsys.tuning.outputs import (
     write_outputs,
 )
 from recsys.tuning.space import (
-    DEFAULT_SPACES,
     as_dimension,
     describe_dimension,
     dimension_values,
     model_space,
-    trial_params,
 )
 from recsys.tuning.study import (
     PRUNE_SAMPLE_USERS,
@@ -26,7 +24,6 @@ from recsys.tuning.study import (
     WARMUP_ITERATIONS,
     Scorer,
     TuneResult,
-    best_trial,
     carve_validation,
     checkpoints,
     format_params,
@@ -36,7 +33,6 @@ from recsys.tuning.study import (
 )
 
 __all__ = [
-    "DEFAULT_SPACES",
     "PRUNER_STARTUP_TRIALS",
     "PRUNE_SAMPLE_USERS",
     "VALIDATION_SEED_OFFSET",
@@ -44,7 +40,6 @@ __all__ = [
     "Scorer",
     "TuneResult",
     "as_dimension",
-    "best_trial",
     "carve_validation",
     "check_outputs",
     "checkpoints",
@@ -57,7 +52,6 @@ __all__ = [
     "model_space",
     "output_paths",
     "report_html",
-    "trial_params",
     "tune",
     "tuned_config",
     "validation_data",

@@ -3,17 +3,12 @@ config) as Optuna draws from it, and the old grid of :class:`Choice` dimensions.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Mapping
 from typing import Any
-
-import numpy as np
-from pydantic import ValidationError
 
 from recsys.config import ModelConfig, PipelineConfig, spec_dimension
 from recsys.errors import ConfigError
-from recsys.models import MODEL_TYPES, get_model_type
-from recsys.models.base import Choice, Dimension, FloatRange, IntRange, params_problems
+from recsys.models import get_model_type
+from recsys.models.base import Choice, Dimension, FloatRange, IntRange
 
 
 def as_dimension(value: Any) -> Dimension:
@@ -80,59 +75,3 @@ def rounded(value: Any, dimension: Dimension) -> Any:
     if not isinstance(dimension, FloatRange) or not isinstance(value, float):
         return value
     return min(max(float(f"{value:.4g}"), dimension.low), dimension.high)
-
-
-class _DefaultSpaces(Mapping[str, dict[str, Dimension]]):
-    """Each registered model type's default tuning space, read from the registry on every
-    access (``get_model_type(t).space``); kept for callers of the old ``DEFAULT_SPACES``."""
-
-    def __getitem__(self, model_type: str) -> dict[str, Dimension]:
-        if model_type not in MODEL_TYPES:
-            raise KeyError(model_type)
-        return MODEL_TYPES[model_type].space
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(MODEL_TYPES)
-
-    def __len__(self) -> int:
-        return len(MODEL_TYPES)
-
-
-DEFAULT_SPACES: Mapping[str, dict[str, Dimension]] = _DefaultSpaces()
-"""Deprecated: use ``get_model_type(t).space``."""
-
-
-def trial_params(
-    model: ModelConfig, space: Mapping[str, Any] | None, method: str, trials: int, seed: int
-) -> list[dict[str, Any]]:
-    """Deprecated (``recsys tune`` searches with Optuna): parameter sets of a space of
-    :class:`Choice` dimensions (or lists): the full grid (``grid``, cut to ``trials``) or
-    ``trials`` distinct seeded random draws (``random``), each the model's own params
-    updated by the drawn values."""
-    model_type = get_model_type(model.type)
-    if model_type.source != "interactions":
-        raise ConfigError(f"model {model.name}: a {model.type} model is not trained, so not tuned")
-    dimensions = {name: as_dimension(d) for name, d in (space or model_type.space).items()}
-    unknown = sorted(set(dimensions) - set(model_type.params.model_fields))
-    if unknown:
-        raise ConfigError(f"tune space: unknown parameter(s) {', '.join(unknown)} for {model.type}")
-    ranges = sorted(name for name, d in dimensions.items() if not isinstance(d, Choice))
-    if ranges:
-        raise ConfigError(f"tune space: {', '.join(ranges)} are ranges, not a grid: use `recsys tune`")
-    names = sorted(dimensions)
-    values = [dimensions[n].values for n in names]  # type: ignore[union-attr]
-    grid = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
-    if method == "grid":
-        chosen = grid[:trials]
-    elif method == "random":
-        rng = np.random.default_rng(seed)
-        chosen = [grid[i] for i in rng.permutation(len(grid))[: min(trials, len(grid))]]
-    else:
-        raise ConfigError(f"tune method must be grid or random, found {method!r}")
-    param_sets = [{**model.params, **drawn} for drawn in chosen]
-    for params in param_sets:  # a value out of range fails now, not after hours of trials
-        try:
-            model_type.params.model_validate(params)
-        except ValidationError as exc:
-            raise ConfigError(f"tune space: {model_type.describe_problems(params_problems(exc))}") from None
-    return param_sets

@@ -430,13 +430,3 @@ def _trial_record(frozen: Any) -> dict[str, Any]:
         "error": frozen.user_attrs.get("error"),
         "seconds": round(seconds, 3),
     }
-
-
-def best_trial(results: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """The trial with the highest ``metric`` among those with metrics (the first of equals)."""
-    measured = [r for r in results if r.get("metrics")]
-    if not measured:
-        raise ConfigError("no trials ran")
-    if metric not in measured[0]["metrics"]:
-        raise ConfigError(f"tune metric {metric!r} not measured (have: {', '.join(measured[0]['metrics'])})")
-    return max(measured, key=lambda r: r["metrics"][metric])

@@ -127,12 +127,10 @@ def test_the_config_accepts_a_registered_type_with_its_params(mean_type):
 
 
 def test_tuning_reads_a_registered_types_space(mean_type):
-    from recsys.config import ModelConfig
-    from recsys.tuning import DEFAULT_SPACES, trial_params
+    from recsys.tuning import model_space
 
-    trials = trial_params(ModelConfig(name="m", type="mean"), None, "grid", 10, seed=0)
-    assert trials == [{"factors": 16}, {"factors": 32}]
-    assert DEFAULT_SPACES["mean"] == mean_type.space
+    config = parse_config({"models": [{"name": "m", "type": "mean"}]})
+    assert model_space(config, config.models[0]) == mean_type.space
 
 
 def test_an_unregistered_type_is_refused():

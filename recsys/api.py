@@ -33,7 +33,7 @@ from recsys.data.interactions import IdMap, Interactions, clean_table
 from recsys.data.vectors import vector_problem
 from recsys.errors import QueryError, RunError
 from recsys.index import SearchIndex, get_backend
-from recsys.manifest import ModelEntry, RunManifest, read_manifest
+from recsys.manifest import ModelEntry, RankedKind, RunManifest, read_manifest
 from recsys.recommend import allowed_by_table, exclude_items, search_all
 from recsys.storage import RunLayout
 
@@ -161,9 +161,6 @@ class Run:
             self._indices[(name, metric)] = backend.open(index_entry, factors, self.file, None)
         return self._indices[(name, metric)]
 
-    def _config(self, section: str, key: str) -> Any:
-        return self.manifest.config[section][key]
-
     # ---------------------------------------------------------- published lists
 
     def recommendations(self, model: str | None = None) -> pd.DataFrame:
@@ -183,8 +180,8 @@ class Run:
 
     # ---------------------------------------------------------- answers
 
-    def _n(self, n: int | None, section: str, limit: int) -> int:
-        n = self._config(section, "top_n") if n is None else n
+    def _n(self, n: int | None, kind: RankedKind, limit: int) -> int:
+        n = self.manifest.lists[kind].top_n if n is None else n
         if not isinstance(n, int | np.integer) or isinstance(n, bool):
             raise QueryError(f"n must be a whole number, found {type(n).__name__} {n!r}")
         if not 1 <= n <= limit:
@@ -194,17 +191,17 @@ class Run:
     def _ranked(
         self,
         model: str | None,
-        section: str,
+        kind: RankedKind,
         queries: np.ndarray,
         exclude: sp.csr_matrix,
         n: int | None,
     ) -> tuple[str, np.ndarray, np.ndarray]:
         name, entry = self.model(model)
-        metric = self._config(section, "metric")
+        metric = self.manifest.lists[kind].metric
         index = self.index(name, metric)
-        n = self._n(n, section, index.n_items)
+        n = self._n(n, kind, index.n_items)
         search_k = entry.indices[metric].query_search_k
-        allowed = self.allowed_items if section == "recommend" else None  # the published lists' rules
+        allowed = self.allowed_items if kind == "recommendations" else None  # the published lists' rules
         ids, scores = search_all(
             index, queries, n, exclude, self.item_factors(name), search_k, allowed=allowed
         )
@@ -257,7 +254,9 @@ class Run:
         if known.any():
             rows = positions[known]
             queries = np.asarray(self.user_factors(model)[rows], dtype=np.float32)
-            name, ids, scores = self._ranked(model, "recommend", queries, interactions.user_items[rows], n)
+            name, ids, scores = self._ranked(
+                model, "recommendations", queries, interactions.user_items[rows], n
+            )
             frames.append(
                 self._frame(
                     "user_id",
@@ -320,7 +319,7 @@ class Run:
             raise QueryError(
                 f"model {name}: {problem}; the largest weight is {largest:.3g}: rescale the weights"
             )
-        name, ids, scores = self._ranked(name, "recommend", queries, user_items, n)
+        name, ids, scores = self._ranked(name, "recommendations", queries, user_items, n)
         frame = self._frame("user_id", users.tolist(), "item_id", name, ids, scores)
         frame.attrs["ignored_rows"] = int((~known).sum())
         return frame
@@ -372,7 +371,7 @@ class Run:
     def _popular(self, n: int | None, allowed: np.ndarray | None) -> pd.DataFrame:
         """:meth:`popular` among the ``allowed`` items (all where None)."""
         interactions = self.interactions
-        n = self._n(n, "recommend", interactions.n_items)
+        n = self._n(n, "recommendations", interactions.n_items)
         users_per_item = np.diff(interactions.user_items.tocsc().indptr)
         top = np.argsort(-users_per_item, kind="stable")
         top = (top if allowed is None else top[allowed[top]])[:n]

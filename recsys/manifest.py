@@ -112,6 +112,23 @@ class Factors(_Strict):
     """Other arrays the model type keeps (a fold-in projection), by name."""
 
 
+RankedKind = Literal["recommendations", "similar_items"]
+
+
+class ListSpec(_Strict):
+    """What one kind of ranked list is: the index metric that serves it and its length
+    (``recommend`` or ``similar_items`` of the config)."""
+
+    kind: RankedKind
+    metric: Metric
+    top_n: int = Field(ge=1)
+
+    @property
+    def timing(self) -> str:
+        """The key of its time in the manifest's timings."""
+        return "recommend" if self.kind == "recommendations" else "similar_items"
+
+
 class Outputs(_Strict):
     similar_items: RunPath | None = None
     recommendations: RunPath | None = None
@@ -308,6 +325,9 @@ class RunManifest(_Strict):
     input: InputInfo
     data: DataFiles
     holdout: HoldoutInfo | None = None
+    lists: dict[RankedKind, ListSpec]
+    """The published lists: the metric that serves each and its length (the lookups'
+    defaults)."""
     timings: dict[str, float]
     models: dict[str, ModelEntry] = Field(min_length=1)
     promotion: Promotion | None = None

@@ -27,8 +27,9 @@ from recsys.manifest import (
     RunManifest,
     read_manifest,
 )
+from recsys.stages.ranked import list_spec
 from recsys.stages.results import Prepared
-from recsys.storage import RunLayout
+from recsys.storage import RANKED_KINDS, RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ def assemble_manifest(
         input=prepared.input,
         data=prepared.data,
         holdout=prepared.holdout,
+        lists={kind: list_spec(config, kind) for kind in RANKED_KINDS},
         timings=timings,
         models=models,
     )

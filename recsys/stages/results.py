@@ -7,7 +7,7 @@ Prefect task or a Dask worker can return them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,14 +19,14 @@ from recsys.manifest import (
     Factors,
     HoldoutInfo,
     InputInfo,
+    ListSpec,
     Metric,
     ModelEntry,
     Outputs,
+    RankedKind,
     Ranking,
     Rows,
 )
-
-RankedKind = Literal["recommendations", "similar_items"]
 
 
 class _Result(BaseModel):
@@ -85,20 +85,6 @@ class Indexed(_Result):
 
     def entry(self, metric: Metric) -> IndexEntryBase:
         return self.indices[metric]
-
-
-class ListSpec(_Result):
-    """What one kind of ranked list is: the index metric that serves it and its length
-    (``recommend`` or ``similar_items`` of the config)."""
-
-    kind: RankedKind
-    metric: Metric
-    top_n: int = Field(ge=1)
-
-    @property
-    def timing(self) -> str:
-        """The key of its time in the manifest's timings."""
-        return "recommend" if self.kind == "recommendations" else "similar_items"
 
 
 class Ranked(_Result):

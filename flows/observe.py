@@ -73,13 +73,13 @@ def publish_artifacts(manifest: Any, run_dir: str, deployment: str) -> None:
     key = artifact_key(f"recsys-{deployment}")
     rows = []
     for name, model in manifest.models.items():
-        ranking = model.evaluation.ranking or {}
-        ks = sorted(int(k.split("@")[1]) for k in ranking if k.startswith("ndcg@"))
+        ranking = model.evaluation.ranking
         ann = model.evaluation.ann
         row: dict[str, Any] = {"model": name, "type": model.type, "dim": model.dim}
-        if ks:
-            row[f"ndcg@{ks[-1]}"] = round(ranking[f"ndcg@{ks[-1]}"], 4)
-            row[f"recall@{ks[-1]}"] = round(ranking[f"recall@{ks[-1]}"], 4)
+        if ranking and ranking.ks:
+            k = ranking.ks[-1]
+            row[f"ndcg@{k}"] = round(ranking.at("ndcg", k), 4)
+            row[f"recall@{k}"] = round(ranking.at("recall", k), 4)
         if ann.recommendations is not None:
             row["ann recall (recommendations)"] = ann.recommendations.recall_at_k
         row["ann recall (similar items)"] = ann.similar_items.recall_at_k

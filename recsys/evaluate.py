@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -91,6 +92,30 @@ def ann_recall(
         "queries_per_second": round(len(queries) / max(approx_seconds, 1e-9), 1),
         "exact_queries_per_second": round(len(queries) / max(exact_seconds, 1e-9), 1),
     }
+
+
+RANKING_NAMES = ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "popularity")
+"""The ranking metrics measured at each ``evaluate.k`` (:func:`recsys.evaluate.ranking_metrics`)."""
+
+
+@dataclass(frozen=True, order=True)
+class RankingMetric:
+    """A ranking metric at a cut-off (``ndcg@10``): the name and k, written ``name@k``
+    where a figure is published (manifest keys, report headers, ``recsys runs``)."""
+
+    name: str
+    k: int
+
+    @classmethod
+    def parse(cls, text: str) -> RankingMetric:
+        """``ndcg@10`` -> RankingMetric("ndcg", 10); a ValueError for anything else."""
+        name, at, k = text.partition("@")
+        if not at or name not in RANKING_NAMES or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"not a ranking metric: {text!r} (expected one of {', '.join(RANKING_NAMES)}@k)")
+        return cls(name, int(k))
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.k}"
 
 
 def ranking_metrics(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import ItemsView, Iterator, KeysView
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,6 +29,7 @@ from pydantic import (
 
 from recsys import storage
 from recsys.errors import RunError
+from recsys.evaluate import RankingMetric
 from recsys.index.registry import IndexEntry
 
 RUN_FORMAT = "recsys-run/3"
@@ -155,30 +155,6 @@ class AnnFigures(_Strict):
 class AnnEvaluation(_Strict):
     similar_items: AnnFigures
     recommendations: AnnFigures | None = None
-
-
-RANKING_NAMES = ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "popularity")
-"""The ranking metrics measured at each ``evaluate.k`` (:func:`recsys.evaluate.ranking_metrics`)."""
-
-
-@dataclass(frozen=True, order=True)
-class RankingMetric:
-    """A ranking metric at a cut-off (``ndcg@10``): the name and k, written ``name@k``
-    where a figure is published (manifest keys, report headers, ``recsys runs``)."""
-
-    name: str
-    k: int
-
-    @classmethod
-    def parse(cls, text: str) -> RankingMetric:
-        """``ndcg@10`` -> RankingMetric("ndcg", 10); a ValueError for anything else."""
-        name, at, k = text.partition("@")
-        if not at or name not in RANKING_NAMES or not k.isdigit() or int(k) < 1:
-            raise ValueError(f"not a ranking metric: {text!r} (expected one of {', '.join(RANKING_NAMES)}@k)")
-        return cls(name, int(k))
-
-    def __str__(self) -> str:
-        return f"{self.name}@{self.k}"
 
 
 class Ranking(RootModel[dict[str, float]]):

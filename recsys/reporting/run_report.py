@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recsys.manifest import RunManifest
+from recsys.manifest import Ranking, RunManifest
 from recsys.reporting.html import (
     esc,
     fmt_count,
@@ -145,9 +145,7 @@ def _ranking_section(manifest: dict[str, Any], k: int | None) -> str:
         parts.append('<p class="note">No held-out interactions: set evaluate.split or pass --holdout.</p>')
         return "".join(parts)
     first = next(iter(ranked.values()))["ranking"]
-    ks = sorted(
-        {int(key.split("@")[1]) for e in ranked.values() for key in e["ranking"] if "@" in key}, reverse=True
-    )
+    ks = sorted({k for e in ranked.values() for k in Ranking(e["ranking"]).ks}, reverse=True)
     for at in ks:
         keys = [f"{name}@{at}" for name in RANKING_NAMES]
         rows = []

@@ -11,7 +11,7 @@ from typing import Any
 
 from recsys import storage
 from recsys.errors import RunError
-from recsys.manifest import RunManifest, read_manifest
+from recsys.manifest import RankingMetric, RunManifest, read_manifest
 from recsys.reporting.html import Markup, esc, fmt_metric, html_table, verdict
 
 METRIC_LABELS = {
@@ -29,8 +29,8 @@ BASELINE_HINT = "{name: popular, type: popular}"
 
 def metric_label(key: str) -> str:
     """``hit_rate@10`` -> ``Hit rate@10``."""
-    name, _, k = key.partition("@")
-    return METRIC_LABELS.get(name, name.replace("_", " ").capitalize()) + (f"@{k}" if k else "")
+    metric = RankingMetric.parse(key)
+    return METRIC_LABELS.get(metric.name, metric.name.replace("_", " ").capitalize()) + f"@{metric.k}"
 
 
 @dataclass
@@ -63,10 +63,11 @@ def _ranking(model: Any) -> dict[str, float]:
 def headline_k(manifest: RunManifest) -> int | None:
     """The largest k of the published lists' ndcg in the run, or None without ranking metrics."""
     ks = [
-        int(key.split("@")[1])
+        k
         for model in manifest.models.values()
-        for key in _ranking(model)
-        if key.startswith(f"{HEADLINE}@")
+        if model.evaluation.ranking
+        for k in model.evaluation.ranking.ks
+        if model.evaluation.ranking.get(RankingMetric(HEADLINE, k)) is not None
     ]
     return max(ks) if ks else None
 
@@ -235,7 +236,7 @@ def _models_table(manifest: RunManifest, summary: Summary) -> str:
     has them, then its type, dim and params."""
     metric = summary.metric
     names = list(summary.scores) + [n for n in manifest.models if n not in summary.scores]
-    k = metric.split("@")[1] if metric else None
+    k = RankingMetric.parse(metric).k if metric else None
     header = ["Model"]
     if metric:
         header += [metric_label(metric), "Lift vs popular"]

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from recsys.config import TUNE_METRIC, ModelConfig, PipelineConfig
 from recsys.data.interactions import Interactions, InteractionTable
 from recsys.errors import ConfigError, ModelError
-from recsys.evaluate import ranking_metrics
+from recsys.evaluate import RankingMetric, ranking_metrics
 from recsys.index import ExactIndex
 from recsys.models import get_model_type
 from recsys.models.base import Dimension
@@ -262,7 +262,7 @@ def _scorer(
     config: PipelineConfig, metric: str, train_items: sp.csr_matrix, validation: sp.csr_matrix
 ) -> Scorer:
     """The scorer of every trial: at each ``evaluate.k`` and the metric's k."""
-    ks = sorted({*config.evaluate.ks, int(metric.split("@")[1])})
+    ks = sorted({*config.evaluate.ks, RankingMetric.parse(metric).k})
     if max(ks) >= train_items.shape[1]:
         raise ConfigError(f"tune: lists of {max(ks)} items need more than the {train_items.shape[1]} items")
     if validation.nnz == 0:

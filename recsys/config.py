@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, registered
 from recsys.exports import ExportConfig, SettingsProblems, path_settings
 from recsys.index.base import BackendSettings
 from recsys.models import get_model_type
@@ -117,11 +117,7 @@ class ModelConfig(_Strict):
     @field_validator("type")
     @classmethod
     def _registered_type(cls, value: str) -> str:
-        try:
-            get_model_type(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return registered(get_model_type, value)
 
     @model_validator(mode="after")
     def _params_fit_the_type(self) -> ModelConfig:

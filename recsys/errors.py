@@ -1,5 +1,7 @@
 """Domain exceptions. Every message says what was expected and what was found."""
 
+from collections.abc import Callable
+
 
 class RecsysError(Exception):
     """Base class: the CLI prints these as one line and exits non-zero."""
@@ -60,3 +62,13 @@ class ExportError(RecsysError):
 
     def __reduce__(self) -> tuple:  # picklable with its fields, as Prefect keeps a failed flow's exception
         return (type(self), (str(self), self.export, self.destination))
+
+
+def registered(lookup: Callable[[str], object], name: str) -> str:
+    """``name`` where the registry ``lookup`` knows it; else its one-line ConfigError as the
+    ValueError a pydantic validator raises (a config field naming a registered type)."""
+    try:
+        lookup(name)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return name

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from recsys.errors import ConfigError, ExportError
+from recsys.errors import ConfigError, ExportError, registered
 from recsys.exports.base import (
     ExportContext,
     Exporter,
@@ -73,11 +73,7 @@ class ExportConfig(BaseModel):
     @field_validator("type")
     @classmethod
     def _registered(cls, value: str) -> str:
-        try:
-            get_exporter(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return registered(get_exporter, value)
 
     @field_validator("name")
     @classmethod

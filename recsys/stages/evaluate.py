@@ -14,7 +14,7 @@ from recsys.config import PipelineConfig
 from recsys.data.interactions import Interactions
 from recsys.evaluate import ann_recall, ranking_metrics, sample_rows
 from recsys.index import ExactIndex
-from recsys.manifest import AnnEvaluation, AnnFigures, Evaluation, Ranking
+from recsys.manifest import AnnEvaluation, AnnFigures, Evaluation, Metric, Ranking
 from recsys.recommend import exclude_items, search_all
 from recsys.stages.index import list_k
 from recsys.stages.ranked import allowed_by_rules, open_index
@@ -33,33 +33,23 @@ def evaluate_stage(run: RunLayout, config: PipelineConfig, model: str, indexed: 
     item_factors = storage.read_array(run.item_factors(model))
     started = time.perf_counter()
     ann: dict[str, AnnFigures] = {}
+
+    def recall(metric: Metric, queries: np.ndarray, exclude: sp.csr_matrix) -> AnnFigures:
+        entry = entries[metric]
+        index = open_index(entry, item_factors, run.path)
+        k = list_k(config, metric)
+        measured = ann_recall(index, item_factors, queries, k, exclude=exclude, search_k=entry.query_search_k)
+        return AnnFigures.model_validate(measured)
+
     user_factors = None
     if run.user_factors(model).exists():
         user_factors = storage.read_array(run.user_factors(model))
         users = sample_rows(interactions.n_users, config.evaluate.sample_users, config.seed)
-        entry = entries[config.recommend.metric]
-        ann["recommendations"] = _figures(
-            ann_recall(
-                open_index(entry, item_factors, run.path),
-                item_factors,
-                user_factors[users],
-                list_k(config, config.recommend.metric),
-                exclude=interactions.user_items[users],
-                search_k=entry.query_search_k,
-            )
-        )
+        seen = interactions.user_items[users]
+        ann["recommendations"] = recall(config.recommend.metric, user_factors[users], seen)
     items = sample_rows(interactions.n_items, config.evaluate.sample_items, config.seed + 1)
-    entry = entries[config.similar_items.metric]
-    ann["similar_items"] = _figures(
-        ann_recall(
-            open_index(entry, item_factors, run.path),
-            item_factors,
-            item_factors[items],
-            list_k(config, config.similar_items.metric),
-            exclude=exclude_items(items, interactions.n_items),
-            search_k=entry.query_search_k,
-        )
-    )
+    itself = exclude_items(items, interactions.n_items)
+    ann["similar_items"] = recall(config.similar_items.metric, item_factors[items], itself)
     for label, figures in ann.items():
         log.info(
             "%s: %s recall@%d vs exact %s = %.3f (%.0f queries/s)",
@@ -75,10 +65,6 @@ def evaluate_stage(run: RunLayout, config: PipelineConfig, model: str, indexed: 
         ranking, ranking_exact = _ranking(run, config, model, interactions, user_factors, item_factors)
     evaluation = Evaluation(ann=AnnEvaluation(**ann), ranking=ranking, ranking_exact=ranking_exact)
     return Evaluated(evaluation=evaluation, seconds=round(time.perf_counter() - started, 3))
-
-
-def _figures(measured: dict[str, float | int | str]) -> AnnFigures:
-    return AnnFigures.model_validate(measured)
 
 
 def _ranking(

@@ -31,6 +31,7 @@ from recsys.manifest import ModelEntry, RunManifest
 from recsys.models import get_model_type
 from recsys.models.base import BLAS_THREADS
 from recsys.progress import CANCEL, check_cancelled
+from recsys.stages import results
 from recsys.stages.evaluate import evaluate_stage, holdout_stage
 from recsys.stages.index import index_stage
 from recsys.stages.prepare import prepare_stage
@@ -45,16 +46,7 @@ from recsys.stages.publish import (
     with_promotion,
 )
 from recsys.stages.ranked import list_spec, ranked_stage
-from recsys.stages.results import (
-    Evaluated,
-    Indexed,
-    ListSpec,
-    Prepared,
-    Ranked,
-    SplitEvaluated,
-    Trained,
-    model_entry,
-)
+from recsys.stages.results import model_entry
 from recsys.stages.train import train_stage
 from recsys.storage import RunLayout
 from recsys.threads import blas_limit
@@ -80,15 +72,17 @@ class Executed(NamedTuple):
 class Steps:
     """How each stage is called (same arguments and results as the stage functions)."""
 
-    prepare: Callable[[RunLayout, PipelineConfig, str | Path | None, str | Path | None], Prepared] = (
+    prepare: Callable[[RunLayout, PipelineConfig, str | Path | None, str | Path | None], results.Prepared] = (
         prepare_stage
     )
-    train: Callable[[RunLayout, PipelineConfig, ModelConfig], Trained] = train_stage
-    index: Callable[[RunLayout, PipelineConfig, str], Indexed] = index_stage
-    recommend: Callable[[RunLayout, ListSpec, str, Indexed], Ranked] = ranked_stage
-    similar: Callable[[RunLayout, ListSpec, str, Indexed], Ranked] = ranked_stage
-    evaluate: Callable[[RunLayout, PipelineConfig, str, Indexed], Evaluated] = evaluate_stage
-    holdout: Callable[[RunLayout, PipelineConfig, str, Indexed], SplitEvaluated] = holdout_stage
+    train: Callable[[RunLayout, PipelineConfig, ModelConfig], results.Trained] = train_stage
+    index: Callable[[RunLayout, PipelineConfig, str], results.Indexed] = index_stage
+    recommend: Callable[[RunLayout, results.ListSpec, str, results.Indexed], results.Ranked] = ranked_stage
+    similar: Callable[[RunLayout, results.ListSpec, str, results.Indexed], results.Ranked] = ranked_stage
+    evaluate: Callable[[RunLayout, PipelineConfig, str, results.Indexed], results.Evaluated] = evaluate_stage
+    holdout: Callable[[RunLayout, PipelineConfig, str, results.Indexed], results.SplitEvaluated] = (
+        holdout_stage
+    )
     report: Callable[[RunLayout, RunManifest], str] = report_stage
     publish: Callable[[storage.PublishTransaction, RunManifest, bool], RunLayout] = _publish
     export: Callable[[list[ExportConfig], str | Path, str], list[ExportResult]] = run_exports

@@ -31,7 +31,7 @@ from pydantic_core import PydanticUndefined
 from recsys.config import PipelineConfig, RangeSpec
 from recsys.exports import EXPORTERS, ExportConfig
 from recsys.index.registry import BACKENDS, settings_models
-from recsys.models import MODEL_TYPES, ModelType
+from recsys.models import MODEL_TYPES
 
 COMMAND = "python -m recsys.reference > docs/config.md"
 
@@ -250,11 +250,7 @@ def _models(lines: list[str]) -> None:
         params = model_type.params
         module = sys.modules[type(model_type).__module__]
         lines += ["", f"### `type: {type_key}`", ""]
-        folds_in = (
-            "folds new users in"
-            if type(model_type).fold_in is not ModelType.fold_in
-            else ("does not fold new users in")
-        )
+        folds_in = "folds new users in" if model_type.folds_in else "does not fold new users in"
         lines += [f"{first_sentence(module.__doc__)} {first_paragraph(params.__doc__)} It {folds_in}.", ""]
         fields = params.model_fields
         if not fields:

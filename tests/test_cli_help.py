@@ -8,7 +8,7 @@ import re
 import pytest
 
 from recsys.cli import build_parser
-from recsys.models import MODEL_TYPES, ModelType
+from recsys.models import MODEL_TYPES
 
 
 def _subcommands() -> dict:
@@ -47,7 +47,7 @@ def test_generate_shows_its_real_defaults():
 
 def test_user_items_help_names_the_types_that_fold_in():
     text = " ".join(_subcommands()["recommend"].format_help().split())
-    folding = [n for n, t in MODEL_TYPES.items() if type(t).fold_in is not ModelType.fold_in]
+    folding = [n for n, t in MODEL_TYPES.items() if t.folds_in]
     assert "als" in folding
     assert "ALS models" not in text
     for name in folding:

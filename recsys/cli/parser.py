@@ -52,9 +52,9 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 def _fold_in_types() -> str:
     """The registered model types that fold new users in (those that define ``fold_in``)."""
-    from recsys.models import MODEL_TYPES, ModelType
+    from recsys.models import MODEL_TYPES
 
-    names = [name for name, t in MODEL_TYPES.items() if type(t).fold_in is not ModelType.fold_in]
+    names = [name for name, t in MODEL_TYPES.items() if t.folds_in]
     return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
 
 

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from pydantic import Field, Strict
 
 from recsys.errors import ModelError
-from recsys.models.base import Embeddings, ModelType, Progress
+from recsys.models.base import Embeddings, ModelParams, ModelType, Training
 from recsys.threads import blas_limit
 
 PositiveInt = Annotated[int, Strict(), Field(ge=1)]
@@ -51,26 +51,12 @@ class ImplicitModelType(ModelType):
     def load(self) -> None:
         self.model_class()
 
-    def fit(
-        self,
-        params: dict[str, Any],
-        user_items: sp.csr_matrix,
-        seed: int,
-        name: str = "model",
-        show_progress: bool | None = None,
-        *,
-        progress: Progress | None = None,
-    ) -> Embeddings:
-        """Fit one implicit model on a users x items CSR matrix and return its factors.
-
-        params: constructor arguments of the implicit model (see :attr:`params`);
-        ``random_state`` defaults to ``seed``. progress: called after each iteration
-        (implicit's ``fit(callback=...)``) with the iterations done and the model's current
-        user and item factors; what it raises propagates out of ``fit`` unchanged.
-        """
-        if user_items.nnz == 0:
-            raise ModelError(f"model {name}: no interactions to train on")
-        typed = self.parse_params({"random_state": seed, **params}, name)
+    def train(self, params: ModelParams, data: Training) -> Embeddings:
+        """Fit one implicit model (constructor arguments: the params) and return its factors.
+        ``data.progress``: called after each iteration (implicit's ``fit(callback=...)``)
+        with the iterations done and the model's current user and item factors; what it
+        raises propagates out of ``fit`` unchanged."""
+        typed, (user_items, _, name, show_progress, progress, given) = params, data
         check_memory(name, user_items.shape, int(getattr(typed, "factors", 0)))
         if show_progress is None:
             show_progress = sys.stderr.isatty()
@@ -95,7 +81,7 @@ class ImplicitModelType(ModelType):
                 raise stop.error from None
             except (TypeError, ValueError) as exc:
                 raise ModelError(
-                    f"model {name}: {self.name} failed to train with params {params}: {exc}"
+                    f"model {name}: {self.name} failed to train with params {given}: {exc}"
                 ) from None
             except Exception as exc:  # implicit's ModelFitError: the factors diverged
                 if type(exc).__name__ != "ModelFitError":

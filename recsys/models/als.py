@@ -3,8 +3,6 @@ ALS, conjugate-gradient solver by default). Folds users in with ALS's own user s
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -19,7 +17,7 @@ from recsys.models._implicit import (
     Seed,
     StrictBool,
 )
-from recsys.models.base import FloatRange, IntRange, ModelParams
+from recsys.models.base import FloatRange, Folding, IntRange, ModelParams
 from recsys.threads import blas_limit
 
 
@@ -58,18 +56,12 @@ class ALS(ImplicitModelType):
         "iterations": IntRange(5, 30),
     }
 
-    def fold_in(
-        self,
-        params: dict[str, Any],
-        item_factors: np.ndarray,
-        user_items: sp.csr_matrix,
-        extras: dict[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
+    def fold(self, params: ALSParams, data: Folding) -> np.ndarray:
         """implicit's own ``recalculate_user``: the least-squares user step of training, with
         the model's regularization and alpha; ``factors`` comes from ``item_factors``.
         item_factors: float32 (n_items, dim); user_items: CSR (users, n_items).
         Returns float32 (users, dim)."""
-        typed = self.parse_params(params, "fold-in")
+        typed, item_factors, user_items = params, data.item_factors, data.user_items
         matrix = sp.csr_matrix(user_items, dtype=np.float32)
         if matrix.shape[1] != item_factors.shape[0]:
             raise ModelError(f"user_items has {matrix.shape[1]} items, the model {item_factors.shape[0]}")

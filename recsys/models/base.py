@@ -133,8 +133,36 @@ def blas_threads() -> int:
     return BLAS_THREADS.get() or os.cpu_count() or 1
 
 
+class Training(NamedTuple):
+    """What a fit gets besides its validated params (:meth:`ModelType.train`)."""
+
+    user_items: sp.csr_matrix
+    """users x items, float weights, at least one interaction."""
+    seed: int
+    name: str = "model"
+    """The model's name, for messages."""
+    show_progress: bool | None = None
+    """A library's own progress bar: None shows it on a terminal only."""
+    progress: Progress | None = None
+    """Called after each iteration (see :meth:`ModelType.fit`)."""
+    given: dict[str, Any] | None = None
+    """The params as the config gave them, for messages."""
+
+
+class Folding(NamedTuple):
+    """What a fold-in gets besides its validated params (:meth:`ModelType.fold`)."""
+
+    item_factors: np.ndarray
+    """float32 (n_items, dim), fixed."""
+    user_items: sp.csr_matrix
+    """The users to fold in: CSR (users, n_items)."""
+    extras: dict[str, np.ndarray]
+    """The arrays the fit saved beside the factors (:attr:`Embeddings.extras`)."""
+
+
 class ModelType(ABC):
-    """One kind of model. Subclasses set the class attributes and implement ``fit``.
+    """One kind of model. Subclasses set the class attributes and implement ``train`` (and
+    ``fold`` where they can fold users in); ``fit`` and ``fold_in`` check around them.
 
     Instances are stateless: every ``fit`` builds a fresh model, so one instance serves
     every config and thread.
@@ -182,7 +210,6 @@ class ModelType(ABC):
         a library imported from two threads at once can deadlock on its import locks."""
         return None
 
-    @abstractmethod
     def fit(
         self,
         params: dict[str, Any],
@@ -195,17 +222,29 @@ class ModelType(ABC):
     ) -> Embeddings:
         """Train on a users x items CSR matrix (float weights) and return the factors.
 
-        params: the config's params of this type (validated here too); ``seed`` is the
-        default of a ``random_state`` param. Same params, matrix and seed, same factors
-        (where the type's params make it deterministic). Raises :class:`ModelError` for an
-        empty matrix or unusable factors, :class:`ModelParamsError` for bad params.
+        params: the config's params of this type, validated here; ``seed`` is the default
+        of a ``random_state`` param. Same params, matrix and seed, same factors (where the
+        type's params make it deterministic). Raises :class:`ModelError` for an empty
+        matrix or unusable factors, :class:`ModelParamsError` for bad params.
 
         progress: where the type trains in iterations, called after each one as
         ``progress(iterations_done, user_factors, item_factors)`` with the current factors
         (read them, do not keep or change them); an exception it raises stops training and
         propagates out of ``fit`` (``recsys tune`` prunes trials this way). Types without
         iterations, or that do not support it, may ignore it.
+
+        Every type shares these checks; what it does is :meth:`train`.
         """
+        if self.source == "interactions" and user_items.nnz == 0:
+            raise ModelError(f"model {name}: no interactions to train on")
+        seeded = {"random_state": seed, **params} if "random_state" in self.params.model_fields else params
+        typed = self.parse_params(seeded, name)
+        return self.train(typed, Training(user_items, seed, name, show_progress, progress, params))
+
+    @abstractmethod
+    def train(self, params: Any, data: Training) -> Embeddings:
+        """The type's own training, on params already validated (an instance of
+        :attr:`params`) and a non-empty matrix (``data.user_items``): see :meth:`fit`."""
 
     def fold_in(
         self,
@@ -217,11 +256,27 @@ class ModelType(ABC):
         """User vectors for new or changed users against fixed item factors, without
         retraining. item_factors: float32 (n_items, dim); user_items: CSR (users, n_items);
         extras: the arrays the fit saved beside the factors (:attr:`Embeddings.extras`).
-        Returns float32 (users, dim). Types that cannot fold in raise :class:`ModelError`."""
-        from recsys.models import MODEL_TYPES
+        Returns float32 (users, dim). Types that cannot fold in raise :class:`ModelError`;
+        what a type that can does is :meth:`fold`."""
+        if type(self).fold is ModelType.fold:
+            from recsys.models import MODEL_TYPES
 
-        able = [name for name, t in MODEL_TYPES.items() if type(t).fold_in is not ModelType.fold_in]
-        raise ModelError(f"a {self.name} model cannot fold users in; model types that can: {', '.join(able)}")
+            able = [name for name, t in MODEL_TYPES.items() if t.folds_in]
+            raise ModelError(
+                f"a {self.name} model cannot fold users in; model types that can: {', '.join(able)}"
+            )
+        return self.fold(
+            self.parse_params(params, "fold-in"), Folding(item_factors, user_items, extras or {})
+        )
+
+    def fold(self, params: Any, data: Folding) -> np.ndarray:
+        """The type's own fold-in (types that can fold users in override it): see :meth:`fold_in`."""
+        raise NotImplementedError
+
+    @property
+    def folds_in(self) -> bool:
+        """Whether the type can fold new users in (it overrides :meth:`fold`)."""
+        return type(self).fold is not ModelType.fold
 
     def __repr__(self) -> str:
         return f"<model type {self.name!r} ({type(self).__name__})>"

@@ -9,13 +9,10 @@ items of most similar popularity (the angle between the 2-d vectors).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.errors import ModelError
-from recsys.models.base import Embeddings, ModelParams, ModelType
+from recsys.models.base import Embeddings, Folding, ModelParams, ModelType, Training
 
 
 class PopularParams(ModelParams):
@@ -28,19 +25,8 @@ class Popular(ModelType):
     personalized = False
     space = {}
 
-    def fit(
-        self,
-        params: dict[str, Any],
-        user_items: sp.csr_matrix,
-        seed: int,
-        name: str = "model",
-        show_progress: bool | None = None,
-        progress: Any = None,
-    ) -> Embeddings:
-        if user_items.nnz == 0:
-            raise ModelError(f"model {name}: no interactions to train on")
-        self.parse_params(params, name)
-        matrix = sp.csr_matrix(user_items)
+    def train(self, params: PopularParams, data: Training) -> Embeddings:
+        matrix = sp.csr_matrix(data.user_items)
         users_per_item = np.diff(matrix.tocsc().indptr).astype(np.float64)
         item_factors = np.column_stack([np.log1p(users_per_item), np.ones_like(users_per_item)])
         user_factors = np.tile([1.0, 0.0], (matrix.shape[0], 1))
@@ -48,12 +34,6 @@ class Popular(ModelType):
             item_factors=item_factors.astype(np.float32), user_factors=user_factors.astype(np.float32)
         )
 
-    def fold_in(
-        self,
-        params: dict[str, Any],
-        item_factors: np.ndarray,
-        user_items: sp.csr_matrix,
-        extras: dict[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
+    def fold(self, params: PopularParams, data: Folding) -> np.ndarray:
         """Every user, new or not, gets the same vector: the most popular unseen items."""
-        return np.tile(np.array([1.0, 0.0], dtype=np.float32), (user_items.shape[0], 1))
+        return np.tile(np.array([1.0, 0.0], dtype=np.float32), (data.user_items.shape[0], 1))

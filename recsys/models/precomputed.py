@@ -3,12 +3,8 @@ read from files by the pipeline's train stage and aligned to the run's ids. Neve
 
 from __future__ import annotations
 
-from typing import Any
-
-import scipy.sparse as sp
-
 from recsys.errors import ModelError
-from recsys.models.base import Embeddings, ModelParams, ModelType
+from recsys.models.base import Embeddings, ModelParams, ModelType, Training
 
 
 class PrecomputedParams(ModelParams):
@@ -33,15 +29,8 @@ class Precomputed(ModelType):
     source = "vectors"
     space = {}
 
-    def fit(
-        self,
-        params: dict[str, Any],
-        user_items: sp.csr_matrix,
-        seed: int,
-        name: str = "model",
-        show_progress: bool | None = None,
-    ) -> Embeddings:
+    def train(self, params: PrecomputedParams, data: Training) -> Embeddings:
         raise ModelError(
-            f"model {name}: a precomputed model reads its vectors (params.items) and is never "
+            f"model {data.name}: a precomputed model reads its vectors (params.items) and is never "
             "trained; the pipeline's train stage reads them"
         )

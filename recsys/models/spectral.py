@@ -18,7 +18,7 @@ D_i^-1/2 V_k S_k^p, saved beside the factors (no solve).
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,7 +26,16 @@ from pydantic import Field, Strict
 
 from recsys.errors import ModelError
 from recsys.models._implicit import Factors, NonNegativeInt, Seed, check_memory, checked_embeddings
-from recsys.models.base import Embeddings, FloatRange, IntRange, ModelParams, ModelType, blas_threads
+from recsys.models.base import (
+    Embeddings,
+    FloatRange,
+    Folding,
+    IntRange,
+    ModelParams,
+    ModelType,
+    Training,
+    blas_threads,
+)
 from recsys.progress import Progress
 from recsys.threads import blas_limit
 
@@ -108,19 +117,9 @@ class Spectral(ModelType):
         "item_exponent": FloatRange(0.0, 1.0),
     }
 
-    def fit(
-        self,
-        params: dict[str, Any],
-        user_items: sp.csr_matrix,
-        seed: int,
-        name: str = "model",
-        show_progress: bool | None = None,
-        progress: Any = None,
-    ) -> Embeddings:
-        if user_items.nnz == 0:
-            raise ModelError(f"model {name}: no interactions to train on")
-        typed = self.parse_params({"random_state": seed, **params}, name)
-        matrix = sp.csr_matrix(user_items, dtype=np.float64)
+    def train(self, params: SpectralParams, data: Training) -> Embeddings:
+        typed, name = params, data.name
+        matrix = sp.csr_matrix(data.user_items, dtype=np.float64)
         n_users, n_items = matrix.shape
         if typed.factors > min(n_users, n_items):
             raise ModelError(
@@ -154,15 +153,10 @@ class Spectral(ModelType):
             extras={FOLD_IN: np.ascontiguousarray(projection, dtype=np.float32)},
         )
 
-    def fold_in(
-        self,
-        params: dict[str, Any],
-        item_factors: np.ndarray,
-        user_items: sp.csr_matrix,
-        extras: dict[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
+    def fold(self, params: SpectralParams, data: Folding) -> np.ndarray:
         """Exact: the new users' rows times the fold-in projection D_i^-1/2 V_k S_k^p."""
-        if not extras or FOLD_IN not in extras:
+        user_items, extras = data.user_items, data.extras
+        if FOLD_IN not in extras:
             raise ModelError("this spectral model was saved without its fold-in projection")
         projection = extras[FOLD_IN]
         if user_items.shape[1] != projection.shape[0]:

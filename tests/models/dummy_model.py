@@ -7,15 +7,13 @@ the user's items. No training loop, but it ranks by co-occurrence.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
-import scipy.sparse as sp
 from pydantic import Field, Strict
 
-from recsys.errors import ModelError
 from recsys.models import Embeddings, ModelParams, ModelType
-from recsys.models.base import Choice
+from recsys.models.base import Choice, Training
 
 
 class MeanParams(ModelParams):
@@ -30,18 +28,8 @@ class MeanModel(ModelType):
     params = MeanParams
     space = {"factors": Choice((16, 32))}
 
-    def fit(
-        self,
-        params: dict[str, Any],
-        user_items: sp.csr_matrix,
-        seed: int,
-        name: str = "model",
-        show_progress: bool | None = None,
-        progress: Any = None,
-    ) -> Embeddings:
-        if user_items.nnz == 0:
-            raise ModelError(f"model {name}: no interactions to train on")
-        typed = self.parse_params({"random_state": seed, **params}, name)
+    def train(self, params: MeanParams, data: Training) -> Embeddings:
+        typed, user_items = params, data.user_items
         rng = np.random.default_rng(typed.random_state)
         n_users, _ = user_items.shape
         projection = rng.standard_normal((n_users, typed.factors)) / np.sqrt(typed.factors)

@@ -128,3 +128,17 @@ def test_config_errors_name_the_file(tmp_path):
 
 def test_no_exports_by_default():
     assert parse_config({"models": MODELS}).exports == []
+
+
+def test_a_new_exporter_serves_a_whole_run(csv_registered, tmp_path):
+    """Registered with one line, the one-file exporter is made by a run itself once it is
+    published: nothing else of recsys knows it."""
+    from recsys.data import generate_interactions
+    from tests.exports.conftest import CONFIG
+
+    frame = generate_interactions(n_users=120, n_items=60, n_clusters=4, seed=3)
+    config = {**CONFIG, "exports": [{"type": "csv", "params": {"folder": str(tmp_path / "csv")}}]}
+    run = recsys.run_pipeline(frame, config, output=tmp_path / "out", run_id="r1")
+    written = pd.read_csv(tmp_path / "csv" / "recommendations.csv")
+    assert len(written) == sum(len(run.recommendations(model)) for model in run.models) > 0
+    assert set(written["run_id"]) == {"r1"}

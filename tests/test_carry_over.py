@@ -162,3 +162,34 @@ def test_recsys_run_retrains_a_model_whose_carried_file_is_corrupt(tmp_path):
     manifest = json.loads(result.stdout)["manifest"]
     assert "carried_over_from" not in manifest["models"]["bpr"]
     assert storage.current_run_id(tmp_path / "out") == "r2"
+
+
+def test_the_fingerprint_covers_every_section_a_model_depends_on():
+    """Listed by what it leaves out: a section a model's files depend on, also one added
+    later, changes the fingerprint; where runs go, when and how fast they run does not."""
+    from recsys.manifest import InputInfo
+    from recsys.stages.publish import NOT_MODEL_INPUTS, model_fingerprint
+    from recsys.stages.results import Prepared
+
+    stats = dict(
+        rows=1, zero_weight_rows_dropped=0, duplicate_rows_merged=0, interactions=1, users=1, items=1
+    )
+    info = InputInfo(path="t", size_bytes=1, sha256="0" * 64, **stats, user_id_type="int", item_id_type="int")
+    prepared = Prepared(
+        input=info, data={"users": "u", "items": "i", "user_items": "m", "stats": "s"}, seconds=0
+    )
+
+    def fingerprint(**changes):
+        config = parse_config({**CONFIG, **changes})
+        return model_fingerprint(config, config.models[0], prepared)
+
+    base = fingerprint()
+    for changed in ({"seed": 7}, {"evaluate": {"sample_users": 3}}, {"index": {"backend": "annoy"}}):
+        assert fingerprint(**changed) != base, changed
+    for unchanged in (
+        {"output": {"root": "elsewhere"}},
+        {"schedule": {"cron": "0 4 * * *"}},
+        {"run": {"parallel_models": 2}},
+    ):
+        assert fingerprint(**unchanged) == base, unchanged
+    assert {"index", "recommend", "similar_items", "evaluate", "seed"}.isdisjoint(NOT_MODEL_INPUTS)

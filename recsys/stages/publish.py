@@ -34,18 +34,36 @@ from recsys.storage import RANKED_KINDS, RunLayout
 log = logging.getLogger(__name__)
 
 
+NOT_MODEL_INPUTS = (
+    "input",
+    "output",
+    "models",
+    "schedule",
+    "retention",
+    "promotion",
+    "run",
+    "task_runner",
+    "tune",
+    "exports",
+)
+"""Config sections no model's files depend on (where the input is read from: its content
+counts; where and when runs go; how fast they run). Every other section, including one
+added later, is part of each model's fingerprint: a change there retrains rather than
+carries a model over that may be stale."""
+
+
 def model_fingerprint(config: PipelineConfig, model: ModelConfig, prepared: Prepared) -> str:
-    """sha256 of everything a model's published files depend on: the input file, the held
-    out part, the model's type and params, the seed, and the index, list and evaluation
-    settings (and the recsys version). Equal fingerprints: the files would be the same."""
+    """sha256 of everything a model's published files depend on: the input file's content,
+    the held out part, the model's type and params, and every config section but
+    :data:`NOT_MODEL_INPUTS` (the seed, the index, list and evaluation settings, ...), and
+    the recsys version. Equal fingerprints: the files would be the same."""
     settings = config.to_dict()
     basis = {
         "recsys": __version__,
         "input": prepared.input.sha256,
         "holdout": prepared.holdout.model_dump(mode="json") if prepared.holdout else None,
         "model": model.model_dump(mode="json"),
-        "seed": settings["seed"],
-        **{key: settings[key] for key in ("index", "recommend", "similar_items", "evaluate")},
+        **{key: value for key, value in settings.items() if key not in NOT_MODEL_INPUTS},
     }
     if prepared.item_rules:  # the rules as resolved: a rules table's content may change
         basis["item_rules"] = prepared.item_rules.sha256

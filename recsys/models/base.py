@@ -246,6 +246,26 @@ class ModelType(ABC):
         """The type's own training, on params already validated (an instance of
         :attr:`params`) and a non-empty matrix (``data.user_items``): see :meth:`fit`."""
 
+    def tuning_cache(
+        self,
+        params: dict[str, Any],
+        space: dict[str, Dimension],
+        user_items: sp.csr_matrix,
+        seed: int,
+        name: str,
+    ) -> Any | None:
+        """Work every trial of ``recsys tune`` on ``user_items`` can share (the spectral type's
+        SVD at the space's largest factors), made once for the whole search; ``params``: the
+        config's params of the model, ``space``: the searched dimensions. None (the default):
+        each trial fits."""
+        return None
+
+    def fit_cached(self, cache: Any, params: dict[str, Any], seed: int, name: str) -> Embeddings | None:
+        """A trial's factors from the :meth:`tuning_cache` of its training matrix, equal in
+        meaning to :meth:`fit` at ``params``; None where the cache cannot serve them (the trial
+        fits)."""
+        return None
+
     def fold_in(
         self,
         params: dict[str, Any],

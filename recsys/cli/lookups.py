@@ -30,24 +30,23 @@ def _lookup(args: argparse.Namespace, kind: str) -> int:
         return _answer(args, kind, run)
 
 
+# the query of a lookup: its config section, its column in the answer, the title of its table
+_QUERIES = {
+    "user": ("recommend", "user_id", "recommendations for user"),
+    "item": ("similar_items", "item_id", "items similar to"),
+    "vector": ("similar_items", "query", "items nearest to"),
+}
+
+
 def _answer(args: argparse.Namespace, kind: str, run: Any) -> int:
     """Print the answer of ``recsys recommend`` / ``recsys similar`` from the Python API."""
     name, _ = run.model(args.model)
-    config = run.manifest.config
     if args.n is not None and not 1 <= args.n <= run.interactions.n_items:
         raise QueryError(f"-n must be between 1 and the {run.interactions.n_items} items, found {args.n}")
     note = ""
     if kind == "recommend" and args.user_items:
-        frame, _ = storage.read_interactions_table(args.user_items)
-        try:
-            answer = run.fold_in(frame, n=args.n, model=name)
-        except (QueryError, InputError) as exc:
-            raise type(exc)(f"{args.user_items}: {exc}") from None
-        metric, label, column = config["recommend"]["metric"], "user", "user_id"
-        query_ids = list(dict.fromkeys(answer["user_id"].tolist()))
-        note = f"folded in from {args.user_items}"
-        if answer.attrs.get("ignored_rows"):
-            note += f"; {answer.attrs['ignored_rows']} row(s) with items unknown to the run ignored"
+        answer, note = _fold_in(args, run, name)
+        label, query_ids = "user", list(dict.fromkeys(answer["user_id"].tolist()))
     elif kind == "recommend":
         if args.fallback != "popular":
             run.user_factors(name)  # a model of item vectors only: say so first
@@ -56,33 +55,55 @@ def _answer(args: argparse.Namespace, kind: str, run: Any) -> int:
         if args.fallback == "popular" and not known:
             return _popular(args, name, run)
         answer = run.recommend([user], n=args.n, model=name)
-        metric, label, column = config["recommend"]["metric"], "user", "user_id"
-        query_ids = [user]  # typed as the run's ids: --json keeps integers numbers
+        label, query_ids = "user", [user]  # typed as the run's ids: --json keeps integers numbers
     elif args.vector:
-        from recsys.storage.vectors import read_query_vector
-
-        vector = read_query_vector(args.vector)
-        factors = run.item_factors(name)
-        if vector.shape[1] != factors.shape[1]:
-            raise QueryError(
-                f"{args.vector}: the vector has dimension {vector.shape[1]}, "
-                f"model {name} has {factors.shape[1]}"
-            )
-        answer = run.similar(vector=vector, n=args.n, model=name)
-        metric, label, column = config["similar_items"]["metric"], "vector", "query"
-        query_ids = [args.vector]
-        answer["query"] = args.vector
+        answer = _nearest(args, run, name)
+        label, query_ids = "vector", [args.vector]
     else:
         item = run.interactions.items.parse(args.item)
         answer = run.similar(items=[item], n=args.n, model=name)
-        metric, label, column = config["similar_items"]["metric"], "item", "item_id"
-        query_ids = [item]
-    result_column = "item_id" if kind == "recommend" else "similar_item_id"
-    n = (
-        args.n
-        if args.n is not None
-        else config["recommend" if kind == "recommend" else "similar_items"]["top_n"]
-    )
+        label, query_ids = "item", [item]
+    _print_answer(args, run, name, answer, label, query_ids, note)
+    return 0
+
+
+def _fold_in(args: argparse.Namespace, run: Any, name: str) -> tuple[Any, str]:
+    """The top-N of the users of ``--user-items``, folded in, and the note that says so."""
+    frame, _ = storage.read_interactions_table(args.user_items)
+    try:
+        answer = run.fold_in(frame, n=args.n, model=name)
+    except (QueryError, InputError) as exc:
+        raise type(exc)(f"{args.user_items}: {exc}") from None
+    note = f"folded in from {args.user_items}"
+    if answer.attrs.get("ignored_rows"):
+        note += f"; {answer.attrs['ignored_rows']} row(s) with items unknown to the run ignored"
+    return answer, note
+
+
+def _nearest(args: argparse.Namespace, run: Any, name: str) -> Any:
+    """The items nearest to the query vector of ``--vector``."""
+    from recsys.storage.vectors import read_query_vector
+
+    vector = read_query_vector(args.vector)
+    factors = run.item_factors(name)
+    if vector.shape[1] != factors.shape[1]:
+        raise QueryError(
+            f"{args.vector}: the vector has dimension {vector.shape[1]}, model {name} has {factors.shape[1]}"
+        )
+    answer = run.similar(vector=vector, n=args.n, model=name)
+    answer["query"] = args.vector
+    return answer
+
+
+def _print_answer(
+    args: argparse.Namespace, run: Any, name: str, answer: Any, label: str, query_ids: list[Any], note: str
+) -> None:
+    """One table (or JSON line) per query: rank, item and score."""
+    section, column, title = _QUERIES[label]
+    config = run.manifest.config
+    metric = config[section]["metric"]
+    result_column = "item_id" if label == "user" else "similar_item_id"
+    n = args.n if args.n is not None else config[section]["top_n"]
     for query_id in query_ids:
         rows = answer[answer[column] == query_id]
         results = [
@@ -94,16 +115,10 @@ def _answer(args: argparse.Namespace, kind: str, run: Any) -> int:
                 json.dumps({label: _plain(query_id), "model": name, "run_id": run.run_id, "results": results})
             )
             continue
-        title = {
-            "user": "recommendations for user",
-            "item": "items similar to",
-            "vector": "items nearest to",
-        }[label]
         extra = f", only {len(results)} candidates" if len(results) < n else ""
         extra += f", {note}" if note else ""
         print(f"{title} {query_id} (model {name}, {metric} index, run {run.run_id}{extra})")
         print(table(results, ["rank", "item_id", "score"]))
-    return 0
 
 
 def _plain(value: Any) -> Any:

@@ -106,8 +106,9 @@ class ModelConfig(_Strict):
     """Model type, one of the registry (``recsys.models.MODEL_TYPES``): ``als``
     (implicit's AlternatingLeastSquares), ``bpr`` (BayesianPersonalizedRanking), ``lmf``
     (LogisticMatrixFactorization), ``spectral`` (GF-CF's low-pass graph filter as
-    embeddings), ``popular`` (the popularity baseline), or ``precomputed``: vectors made
-    elsewhere, read from files (see params)."""
+    embeddings), ``popular`` (the popularity baseline), ``precomputed``: vectors made
+    elsewhere, read from files (see params), or ``blend``: the weighted sum of other
+    models of the config (see params)."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Params of the type, checked against its typed params model when the config loads
     (unknown names, wrong types and out-of-range values are refused): each type's params
@@ -670,6 +671,25 @@ class PipelineConfig(_Strict):
             raise ValueError(f"model names must be unique, repeated: {', '.join(dupes)}")
         return self
 
+    @model_validator(mode="after")
+    def _blends_fit(self) -> PipelineConfig:
+        """Every part of a blend is another model of the config with user vectors, and no
+        blend is a part of itself, directly or through other blends."""
+        models = {m.name: m for m in self.models}
+        for position, model in enumerate(self.models):
+            if model.type != "blend":
+                continue
+            where = f"models.{position}.params"
+            if "scales" in model.params:
+                raise _ParamsProblems(
+                    [(f"{where}.scales", "invalid", "recorded by the run from the parts' scores, not set")]
+                )
+            for part in model.params["parts"]:
+                problem = _blend_part_problem(models, model.name, part)
+                if problem:
+                    raise _ParamsProblems([(f"{where}.parts.{part}", "invalid", problem)])
+        return self
+
     @property
     def only_precomputed(self) -> bool:
         """Every model brings its own vectors: no interactions table is needed."""
@@ -692,6 +712,35 @@ class PipelineConfig(_Strict):
         """Hash of the canonical JSON form: equal configs hash equal, whatever the YAML."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _blend_part_problem(models: dict[str, ModelConfig], blend: str, part: str) -> str | None:
+    """Why ``part`` cannot be a part of the blend ``blend`` (None: it can)."""
+    if part == blend:
+        return "a blend cannot be a part of itself"
+    if part not in models:
+        return f"no model named {part!r} in the config (it defines {', '.join(models)})"
+    model = models[part]
+    vectors = get_model_type(model.type).source == "vectors" and model.type != "blend"
+    if vectors and getattr(model.typed_params, "users", True) is None:
+        return f"the {model.type} model {part} has no user vectors (params.users) to blend"
+    cycle = _blend_cycle(models, blend, part, [blend])  # a blend among the parts: back to this one?
+    return f"blends {' -> '.join(cycle)} form a cycle" if cycle else None
+
+
+def _blend_cycle(models: dict[str, ModelConfig], blend: str, part: str, path: list[str]) -> list[str] | None:
+    """The chain of blends from ``blend`` through ``part`` back to ``blend``, if any."""
+    model = models.get(part)
+    if model is None or model.type != "blend":
+        return None
+    for inner in model.params.get("parts", {}):
+        if inner == blend:
+            return [*path, part, blend]
+        if inner not in path and inner != part:
+            cycle = _blend_cycle(models, blend, inner, [*path, part])
+            if cycle:
+                return cycle
+    return None
 
 
 def _format_validation_error(source: str, error: ValidationError) -> str:

@@ -321,7 +321,7 @@ def _model(type_: str, params: dict) -> dict:
             "svd",
             {},
             r"models\.0\.type: unknown model type 'svd': "
-            r"expected one of als, bpr, lmf, spectral, popular, precomputed$",
+            r"expected one of als, bpr, lmf, spectral, popular, precomputed, blend$",
         ),
     ],
 )

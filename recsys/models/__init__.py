@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from recsys.errors import ConfigError
 from recsys.models.als import ALS
 from recsys.models.base import Embeddings, ModelParams, ModelParamsError, ModelType
+from recsys.models.blend import Blend
 from recsys.models.bpr import BPR
 from recsys.models.lmf import LMF
 from recsys.models.popular import Popular
@@ -28,6 +29,7 @@ MODEL_TYPES: dict[str, ModelType] = {
     "spectral": Spectral(),
     "popular": Popular(),
     "precomputed": Precomputed(),
+    "blend": Blend(),
 }
 """Model types by their config ``type``."""
 

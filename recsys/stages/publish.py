@@ -56,7 +56,8 @@ def model_fingerprint(config: PipelineConfig, model: ModelConfig, prepared: Prep
     """sha256 of everything a model's published files depend on: the input file's content,
     the held out part, the model's type and params, and every config section but
     :data:`NOT_MODEL_INPUTS` (the seed, the index, list and evaluation settings, ...), and
-    the recsys version. Equal fingerprints: the files would be the same."""
+    the recsys version; a blend's, its parts' fingerprints too. Equal fingerprints: the
+    files would be the same."""
     settings = config.to_dict()
     basis = {
         "recsys": __version__,
@@ -67,6 +68,11 @@ def model_fingerprint(config: PipelineConfig, model: ModelConfig, prepared: Prep
     }
     if prepared.item_rules:  # the rules as resolved: a rules table's content may change
         basis["item_rules"] = prepared.item_rules.sha256
+    if model.type == "blend":  # made of its parts' files: it changes with any of them
+        models = {m.name: m for m in config.models}
+        basis["parts"] = {
+            part: model_fingerprint(config, models[part], prepared) for part in model.params["parts"]
+        }
     canonical = json.dumps(basis, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from recsys import storage
 from recsys.config import ModelConfig, PipelineConfig
-from recsys.errors import PromotionHeld
+from recsys.errors import ConfigError, PromotionHeld
 from recsys.exports import ExportConfig, ExportResult, run_exports
 from recsys.index import BACKENDS
 from recsys.manifest import ModelEntry, RunManifest
@@ -120,7 +120,29 @@ def model_chain(
 def model_chains(
     run: RunLayout, config: PipelineConfig, models: list[ModelConfig], refit: bool, steps: Steps
 ) -> dict[str, ModelEntry]:
-    """Every model's chain (:func:`model_chain`): one after the other, or
+    """Every model's chain (:func:`model_chain`): the blends' after every other chain
+    (a blend reads its parts' files), a blend of blends after theirs. Within each round
+    the chains run one after the other, or ``run.parallel_models`` at a time
+    (:func:`_side_by_side`). Parts not among ``models`` are carried over: their files are
+    in the run already."""
+    pending = list(models)
+    entries: dict[str, ModelEntry] = {}
+    while pending:
+        waiting = {m.name for m in pending}
+        ready = [m for m in pending if m.type != "blend"] or [
+            m for m in pending if not set(m.params["parts"]) & waiting
+        ]
+        if not ready:  # the config refuses cycles of blends when it loads
+            raise ConfigError(f"blends {', '.join(sorted(waiting))} are parts of each other")
+        entries.update(_side_by_side(run, config, ready, refit, steps))
+        pending = [m for m in pending if m.name not in entries]
+    return {m.name: entries[m.name] for m in models}
+
+
+def _side_by_side(
+    run: RunLayout, config: PipelineConfig, models: list[ModelConfig], refit: bool, steps: Steps
+) -> dict[str, ModelEntry]:
+    """Chains that do not depend on each other: one after the other, or
     ``run.parallel_models`` at a time in threads, each with one BLAS thread. Each thread
     runs in a copy of the caller's context, so Prefect files its tasks under the flow run.
     The first failure calls the other chains off: each stops at its next stage, fit
@@ -166,6 +188,19 @@ def model_chains(
         BLAS_THREADS.reset(token)
 
 
+def with_blend_parts(config: PipelineConfig, names: set[str]) -> set[str]:
+    """``names`` and every part of a blend among them, and the parts of those, and so on."""
+    models = {m.name: m for m in config.models}
+    found, pending = set(names), list(names)
+    while pending:
+        model = models[pending.pop()]
+        if model.type == "blend":
+            new = set(model.params["parts"]) - found
+            found |= new
+            pending += new
+    return found
+
+
 def execute(
     config: PipelineConfig,
     input_path: str | Path | None,
@@ -206,9 +241,13 @@ def execute(
         plan = plan_carry_over(
             run.root, config, fingerprints, [m.name for m in config.models if m.name not in names]
         )
-        trained = [m for m in config.models if m.name in names or m.name not in plan.models]
-        results = model_chains(run, config, trained, refit, steps)
-        results.update(carry_over_models(run, plan))
+        retrained = {m.name for m in config.models if m.name in names or m.name not in plan.models}
+        if refit:  # a blend made on the split reads its parts trained on the split
+            retrained = with_blend_parts(config, retrained)
+            plan.models = {name: f for name, f in plan.models.items() if name not in retrained}
+        carried = carry_over_models(run, plan)  # linked first: a blend made in this run reads them
+        results = model_chains(run, config, [m for m in config.models if m.name in retrained], refit, steps)
+        results.update(carried)
         results = {
             m.name: results[m.name].model_copy(update={"fingerprint": fingerprints[m.name]})
             for m in config.models

@@ -1,5 +1,6 @@
 """Train: one model's user and item vectors, fitted (model types that learn from
-interactions) or read and aligned (model types that bring their own vectors)."""
+interactions), read and aligned (model types that bring their own vectors), or blended
+from the files of other models of the run (``blend``, made after its parts)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> T
     """Fit one model (or read its vectors); write its user and item factors."""
     interactions = storage.read_interactions(run.data_dir)
     model_type = get_model_type(model.type)
+    if model.type == "blend":
+        return _blend_stage(run, config, model, interactions)
     if model_type.source == "vectors":
         return _vectors_stage(run, model, interactions)
     log.info("%s: training %s on %d interactions", model.name, model.type, interactions.nnz)
@@ -115,5 +118,46 @@ def _vectors_stage(run: RunLayout, model: ModelConfig, interactions: Interaction
         params=dict(params),
         dim=int(item_factors.shape[1]),
         factors=Factors(item=run.relative(run.item_factors(model.name)), user=user),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _blend_stage(
+    run: RunLayout, config: PipelineConfig, model: ModelConfig, interactions: Interactions
+) -> Trained:
+    """A blend from its parts' factor files in this run (trained, or carried over, before
+    it): each part scaled by its weight and the scale estimated on the training matrix."""
+    from recsys.models.blend import make_blend
+
+    started = time.perf_counter()
+    parts = {}
+    for part in model.params["parts"]:
+        user, item = run.user_factors(part), run.item_factors(part)
+        if not item.exists():
+            raise ModelError(
+                f"model {model.name}: part {part} has no vectors in the run ({run.relative(item)})"
+            )
+        if not user.exists():
+            raise ModelError(f"model {model.name}: part {part} has no user vectors to blend (items only)")
+        parts[part] = (storage.read_array(user, mmap=True), storage.read_array(item, mmap=True))
+    embeddings, scales = make_blend(model.name, model.params, parts, interactions.user_items, config.seed)
+    run.model_dir(model.name).mkdir(parents=True, exist_ok=True)
+    storage.write_array(run.user_factors(model.name), embeddings.user_factors)
+    storage.write_array(run.item_factors(model.name), embeddings.item_factors)
+    log.info(
+        "%s: blended %s (scales %s), %d factors",
+        model.name,
+        ", ".join(parts),
+        ", ".join(f"{part} {scale:.4g}" for part, scale in scales.items()),
+        embeddings.dim,
+    )
+    return Trained(
+        type=model.type,
+        params={**model.params, "scales": scales},
+        dim=embeddings.dim,
+        factors=Factors(
+            user=run.relative(run.user_factors(model.name)),
+            item=run.relative(run.item_factors(model.name)),
+        ),
         seconds=round(time.perf_counter() - started, 3),
     )

@@ -21,7 +21,7 @@ TRAINED = [name for name, model_type in MODEL_TYPES.items() if model_type.source
 READ = [name for name, model_type in MODEL_TYPES.items() if model_type.source == "vectors"]
 IMPLICIT = [name for name, model_type in MODEL_TYPES.items() if isinstance(model_type, ImplicitModelType)]
 
-MINIMAL = {"precomputed": {"items": "vectors.parquet"}}
+MINIMAL = {"precomputed": {"items": "vectors.parquet"}, "blend": {"parts": {"als": 1.0}}}
 """Valid params of the types that require some."""
 
 
@@ -92,7 +92,7 @@ def test_unknown_model_type_names_the_registered_ones():
         get_model_type("svd")
     assert (
         str(caught.value)
-        == "unknown model type 'svd': expected one of als, bpr, lmf, spectral, popular, precomputed"
+        == "unknown model type 'svd': expected one of als, bpr, lmf, spectral, popular, precomputed, blend"
     )
     with pytest.raises(ConfigError, match="unknown model type 'svd'"):
         train("svd", {}, contract.checkerboard()[0], seed=0)
@@ -121,7 +121,7 @@ def test_the_config_accepts_a_registered_type_with_its_params(mean_type):
     with pytest.raises(ConfigError, match=r"unknown key 'models\.0\.params\.factorz' \(mean params: factors"):
         parse_config({"models": [{"name": "m", "type": "mean", "params": {"factorz": 16}}]}, "x.yaml")
     with pytest.raises(
-        ConfigError, match="expected one of als, bpr, lmf, spectral, popular, precomputed, mean$"
+        ConfigError, match="expected one of als, bpr, lmf, spectral, popular, precomputed, blend, mean$"
     ):
         parse_config({"models": [{"name": "m", "type": "mode"}]}, "x.yaml")
 

@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from recsys import storage
 from recsys.data.interactions import IdMap, Interactions, clean_table
 from recsys.data.vectors import vector_problem
-from recsys.errors import QueryError, RunError
+from recsys.errors import ModelError, QueryError, RunError
 from recsys.index import SearchIndex, get_backend
 from recsys.manifest import ModelEntry, RankedKind, RunManifest, read_manifest
 from recsys.recommend import allowed_by_table, exclude_items, search_all
@@ -301,13 +301,10 @@ class Run:
             (table.weights[known].astype(np.float32), (rows, items[known])),
             shape=(len(users), len(run_items)),
         )
-        from recsys.models import get_model_type
-
-        factors = np.array(self.item_factors(name))  # a writable copy: implicit needs one
-        extras = {key: np.asarray(self._array(path)) for key, path in entry.factors.extras.items()}
         largest = float(table.weights[known].max())
+        self._check_folds_in(name, entry)
         try:
-            queries = get_model_type(entry.type).fold_in(entry.params, factors, user_items, extras)
+            queries = self._folded(name, entry, user_items)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # the solve failed
             detail = " ".join(str(exc).split()) or type(exc).__name__
             raise QueryError(
@@ -323,6 +320,41 @@ class Run:
         frame = self._frame("user_id", users.tolist(), "item_id", name, ids, scores)
         frame.attrs["ignored_rows"] = int((~known).sum())
         return frame
+
+    def _check_folds_in(self, name: str, entry: ModelEntry) -> None:
+        """A ModelError naming the model, or the first part of a blend, that cannot fold users in."""
+        from recsys.models import get_model_type
+
+        if entry.type != "blend":
+            return  # the type's own fold_in says whether it can
+        for part in entry.params["parts"]:
+            part_entry = self.manifest.models.get(part)
+            if part_entry is None:
+                raise RunError(
+                    f"{self.layout.manifest}: blend {name} names part {part}, not a model of the run"
+                )
+            if not get_model_type(part_entry.type).folds_in:
+                raise ModelError(
+                    f"model {name}: its part {part}, a {part_entry.type} model, cannot fold users in, "
+                    "so neither can the blend"
+                )
+            self._check_folds_in(part, part_entry)
+
+    def _folded(self, name: str, entry: ModelEntry, user_items: sp.csr_matrix) -> np.ndarray:
+        """User vectors of ``user_items`` folded in by one model: against its item factors
+        and the arrays it keeps, or, for a blend, by each of its parts, then scaled and put
+        side by side as the blend's vectors are."""
+        from recsys.models import get_model_type
+
+        if entry.type == "blend":
+            from recsys.models.blend import blend_vectors, multipliers
+
+            scaled = multipliers(entry.params)
+            folded = [self._folded(part, self.manifest.models[part], user_items) for part in scaled]
+            return blend_vectors(folded, list(scaled.values()))
+        factors = np.array(self.item_factors(name))  # a writable copy: implicit needs one
+        extras = {key: np.asarray(self._array(path)) for key, path in entry.factors.extras.items()}
+        return get_model_type(entry.type).fold_in(entry.params, factors, user_items, extras)
 
     def similar(
         self,

@@ -1,6 +1,6 @@
-"""The recsys pipeline flow: the stages of ``recsys.stages.runner`` (prepare -> per model
-train -> index -> recommend -> similar items -> evaluate -> report -> publish), each a
-Prefect task. Tasks pass paths and the stages' typed results, never index objects (Annoy indices do not
+"""The recsys pipeline flow: the stages of ``recsys.stages.runner`` (prepare -> forward ->
+per model train -> index -> recommend -> similar items -> evaluate -> report -> publish),
+each a Prefect task. Tasks pass paths and the stages' typed results, never index objects (Annoy indices do not
 pickle)."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from flows.scaleout import dask_runner, ranked_on_workers
 from recsys import stages, storage
 from recsys.config import DEFAULT_CONFIG, ModelConfig, PipelineConfig, TaskRunnerConfig, resolve_inputs
 from recsys.exports import ExportConfig, ExportResult, run_exports
-from recsys.manifest import RunManifest
+from recsys.manifest import Forward, RunManifest
+from recsys.stages.forward import forward_stage
 from recsys.stages.runner import Steps, execute, held_error
 from recsys.storage import RunLayout
 
@@ -34,6 +35,13 @@ def prepare_data(
     run: RunLayout, config: PipelineConfig, input_path: str | None, holdout: str | None
 ) -> stages.Prepared:
     return stages.prepare_stage(run, config, input_path, holdout)
+
+
+@task(name="forward", cache_policy=NO_CACHE, task_run_name="forward")
+def forward(
+    run: RunLayout, config: PipelineConfig, input_path: str | None, prepared: stages.Prepared
+) -> Forward | None:
+    return forward_stage(run, config, input_path, prepared)
 
 
 @task(name="train", cache_policy=NO_CACHE, task_run_name=task_name("train"))
@@ -91,6 +99,7 @@ def flow_steps(runner: DaskTaskRunner | None = None, settings: TaskRunnerConfig 
     if runner is None:
         return Steps(
             prepare=prepare_data,
+            forward=forward,
             train=train_model,
             index=build_indices,
             recommend=recommend,

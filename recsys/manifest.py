@@ -13,6 +13,7 @@ this table before they use it (:func:`recsys.storage.verified_path`).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import ItemsView, Iterator, KeysView
 from typing import Annotated, Any, Literal
@@ -34,6 +35,7 @@ from recsys.index.registry import IndexEntry
 
 RUN_FORMAT = "recsys-run/3"
 Metric = Literal["dot", "angular"]
+TimestampType = Literal["number", "datetime"]
 
 
 class _Strict(BaseModel):
@@ -72,6 +74,25 @@ class InputInfo(_Strict):
     items: int = Field(ge=1)
     user_id_type: Literal["int", "str"]
     item_id_type: Literal["int", "str"]
+    timestamp_type: TimestampType | None = None
+    """What the ``timestamp`` column holds: ``number`` (as given) or ``datetime`` (dates and
+    times; the span below in seconds since 1970-01-01 UTC); None without the column."""
+    first_timestamp: float | None = None
+    """The earliest timestamp of the input's rows (after validation), None without any."""
+    last_timestamp: float | None = None
+    """The latest: where a later run starts counting interactions as new (``forward``)."""
+
+
+def timestamp_text(value: float | None, kind: TimestampType | None) -> str:
+    """A timestamp of the manifest as text: a number as it is, a date and time in ISO 8601
+    (UTC, to the second, or finer where it has a fraction)."""
+    if value is None:
+        return ""
+    if kind == "datetime":
+        moment = dt.datetime.fromtimestamp(value, dt.UTC)
+        spec = "seconds" if moment.microsecond == 0 else "milliseconds"
+        return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+    return f"{int(value)}" if float(value).is_integer() else f"{value:g}"
 
 
 class DataFiles(_Strict):
@@ -284,6 +305,70 @@ class Promotion(_Strict):
         return self.gate == "failed"
 
 
+class ForwardFigures(_Strict):
+    """How one model's published recommendations of the measured run did on the
+    interactions that came after that run's input (docs/evaluation.md)."""
+
+    type: str
+    """The model's type in the measured run."""
+    top_n: int = Field(ge=1)
+    """N: the length of the measured run's lists."""
+    users: int = Field(ge=0)
+    """Users measured: known to the measured run, with at least one new item."""
+    hits: int = Field(ge=0)
+    """Of them, users with at least one of their new items in their list."""
+    hit_rate: float
+    """hits / users."""
+    pairs: int = Field(ge=0)
+    """New (user, item) pairs of the users measured."""
+    found: int = Field(ge=0)
+    """Of them, pairs whose item was in the user's list."""
+    recall: float
+    """recall@N: per user, new items found in the list / new items; averaged over users."""
+    lift_hit_rate: float | None = None
+    """hit_rate over the baseline's (None: no baseline, or it has no hit)."""
+    lift_recall: float | None = None
+    """recall over the baseline's (None: no baseline, or its recall is 0)."""
+
+
+class Forward(_Strict):
+    """The lists of the run that was current, measured against the interactions of this
+    run's input that came after that run's input ended (``forward`` in the manifest)."""
+
+    against: str
+    """The run measured: the one that was current when this run started."""
+    timestamp_type: TimestampType
+    after: float
+    """That run's ``input.last_timestamp``: an interaction is new if its timestamp is later."""
+    until: float
+    """This run's ``input.last_timestamp``: the end of the window."""
+    rows: int = Field(ge=0)
+    """(user, item) pairs of this run's input with a timestamp after ``after``."""
+    users: int = Field(ge=0)
+    """Users measured: known to the measured run, with at least one new item."""
+    pairs: int = Field(ge=0)
+    """New pairs of the users measured (every model is measured on these)."""
+    unknown_users: int = Field(ge=0)
+    """Users of new rows the measured run did not know (no list): excluded."""
+    pairs_of_unknown_users: int = Field(ge=0)
+    pairs_of_unknown_items: int = Field(ge=0)
+    """Pairs of users measured with an item the measured run did not know: counted as
+    misses (no list could hold them)."""
+    pairs_seen_before: int = Field(ge=0)
+    """Pairs already in the measured run's data (the lists leave seen items out): excluded."""
+    baseline: str | None = None
+    """The measured run's ``popular`` model, which the lifts are against."""
+    models: dict[str, ForwardFigures] = Field(default_factory=dict)
+
+    @property
+    def window(self) -> str:
+        """``after .. until`` as text (dates in ISO 8601, UTC)."""
+        return (
+            f"{timestamp_text(self.after, self.timestamp_type)} .. "
+            f"{timestamp_text(self.until, self.timestamp_type)}"
+        )
+
+
 class RunManifest(_Strict):
     """``manifest.json`` of a published run."""
 
@@ -308,6 +393,9 @@ class RunManifest(_Strict):
     models: dict[str, ModelEntry] = Field(min_length=1)
     promotion: Promotion | None = None
     """The promotion gate's verdict (production runs; None in evaluation runs)."""
+    forward: Forward | None = None
+    """The current run's lists measured against this input's later interactions (None:
+    no timestamps, no current run, or no later interactions)."""
     report: RunPath | None = None
     files: dict[str, FileEntry] = Field(default_factory=dict)
     """Every file of the run folder but the manifest and ``_SUCCESS``: size and sha256."""

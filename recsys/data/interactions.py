@@ -216,8 +216,21 @@ def _weights(frame: pd.DataFrame, source: str) -> np.ndarray:
     return weights
 
 
+TimestampKind = Literal["number", "datetime"]
+"""What a ``timestamp`` column holds: numbers (kept as they are) or dates and times
+(seconds since 1970-01-01 UTC)."""
+
+
+def timestamp_kind(frame: pd.DataFrame) -> TimestampKind | None:
+    """``number`` or ``datetime`` for the ``timestamp`` column of a raw table, None without one."""
+    if TIMESTAMP not in frame.columns:
+        return None
+    return "number" if pd.api.types.is_numeric_dtype(frame[TIMESTAMP].dtype) else "datetime"
+
+
 def _timestamps(frame: pd.DataFrame, source: str) -> np.ndarray | None:
-    """Timestamps as a float64 ordering key (seconds for dates), NaN where missing."""
+    """Timestamps as a float64 ordering key (seconds since the epoch, UTC, for dates),
+    NaN where missing."""
     if TIMESTAMP not in frame.columns:
         return None
     values = frame[TIMESTAMP]
@@ -244,7 +257,8 @@ class InteractionTable:
     """Validated interaction rows, one per distinct (user, item) once deduplicated.
 
     users / items: external ids (int64 or object); weights: float64 > 0;
-    timestamps: float64 ordering key (NaN where missing) or None without the column.
+    timestamps: float64 ordering key (NaN where missing) or None without the column;
+    timestamp_kind: what the column held (numbers, or dates as seconds since the epoch).
     """
 
     users: np.ndarray
@@ -254,6 +268,7 @@ class InteractionTable:
     user_kind: IdKind
     item_kind: IdKind
     stats: dict[str, int]
+    timestamp_kind: TimestampKind | None = None
 
     def __len__(self) -> int:
         return len(self.weights)
@@ -269,6 +284,7 @@ class InteractionTable:
             self.user_kind,
             self.item_kind,
             dict(self.stats),
+            self.timestamp_kind,
         )
 
 
@@ -358,6 +374,7 @@ def clean_table(frame: pd.DataFrame, source: str = "interactions") -> Interactio
             "zero_weight_rows_dropped": zero_weight,
             "duplicate_rows_merged": int(duplicated.sum()),
         },
+        timestamp_kind=timestamp_kind(frame) if timestamps is not None else None,
     )
 
 

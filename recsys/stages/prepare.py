@@ -355,6 +355,7 @@ def prepare_stage(
             **interactions.stats,
             user_id_type=interactions.users.kind,
             item_id_type=interactions.items.kind,
+            **time_span(table),
         ),
         data=_data_files(run, with_holdout=holdout is not None and not refit),
         holdout=holdout,
@@ -362,6 +363,23 @@ def prepare_stage(
         refit=refit,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def time_span(table: InteractionTable) -> dict[str, Any]:
+    """The manifest's ``timestamp_type``, ``first_timestamp`` and ``last_timestamp`` of a
+    validated table: over every row of the input (the ordering key: numbers as given,
+    dates in seconds since the epoch, UTC); nothing without a timestamp column or with no
+    timestamp in it."""
+    if table.timestamps is None or table.timestamp_kind is None:
+        return {}
+    present = table.timestamps[~np.isnan(table.timestamps)]
+    if len(present) == 0:
+        return {}
+    return {
+        "timestamp_type": table.timestamp_kind,
+        "first_timestamp": float(present.min()),
+        "last_timestamp": float(present.max()),
+    }
 
 
 def _write_holdout(

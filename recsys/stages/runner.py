@@ -1,4 +1,5 @@
-"""The order of the stages, written once: prepare; per model (the evaluation on the
+"""The order of the stages, written once: prepare; forward (the current run's lists
+against this input's later interactions); per model (the evaluation on the
 training split first when the run refits, then) train -> index -> recommend -> similar
 items -> evaluate; carry-over, manifest, report, publish. :class:`Steps` says how each
 stage is called: directly (``recsys.run_pipeline``, any scheduler) or as Prefect tasks
@@ -27,12 +28,13 @@ from recsys.config import ModelConfig, PipelineConfig
 from recsys.errors import ConfigError, PromotionHeld
 from recsys.exports import ExportConfig, ExportResult, run_exports
 from recsys.index import BACKENDS
-from recsys.manifest import ModelEntry, RunManifest
+from recsys.manifest import Forward, ModelEntry, RunManifest
 from recsys.models import get_model_type
 from recsys.models.base import BLAS_THREADS
 from recsys.progress import CANCEL, check_cancelled
 from recsys.stages import results
 from recsys.stages.evaluate import evaluate_stage, holdout_stage
+from recsys.stages.forward import forward_stage, with_forward
 from recsys.stages.index import index_stage
 from recsys.stages.prepare import prepare_stage
 from recsys.stages.publish import (
@@ -74,6 +76,9 @@ class Steps:
 
     prepare: Callable[[RunLayout, PipelineConfig, str | Path | None, str | Path | None], results.Prepared] = (
         prepare_stage
+    )
+    forward: Callable[[RunLayout, PipelineConfig, str | Path | None, results.Prepared], Forward | None] = (
+        forward_stage
     )
     train: Callable[[RunLayout, PipelineConfig, ModelConfig], results.Trained] = train_stage
     index: Callable[[RunLayout, PipelineConfig, str], results.Indexed] = index_stage
@@ -235,6 +240,9 @@ def execute(
     with transaction:
         run = transaction.run
         prepared = steps.prepare(run, config, input_path, holdout)
+        forward_started = time.perf_counter()
+        forward = steps.forward(run, config, input_path, prepared)
+        forward_seconds = round(time.perf_counter() - forward_started, 3)
         refit = prepared.refit
         fingerprints = {m.name: model_fingerprint(config, m, prepared) for m in config.models}
         names = {m.name for m in selected}
@@ -256,6 +264,7 @@ def execute(
             shutil.rmtree(run.evaluation().dir, ignore_errors=True)  # not part of what is published
         timings = {
             "prepare": prepared.seconds,
+            "forward": forward_seconds,
             "total_before_publish": round(time.perf_counter() - started, 3),
         }
         purpose = (
@@ -264,6 +273,7 @@ def execute(
             else "production"
         )
         manifest = assemble_manifest(run, config, prepared, results, created_at, timings, purpose)
+        manifest = with_forward(manifest, forward)
         promotion = promotion_gate(run.root, config, manifest, gate) if purpose == "production" else None
         manifest = with_promotion(manifest, promotion)
         if promotion is not None and promotion.held and promotion.against == run.run_id:

@@ -1,0 +1,172 @@
+"""Forward: a run measures the current run's published recommendations against the
+interactions of its input that came after the current run's input ended, and records
+the figures in its manifest (``forward``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from recsys import storage
+from recsys.config import parse_config
+from recsys.data import generate_interactions
+from recsys.data.interactions import IdMap, clean_table
+from recsys.manifest import read_manifest, timestamp_text
+from recsys.stages.forward import list_figures, new_pairs
+from recsys.stages.prepare import time_span
+from recsys.stages.runner import run_local
+
+CONFIG = {
+    "seed": 2,
+    "models": [
+        {"name": "als", "type": "als", "params": {"factors": 8, "iterations": 3}},
+        {"name": "pop", "type": "popular"},
+    ],
+    "index": {"backend": "exact"},
+    "recommend": {"top_n": 5},
+    "similar_items": {"top_n": 5},
+    "evaluate": {"sample_users": 30, "sample_items": 30},
+}
+
+
+# ---------------------------------------------------------------- the figures by hand
+
+
+def test_the_figures_of_a_tiny_case_by_hand():
+    """Old run: users 1, 2, 3 and items 10..14; user 1 had seen 10. Later rows: user 1
+    takes 10 again (seen: left out), 11 and 12; user 2 takes 13 and 99 (an unknown item:
+    a miss); user 7 (unknown: left out) takes 11; user 3 has one row, before the cut."""
+    users = IdMap.from_ids(np.array([1, 2, 3]), "int")
+    items = IdMap.from_ids(np.array([10, 11, 12, 13, 14]), "int")
+    seen = sp.csr_matrix(([1.0], ([0], [0])), shape=(3, 5))
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2, 2, 7, 3],
+            "item_id": [10, 11, 12, 13, 99, 11, 14],
+            "weight": 1.0,
+            "timestamp": [5, 6, 7, 8, 9, 9, 2],
+        }
+    )
+    pairs = new_pairs(clean_table(frame), 3.0, users, items, seen)
+    assert pairs.counts == {
+        "rows": 6,
+        "unknown_users": 1,
+        "pairs_of_unknown_users": 1,
+        "pairs_of_unknown_items": 1,
+        "pairs_seen_before": 1,
+    }
+    assert pairs.users.tolist() == [0, 1]  # users 1 and 2
+    # lists of N=2: user 1 gets [11, 14] (one of its two new items), user 2 [12, 14] (none)
+    lists = np.array([[1, 4], [2, 4]])
+    figures = list_figures(lists, pairs, len(items))
+    assert figures == {"users": 2, "hits": 1, "hit_rate": 0.5, "pairs": 4, "found": 1, "recall": 0.25}
+    # a list cut short (-1) and an unknown item never match, whatever the neighbours hold
+    short = np.array([[-1, -1], [4, -1]])
+    assert list_figures(short, pairs, len(items))["found"] == 0
+
+
+def test_the_time_span_of_numbers_and_of_dates():
+    numbers = pd.DataFrame({"user_id": [1, 2, 3], "item_id": [1, 1, 2], "timestamp": [30, 10, None]})
+    assert time_span(clean_table(numbers)) == {
+        "timestamp_type": "number",
+        "first_timestamp": 10.0,
+        "last_timestamp": 30.0,
+    }
+    dates = numbers.assign(timestamp=pd.to_datetime(["2026-01-02T00:00:00", "2026-01-01T12:00:00", None]))
+    span = time_span(clean_table(dates))
+    assert span["timestamp_type"] == "datetime"
+    assert timestamp_text(span["last_timestamp"], "datetime") == "2026-01-02T00:00:00Z"
+    assert timestamp_text(span["first_timestamp"], "datetime") == "2026-01-01T12:00:00Z"
+    assert time_span(clean_table(numbers.drop(columns="timestamp"))) == {}
+
+
+# ---------------------------------------------------------------- two runs in a row
+
+
+def expected_figures(run_dir, model: str, old: pd.DataFrame, new: pd.DataFrame, after) -> dict:
+    """The figures of a published run's recommendations, computed here from its parquet
+    file and the rows of ``new`` later than ``after`` (``old``: that run's input)."""
+    lists = pd.read_parquet(run_dir / "models" / model / "recommendations.parquet")
+    listed = lists.groupby("user_id")["item_id"].apply(set).to_dict()
+    seen = set(zip(old["user_id"], old["item_id"], strict=True))
+    later = new[new["timestamp"] > after]
+    wanted: dict[int, set] = {}
+    for user, item in zip(later["user_id"], later["item_id"], strict=True):
+        if user in set(old["user_id"]) and (user, item) not in seen:
+            wanted.setdefault(user, set()).add(item)
+    found = {user: len(items & listed.get(user, set())) for user, items in wanted.items()}
+    return {
+        "users": len(wanted),
+        "hits": sum(1 for n in found.values() if n),
+        "pairs": sum(len(items) for items in wanted.values()),
+        "found": sum(found.values()),
+        "recall": math.fsum(found[u] / len(wanted[u]) for u in wanted) / len(wanted),
+    }
+
+
+@pytest.fixture(scope="module")
+def interactions():
+    return generate_interactions(n_users=120, n_items=60, n_clusters=3, seed=4)
+
+
+def _cut(frame: pd.DataFrame, share: float = 0.7):
+    return frame["timestamp"].sort_values().iloc[int(len(frame) * share)]
+
+
+def test_the_second_run_measures_the_first_runs_lists(tmp_path, interactions):
+    config = parse_config(CONFIG)
+    cut = _cut(interactions)
+    old = interactions[interactions["timestamp"] <= cut]
+    first = run_local(config, old, tmp_path / "out", "r1")
+    assert first.forward is None  # no current run to measure
+    assert first.input.timestamp_type == "datetime"
+    assert first.input.last_timestamp == pd.Timestamp(cut, tz="UTC").timestamp()
+    second = run_local(config, interactions, tmp_path / "out", "r2")
+    forward = second.forward
+    assert forward is not None and forward.against == "r1"
+    assert (forward.after, forward.until) == (first.input.last_timestamp, second.input.last_timestamp)
+    assert forward.rows == int((interactions["timestamp"] > cut).sum())
+    assert forward.baseline == "pop"
+    run_dir = tmp_path / "out" / "runs" / "r1"
+    for name in ("als", "pop"):
+        figures = forward.models[name]
+        want = expected_figures(run_dir, name, old, interactions, cut)
+        assert want["users"] > 0 and want["pairs"] > 0
+        got = {key: getattr(figures, key) for key in want}
+        assert got == pytest.approx(want, rel=1e-12)
+        assert figures.hit_rate == want["hits"] / want["users"]
+        assert (figures.users, figures.pairs) == (forward.users, forward.pairs)
+        assert figures.top_n == 5
+    pop, als = forward.models["pop"], forward.models["als"]
+    assert pop.lift_recall == pytest.approx(1.0)
+    if pop.recall:
+        assert als.lift_recall == pytest.approx(als.recall / pop.recall)
+    # recorded in the published manifest as read back
+    assert read_manifest(storage.find_run(tmp_path / "out")).forward == forward
+
+
+def test_no_figures_without_later_rows_or_timestamps(tmp_path, interactions, caplog):
+    config = parse_config(CONFIG)
+    with caplog.at_level("INFO", logger="recsys"):
+        run_local(config, interactions, tmp_path / "out", "r1")
+        assert "forward: no current run to measure" in caplog.text
+        again = run_local(config, interactions, tmp_path / "out", "r2")
+    assert again.forward is None
+    assert "forward: no interaction after run r1's input ended" in caplog.text
+    caplog.clear()
+    plain = interactions.drop(columns="timestamp")
+    with caplog.at_level("INFO", logger="recsys"):
+        untimed = run_local(config, plain, tmp_path / "out", "r3")
+    assert untimed.forward is None
+    assert untimed.input.last_timestamp is None and untimed.input.timestamp_type is None
+    assert "this run's input has no timestamps" in caplog.text
+    # and a run with timestamps after a current run without them: nothing measured either
+    caplog.clear()
+    with caplog.at_level("INFO", logger="recsys"):
+        timed = run_local(config, interactions, tmp_path / "out", "r4")
+    assert timed.forward is None
+    assert "run r3's input had no timestamps" in caplog.text

@@ -14,6 +14,11 @@ items exactly (no index plays a part) and scores the lists with
 power-of-two iterations) the metric of at most 2,000 sampled validation users is
 reported, and Optuna's MedianPruner stops a trial below the median of the complete trials
 at the same iteration.
+
+Work every trial can share is made once per search: the model type's
+:meth:`~recsys.models.base.ModelType.tuning_cache` (the spectral type's SVD at the largest
+factors of the space), made by the first trial and truncated by every trial it serves
+(:meth:`~recsys.models.base.ModelType.fit_cached`); the others fit as before.
 """
 
 from __future__ import annotations
@@ -315,6 +320,8 @@ class _Search:
         self.scorer = scorer
         self.supports_progress = "progress" in inspect.signature(self.model_type.fit).parameters
         self.n_trials = n_trials
+        self.cache: Any = None
+        self.cache_made = False
         self.records: list[dict[str, Any]] = []
         self.best_value = -math.inf
         typed = self.model_type.parse_params(model.params, model.name)
@@ -342,10 +349,12 @@ class _Search:
         reports = self.supports_progress and isinstance(iterations, int)
         marks = set(checkpoints(iterations)) if reports else set()
         try:
-            extra = {"progress": self._progress(trial, marks)} if marks else {}
-            embeddings = self.model_type.fit(
-                params, self.train_items, self.seed, self.model.name, False, **extra
-            )
+            embeddings = self._cached(params)
+            if embeddings is None:
+                extra = {"progress": self._progress(trial, marks)} if marks else {}
+                embeddings = self.model_type.fit(
+                    params, self.train_items, self.seed, self.model.name, False, **extra
+                )
             metrics = self.scorer.score(embeddings.user_factors, embeddings.item_factors)
         except ModelError as exc:
             trial.set_user_attr("error", str(exc))
@@ -354,6 +363,21 @@ class _Search:
         if not self.supports_progress or iterations is None:  # no iterations to report: once, at the end
             trial.report(metrics[self.metric], 1)
         return float(metrics[self.metric])
+
+    def _cached(self, params: dict[str, Any]) -> Any:
+        """The trial's embeddings from the search's shared work (made by the first trial that
+        asks), or None: the trial fits. Shared work that fails (memory) is logged and skipped."""
+        if not self.cache_made:
+            self.cache_made = True
+            try:
+                self.cache = self.model_type.tuning_cache(
+                    self.model.params, self.space, self.train_items, self.seed, self.model.name
+                )
+            except ModelError as exc:
+                log.info("%s: no work shared between trials (%s): each trial fits", self.model.name, exc)
+        if self.cache is None:
+            return None
+        return self.model_type.fit_cached(self.cache, params, self.seed, self.model.name)
 
     def _progress(self, trial: Any, marks: set[int]) -> Any:
         """The model's progress callback: the metric of the sampled users at each of

@@ -1,6 +1,6 @@
 """The spectral model against a dense reference: GF-CF's ideal low-pass filter, with
-its spectral weight, on small matrices; the randomized SVD against the exact one; and
-exact fold-in."""
+its spectral weight, on small matrices; the randomized SVD against the exact one; a
+larger SVD truncated against a fit; and exact fold-in."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import scipy.sparse as sp
 
 from recsys.errors import ModelError
 from recsys.models import get_model_type
-from recsys.models.spectral import FOLD_IN
+from recsys.models.base import BLAS_THREADS
+from recsys.models.spectral import FOLD_IN, SpectralBasis
 
 SPECTRAL = get_model_type("spectral")
 
@@ -91,3 +92,47 @@ def test_fold_in_is_exact():
 def test_more_factors_than_the_matrix_has_is_one_line():
     with pytest.raises(ModelError, match="factors 50 is more than the 18 singular vectors"):
         SPECTRAL.fit({"factors": 50}, _matrix(25, 18, 0.2, seed=1), seed=0, name="s")
+
+
+def _scores(embeddings) -> np.ndarray:
+    return embeddings.user_factors.astype(np.float64) @ embeddings.item_factors.T
+
+
+def test_a_larger_svd_truncated_gives_the_scores_of_a_fit():
+    """Where the SVD is exact (k + oversampling >= 20 items), the basis at 19 truncated to
+    k gives the embeddings a fit at k gives, extras included."""
+    matrix = _matrix(30, 20, 0.2, seed=5)
+    basis = SpectralBasis.compute(matrix, 19, (100, 4, 0))
+    for k, power, exponent in [(5, 0.0, 0.5), (8, 1.0, 0.5), (12, 2.0, 0.0), (19, 0.5, 1.0)]:
+        params = {"factors": k, "spectral_power": power, "item_exponent": exponent, "oversampling": 100}
+        fitted = SPECTRAL.fit(params, matrix, seed=0)
+        truncated = basis.embeddings(k, power, exponent)
+        np.testing.assert_allclose(_scores(truncated), _scores(fitted), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(truncated.extras[FOLD_IN], fitted.extras[FOLD_IN], rtol=1e-5, atol=1e-6)
+        assert SPECTRAL.fit_cached(basis, params, 0, "s") is not None
+    assert SPECTRAL.fit_cached(basis, {"factors": 5, "oversampling": 10}, 0, "s") is None  # other SVD
+    with pytest.raises(ModelError, match="factors 20 is more than the 19 of this SVD"):
+        basis.embeddings(20, 1.0, 0.5)
+
+
+@pytest.fixture
+def one_blas_thread():
+    """Small dense algebra: one BLAS thread (two on busy cores make it many times slower)."""
+    token = BLAS_THREADS.set(1)
+    yield
+    BLAS_THREADS.reset(token)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.usefixtures("one_blas_thread")
+def test_a_larger_randomized_svd_truncated_is_more_accurate(seed):
+    """The leading k directions of a randomized SVD at 60 have 50 more directions of
+    oversampling than a run at k: closer to the exact filter (one power iteration, little
+    oversampling and no spectral gap, so the run at k is visibly rough)."""
+    matrix = _matrix(200, 150, 0.1, seed=seed)
+    reference = _reference(matrix, 10, 1.0, 0.5)
+    fitted = SPECTRAL.fit({"factors": 10, "power_iterations": 1, "oversampling": 5}, matrix, seed=seed)
+    truncated = SpectralBasis.compute(matrix, 60, (5, 1, seed)).embeddings(10, 1.0, 0.5)
+    error = np.abs(_scores(truncated) - reference).max()
+    assert error < np.abs(_scores(fitted) - reference).max()
+    assert error < 0.35 * np.abs(reference).max()

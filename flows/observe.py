@@ -65,12 +65,12 @@ def artifact_key(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "recsys"
 
 
-def publish_artifacts(manifest: Any, run_dir: str, deployment: str) -> None:
-    """A table artifact of per-model metrics and a markdown artifact linking the report,
-    keyed by the deployment name so the UI shows their history across runs."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    key = artifact_key(f"recsys-{deployment}")
+def metrics_rows(manifest: Any) -> list[dict[str, Any]]:
+    """The rows of the metrics table artifact, one per model: its ranking figures on
+    held-out interactions, the recall of its served lists against exact search, its fit
+    time, and, where the run measured the current run's lists against what came next
+    (``forward``), the figures of that run's model of the same name."""
+    forward = manifest.forward
     rows = []
     for name, model in manifest.models.items():
         ranking = model.evaluation.ranking
@@ -84,13 +84,36 @@ def publish_artifacts(manifest: Any, run_dir: str, deployment: str) -> None:
             row["ann recall (recommendations)"] = ann.recommendations.recall_at_k
         row["ann recall (similar items)"] = ann.similar_items.recall_at_k
         row["fit s"] = model.timings.get("fit")
+        figures = forward.models.get(name) if forward is not None else None
+        if figures is not None:
+            row["forward hit rate"] = round(figures.hit_rate, 4)
+            row[f"forward recall@{figures.top_n}"] = round(figures.recall, 4)
+            lift = figures.lift_recall
+            row["forward lift (recall)"] = None if lift is None else round(lift, 2)
         rows.append(row)
+    return rows
+
+
+def publish_artifacts(manifest: Any, run_dir: str, deployment: str) -> None:
+    """A table artifact of per-model metrics and a markdown artifact linking the report,
+    keyed by the deployment name so the UI shows their history across runs."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    key = artifact_key(f"recsys-{deployment}")
+    rows = metrics_rows(manifest)
+    forward = manifest.forward
+    measured = (
+        f"; forward: the lists of run {forward.against} against {forward.pairs} later interactions "
+        f"of {forward.users} users ({forward.window})"
+        if forward is not None
+        else ""
+    )
     try:
         create_table_artifact(
             key=f"{key}-metrics",
             table=rows,
             description=f"run {manifest.run_id}: ranking metrics on held-out interactions and recall of "
-            "the served lists against exact search, per model",
+            f"the served lists against exact search, per model{measured}",
         )
         report = f"{run_dir}/{manifest.report}" if manifest.report else None
         lines = [

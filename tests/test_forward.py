@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from flows.observe import metrics_rows
 from recsys import storage
 from recsys.config import parse_config
 from recsys.data import generate_interactions
 from recsys.data.interactions import IdMap, clean_table
 from recsys.manifest import read_manifest, timestamp_text
+from recsys.reporting import ForwardRecord, forward_history
 from recsys.stages.forward import list_figures, new_pairs
 from recsys.stages.prepare import time_span
 from recsys.stages.runner import run_local
@@ -125,16 +127,31 @@ def test_the_second_run_measures_the_first_runs_lists(tmp_path, interactions):
     assert first.forward is None  # no current run to measure
     assert first.input.timestamp_type == "datetime"
     assert first.input.last_timestamp == pd.Timestamp(cut, tz="UTC").timestamp()
-    second = run_local(config, interactions, tmp_path / "out", "r2")
+    # later: a pair user 0 had again (seen), a user the first run did not know, an item it
+    # did not know (a miss)
+    late = interactions["timestamp"].max() + pd.Timedelta(days=1)
+    user, item = old.iloc[0]["user_id"], old.iloc[0]["item_id"]
+    extra = pd.DataFrame(
+        {
+            "user_id": [user, 10_000, user],
+            "item_id": [item, item, 10_000],
+            "weight": 1.0,
+            "timestamp": [late, late, late],
+        }
+    )
+    new = pd.concat([interactions, extra], ignore_index=True)
+    second = run_local(config, new, tmp_path / "out", "r2")
     forward = second.forward
     assert forward is not None and forward.against == "r1"
     assert (forward.after, forward.until) == (first.input.last_timestamp, second.input.last_timestamp)
-    assert forward.rows == int((interactions["timestamp"] > cut).sum())
+    assert forward.rows == int((interactions["timestamp"] > cut).sum()) + 3
+    assert (forward.pairs_seen_before, forward.unknown_users, forward.pairs_of_unknown_users) == (1, 1, 1)
+    assert forward.pairs_of_unknown_items == 1
     assert forward.baseline == "pop"
     run_dir = tmp_path / "out" / "runs" / "r1"
     for name in ("als", "pop"):
         figures = forward.models[name]
-        want = expected_figures(run_dir, name, old, interactions, cut)
+        want = expected_figures(run_dir, name, old, new, cut)
         assert want["users"] > 0 and want["pairs"] > 0
         got = {key: getattr(figures, key) for key in want}
         assert got == pytest.approx(want, rel=1e-12)
@@ -147,6 +164,36 @@ def test_the_second_run_measures_the_first_runs_lists(tmp_path, interactions):
         assert als.lift_recall == pytest.approx(als.recall / pop.recall)
     # recorded in the published manifest as read back
     assert read_manifest(storage.find_run(tmp_path / "out")).forward == forward
+    # shown in the report and in the Prefect metrics table
+    report = (tmp_path / "out" / "runs" / "r2" / "report.html").read_text()
+    assert "<h2>Did the current run's lists work?</h2>" in report
+    assert f"{als.hits:,} of {als.users:,}" in report and f"{als.recall:.4f}" in report
+    rows = {row["model"]: row for row in metrics_rows(second)}
+    assert rows["als"]["forward recall@5"] == round(als.recall, 4)
+    assert rows["pop"]["forward hit rate"] == round(pop.hit_rate, 4)
+    assert "forward hit rate" not in metrics_rows(first)[0]
+
+
+def test_the_report_shows_the_figures_across_runs(tmp_path, interactions):
+    config = parse_config(CONFIG)
+    cut = _cut(interactions, 0.5)
+    run_local(config, interactions[interactions["timestamp"] <= cut], tmp_path / "out", "r1")
+    run_local(
+        config, interactions[interactions["timestamp"] <= _cut(interactions, 0.75)], tmp_path / "out", "r2"
+    )
+    third = run_local(config, interactions, tmp_path / "out", "r3")
+    history = forward_history(tmp_path / "out", "r3")
+    assert [(record.run_id, record.forward.against) for record in history] == [("r2", "r1")]
+    assert third.forward is not None and third.forward.against == "r2"
+    report = (tmp_path / "out" / "runs" / "r3" / "report.html").read_text()
+    section = report[report.index("lists work?") : report.index("Ranking quality")]
+    assert "Across runs" in section
+    for record in [ForwardRecord("r3", third.forward), *history]:
+        assert (
+            f'<td class="text">{record.run_id}</td><td class="text">{record.forward.against}</td>' in section
+        )
+        als = record.forward.models["als"]
+        assert f"{als.hit_rate:.4f} / {als.recall:.4f}" in section
 
 
 def test_no_figures_without_later_rows_or_timestamps(tmp_path, interactions, caplog):

@@ -2,13 +2,14 @@
 
 It answers "is it good?" first: a summary names the best model by the headline metric
 (ndcg at the largest evaluated k of the published lists), its lift over the popularity
-baseline, each model's change since the previous complete run, and each model's params.
-Then: ranking metrics on held-out interactions (published lists and exact top-N), how
-each index is served and what the approximation costs (recall against queries per
-second for every swept strategy), the published recommendations (scores per model, each
-on its own scale, and how concentrated they are), the run's input and timings, and a
-glossary of the metrics. No external files, scripts or fonts; tables scroll inside their
-own box only when wider than the window.
+baseline, each model's change since the previous complete run, and each model's params;
+then whether the lists of the run that was current worked on what its users did next
+(with the same figures of earlier runs). Then: ranking metrics on held-out interactions
+(published lists and exact top-N), how each index is served and what the approximation
+costs (recall against queries per second for every swept strategy), the published
+recommendations (scores per model, each on its own scale, and how concentrated they are),
+the run's input and timings, and a glossary of the metrics. No external files, scripts
+or fonts; tables scroll inside their own box only when wider than the window.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recsys.manifest import Ranking, RunManifest
+from recsys.manifest import Ranking, RunManifest, timestamp_text
 from recsys.reporting.html import (
     esc,
     fmt_count,
@@ -28,6 +29,7 @@ from recsys.reporting.html import (
     verdict,
 )
 from recsys.reporting.plots import gallery
+from recsys.reporting.run_forward import ForwardRecord, forward_section
 from recsys.reporting.run_plots import (
     concentration,
     ranking_bars,
@@ -79,6 +81,13 @@ GLOSSARY = (
         "Lift",
         "a model's headline metric divided by the popularity baseline's: x1.00 is no better than "
         "recommending the most popular items to everyone.",
+    ),
+    (
+        "Forward hit rate and recall",
+        "the lists of the run that was current when this run started, against the interactions "
+        "of this run's input that came after that run's input ended (by timestamp), for its "
+        "users with new items. Hit rate: share of them with at least one new item in their "
+        "list; recall@N: new items found in the list over new items, averaged over them.",
     ),
     (
         "Change vs previous",
@@ -226,6 +235,14 @@ def _details_section(manifest: dict[str, Any]) -> str:
                 ("Interactions", inp["interactions"]),
                 ("Duplicate rows merged", inp["duplicate_rows_merged"]),
                 ("Zero-weight rows dropped", inp["zero_weight_rows_dropped"]),
+                *(
+                    [
+                        ("First timestamp", timestamp_text(inp["first_timestamp"], inp["timestamp_type"])),
+                        ("Last timestamp", timestamp_text(inp["last_timestamp"], inp["timestamp_type"])),
+                    ]
+                    if inp.get("last_timestamp") is not None
+                    else []
+                ),
             ],
         )
     ]
@@ -274,10 +291,12 @@ def render_report(
     run_dir: Path,
     manifest: RunManifest | dict[str, Any],
     previous: RunManifest | dict[str, Any] | None = None,
+    history: list[ForwardRecord] | None = None,
 ) -> str:
     """The report of a run folder (published or staging) as one HTML string; ``previous``
     is the previous complete run's manifest (:func:`previous_manifest`), for the change
-    of each model's headline metric. Manifests are validated first: a field the report
+    of each model's headline metric; ``history``, the forward figures of earlier runs
+    (:func:`~recsys.reporting.run_forward.forward_history`). Manifests are validated first: a field the report
     reads can never be missing or renamed."""
     typed = _validated(manifest)
     before = _validated(previous) if previous is not None else None
@@ -303,6 +322,7 @@ def render_report(
         f'<p class="meta">{esc(context)}</p>',
         _promotion_section(typed),
         summary_section(typed, summary),
+        forward_section(typed, history),
         _ranking_section(manifest, k),
         _serving_section(typed, manifest),
         "<h2>Published recommendations</h2>"

@@ -165,10 +165,11 @@ def carry_over_models(run: RunLayout, plan: CarryOver) -> dict[str, ModelEntry]:
 
 def report_stage(run: RunLayout, manifest: RunManifest) -> str:
     """Write the run's self-contained ``report.html``; returns its path relative to the run."""
-    from recsys.reporting import previous_manifest, render_report
+    from recsys.reporting import forward_history, previous_manifest, render_report
 
     previous = previous_manifest(run.root, run.run_id)
-    storage.write_text(run.report, render_report(run.dir, manifest, previous))
+    history = forward_history(run.root, run.run_id)
+    storage.write_text(run.report, render_report(run.dir, manifest, previous, history))
     return run.relative(run.report)
 
 

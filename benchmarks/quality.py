@@ -51,7 +51,9 @@ MODELS: dict[str, dict[str, Any]] = {
         },
     },
     "spectral": {"type": "spectral", "params": {"factors": 256, "spectral_power": 1.0}},
+    "blend": {"type": "blend", "params": {"parts": {"als-strong": 1.0, "spectral": 1.0}}},
 }
+"""``blend`` blends two of the others: measure it with them (``--models als-strong,spectral,blend``)."""
 
 
 def measure(name: str, table: Path, models: list[str], k: int, spectral_factors: int) -> None:

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import yaml
 
 from flows.observe import metrics_rows
 from recsys import storage
+from recsys.cli.formats import run_columns
 from recsys.config import parse_config
 from recsys.data import generate_interactions
 from recsys.data.interactions import IdMap, clean_table
@@ -21,6 +23,7 @@ from recsys.reporting import ForwardRecord, forward_history
 from recsys.stages.forward import list_figures, new_pairs
 from recsys.stages.prepare import time_span
 from recsys.stages.runner import run_local
+from tests.processes import SMALL_RUN_CONFIG, environment, recsys
 
 CONFIG = {
     "seed": 2,
@@ -172,6 +175,11 @@ def test_the_second_run_measures_the_first_runs_lists(tmp_path, interactions):
     assert rows["als"]["forward recall@5"] == round(als.recall, 4)
     assert rows["pop"]["forward hit rate"] == round(pop.hit_rate, 4)
     assert "forward hit rate" not in metrics_rows(first)[0]
+    # and in `recsys runs`
+    text = run_columns(second, held=False)["forward"]
+    assert text.startswith(f"vs r1 ({forward.users:,} users): ")
+    assert f"als hit_rate={als.hit_rate:.4f} recall@5={als.recall:.4f}" in text
+    assert "forward" not in run_columns(first, held=False)
 
 
 def test_the_report_shows_the_figures_across_runs(tmp_path, interactions):
@@ -217,3 +225,32 @@ def test_no_figures_without_later_rows_or_timestamps(tmp_path, interactions, cap
         timed = run_local(config, interactions, tmp_path / "out", "r4")
     assert timed.forward is None
     assert "run r3's input had no timestamps" in caplog.text
+
+
+@pytest.mark.slow  # two runs through the console script and Prefect
+def test_the_console_script_shows_the_figures(tmp_path, interactions):
+    """Two `recsys run`s, the second on an input with later interactions: `recsys runs`
+    and the second run's report show the figures its manifest records."""
+    cut = _cut(interactions)
+    interactions[interactions["timestamp"] <= cut].to_parquet(tmp_path / "first.parquet", index=False)
+    interactions.to_parquet(tmp_path / "t.parquet", index=False)
+    config = {**SMALL_RUN_CONFIG, "models": [*SMALL_RUN_CONFIG["models"], {"name": "pop", "type": "popular"}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    env = environment(tmp_path)
+    for table, run_id in (("first.parquet", "r1"), ("t.parquet", "r2")):
+        result = recsys(
+            "run", "--config", "c.yaml", "--interactions", table, "--run-id", run_id, env=env, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+    forward = read_manifest(storage.find_run(tmp_path / "out")).forward
+    assert forward is not None and forward.against == "r1" and set(forward.models) == {"als", "pop"}
+    listing = recsys("runs", "--output", "out", env=env, cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    (line,) = [row for row in listing.stdout.splitlines() if row.startswith("r2 *")]
+    als = forward.models["als"]
+    assert (
+        f"vs r1 ({forward.users:,} users): als hit_rate={als.hit_rate:.4f} recall@5={als.recall:.4f}" in line
+    )
+    report = (tmp_path / "out" / "runs" / "r2" / "report.html").read_text()
+    assert "<h2>Did the current run's lists work?</h2>" in report
+    assert f"{als.hits:,} of {als.users:,}" in report and f"{als.found:,} of {als.pairs:,}" in report

@@ -173,17 +173,38 @@ def run_columns(manifest: RunManifest, held: bool) -> dict[str, Any]:
         items=manifest.input.items,
         models=", ".join(metrics) or "no held-out interactions (set evaluate.split)",
     )
+    if manifest.forward is not None and manifest.forward.models:
+        columns["forward"] = forward_text(manifest)
     return columns
+
+
+def forward_text(manifest: RunManifest) -> str:
+    """The current run's lists measured against this run's later interactions, in one
+    cell: ``vs RUN (U users): MODEL hit_rate=.. recall@N=.. xLIFT, ...``."""
+    forward = manifest.forward
+    if forward is None:
+        return ""
+    figures = []
+    for name, model in forward.models.items():
+        lift = "" if name == forward.baseline or model.lift_recall is None else f" x{model.lift_recall:.2f}"
+        figures.append(f"{name} hit_rate={model.hit_rate:.4f} recall@{model.top_n}={model.recall:.4f}{lift}")
+    return f"vs {forward.against} ({forward.users:,} users): " + ", ".join(figures)
 
 
 def runs_listing(rows: list[dict[str, Any]]) -> str:
     """The table of ``recsys runs`` and its legend."""
     columns = ["run_id", "status", "created_at", "seconds", "users", "items", "models", "served_vs_exact"]
+    forward = any(row.get("forward") for row in rows)
     lines = [
-        table(rows, columns),
+        table(rows, [*columns, *(["forward"] if forward else [])]),
         "* = CURRENT; models: ranking metrics on held-out interactions; served_vs_exact: recall of the",
         "served lists against exact search (ANN loss), not model quality",
     ]
+    if forward:
+        lines.append(
+            "forward: the lists of the run current before it, against the interactions that came after "
+            "that run's input (hit rate, recall@N, lift of recall over popular)"
+        )
     if any(row["status"] == "held" for row in rows):
         lines.append(
             "held: complete, kept from CURRENT by the promotion gate (see its report; `recsys promote ID`)"

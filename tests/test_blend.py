@@ -31,6 +31,8 @@ CONFIG = {
         {"name": "als_mostly", "type": "blend", "params": {"parts": {"als": 1.0, "spectral": 1e-6}}},
         {"name": "with_bpr", "type": "blend", "params": {"parts": {"als": 1.0, "bpr": 1.0}}},
         {"name": "of_blends", "type": "blend", "params": {"parts": {"blend": 1.0, "als": 0.5}}},
+        {"name": "popular", "type": "popular"},
+        {"name": "exact_fold", "type": "blend", "params": {"parts": {"spectral": 1.0, "popular": 0.5}}},
     ],
     "index": {"backend": "exact"},
     "recommend": {"top_n": TOP_N},
@@ -122,6 +124,24 @@ def test_fold_in_of_known_users_reproduces_their_lists(published):
     assert overlap >= 0.8, overlap  # ALS folds a known user in close to, not exactly at, its vector
     new_user = seen[seen["user_id"] == users[0]].assign(user_id=10**9)
     assert run.fold_in(new_user, model="of_blends")["user_id"].eq(10**9).all()
+
+
+def test_parts_that_fold_in_exactly_fold_a_blend_in_exactly(published):
+    """spectral folds a known user in to its own vector, popular gives everyone its one
+    vector: their blend folds known users in to their published lists."""
+    _, _, frame, run = published
+    users = sorted(frame["user_id"].unique())[:30]
+    folded = run.fold_in(frame[frame["user_id"].isin(users)], model="exact_fold")
+    lists = run.recommendations("exact_fold")
+    lists = lists[lists["user_id"].isin(users)]
+    columns = ["user_id", "rank", "item_id"]
+    pd.testing.assert_frame_equal(
+        folded.sort_values(columns)[columns].reset_index(drop=True),
+        lists.sort_values(columns)[columns].reset_index(drop=True),
+    )
+    np.testing.assert_allclose(
+        folded.sort_values(columns)["score"], lists.sort_values(columns)["score"], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_a_blend_with_a_part_that_cannot_fold_in_says_which(published):

@@ -60,6 +60,13 @@ def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> T
     )
     fit_seconds = time.perf_counter() - started
     faults.point("after-fit")
+    # random_state as the fit used it, for the types that have one: the manifest's params
+    # are what a fold-in validates against the type again
+    seeded = (
+        {"random_state": config.seed, **model.params}
+        if "random_state" in model_type.params.model_fields
+        else dict(model.params)
+    )
     run.model_dir(model.name).mkdir(parents=True, exist_ok=True)
     storage.write_array(run.user_factors(model.name), embeddings.user_factors)
     storage.write_array(run.item_factors(model.name), embeddings.item_factors)
@@ -71,7 +78,7 @@ def train_stage(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> T
     log.info("%s: trained in %.1fs, %d factors%s", model.name, fit_seconds, embeddings.dim, threads)
     return Trained(
         type=model.type,
-        params={"random_state": config.seed, **model.params},
+        params=seeded,
         dim=embeddings.dim,
         factors=Factors(
             user=run.relative(run.user_factors(model.name)),

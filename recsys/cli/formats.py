@@ -46,7 +46,7 @@ def _ranking_columns(model: ModelEntry, baseline: dict[str, float] | None = None
     ranking, exact = model.evaluation.ranking, model.evaluation.ranking_exact or {}
     if not ranking:
         return {}
-    k = max(int(key.split("@")[1]) for key in ranking if key.startswith("recall@"))
+    k = max(ranking.ks)
     columns = {
         f"recall@{k}": _fmt(ranking[f"recall@{k}"], 4),
         f"ndcg@{k}": _fmt(ranking[f"ndcg@{k}"], 4),
@@ -60,8 +60,7 @@ def _ranking_columns(model: ModelEntry, baseline: dict[str, float] | None = None
 def run_summary(run_dir: str, manifest: RunManifest) -> str:
     """The table `recsys run` prints: one line per model with counts, timings and recall."""
     inp = manifest.input
-    config = manifest.config
-    rec_metric, sim_metric = config["recommend"]["metric"], config["similar_items"]["metric"]
+    rec_metric, sim_metric = (manifest.lists[kind].metric for kind in ("recommendations", "similar_items"))
     baseline = baseline_ranking(manifest)
     rows = []
     for name, model in manifest.models.items():
@@ -152,10 +151,9 @@ def run_columns(manifest: RunManifest, held: bool) -> dict[str, Any]:
     (``evaluation``) or kept from it by the promotion gate (``held``)."""
     metrics, served = [], []
     for name, model in manifest.models.items():
-        ranking = model.evaluation.ranking or {}
-        ks = sorted(int(key.split("@")[1]) for key in ranking if key.startswith("ndcg@"))
-        if ks:
-            k = ks[-1]
+        ranking = model.evaluation.ranking
+        if ranking and ranking.ks:
+            k = ranking.ks[-1]
             metrics.append(
                 f"{name} ndcg@{k}={ranking[f'ndcg@{k}']:.4f} recall@{k}={ranking[f'recall@{k}']:.4f}"
             )

@@ -30,9 +30,9 @@ def _lookup(args: argparse.Namespace, kind: str) -> int:
         return _answer(args, kind, run)
 
 
-# the query of a lookup: its config section, its column in the answer, the title of its table
+# the query of a lookup: the published list it asks (manifest.lists), its column in the answer, its title
 _QUERIES = {
-    "user": ("recommend", "user_id", "recommendations for user"),
+    "user": ("recommendations", "user_id", "recommendations for user"),
     "item": ("similar_items", "item_id", "items similar to"),
     "vector": ("similar_items", "query", "items nearest to"),
 }
@@ -99,11 +99,11 @@ def _print_answer(
     args: argparse.Namespace, run: Any, name: str, answer: Any, label: str, query_ids: list[Any], note: str
 ) -> None:
     """One table (or JSON line) per query: rank, item and score."""
-    section, column, title = _QUERIES[label]
-    config = run.manifest.config
-    metric = config[section]["metric"]
+    kind, column, title = _QUERIES[label]
+    spec = run.manifest.lists[kind]
+    metric = spec.metric
     result_column = "item_id" if label == "user" else "similar_item_id"
-    n = args.n if args.n is not None else config[section]["top_n"]
+    n = args.n if args.n is not None else spec.top_n
     for query_id in query_ids:
         rows = answer[answer[column] == query_id]
         results = [

@@ -16,7 +16,7 @@ from recsys.cli.formats import run_summary
 from recsys.cli.guard import RunGuard
 from recsys.config import resolve_inputs
 from recsys.errors import ConfigError
-from recsys.manifest import RunManifest
+from recsys.manifest import RankingMetric, RunManifest
 
 
 def _preflight(config: Any, input_path: str | None, root: str, args: argparse.Namespace) -> list[str] | None:
@@ -123,7 +123,7 @@ def _tune_preflight(config: Any, input_path: str, metric: str) -> None:
 
     table = validate_table(input_path, keep=False)
     n_items = len(pd.unique(table.items))
-    k = max(*config.evaluate.ks, int(metric.split("@")[1]))
+    k = max(*config.evaluate.ks, RankingMetric.parse(metric).k)
     if k >= n_items:
         raise ConfigError(f"tune: lists of {k} items need more than the {n_items} items of {input_path}")
 

@@ -273,3 +273,37 @@ def test_a_blend_cannot_be_tuned():
                 "tune": {"space": {"b": {"parts": [1]}}},
             }
         )
+
+
+def test_a_blend_under_prefect_with_models_side_by_side(prefect_harness, tmp_path):
+    """The flow runs the blend's tasks after its parts' (models side by side, on the split
+    first): the same lists as in one process."""
+    import yaml
+
+    from flows.pipeline import pipeline_flow
+
+    frame = generate_interactions(n_users=120, n_items=60, n_clusters=4, seed=4)
+    config = {
+        **CONFIG,
+        "models": [
+            *PARTS,
+            {"name": "blend", "type": "blend", "params": {"parts": {"als": 1.0, "spectral": 1.0}}},
+        ],
+        "evaluate": {"k": [5], "split": {"method": "random", "fraction": 0.25}},
+        "run": {"parallel_models": 2},
+    }
+    frame.to_parquet(tmp_path / "t.parquet")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    manifest = pipeline_flow(
+        config_path=str(tmp_path / "c.yaml"),
+        interactions=str(tmp_path / "t.parquet"),
+        output=str(tmp_path / "flow"),
+        run_id="flow",
+    )
+    assert manifest["models"]["blend"]["evaluation"]["ranking"]["users"] > 0
+    local = recsys.run_pipeline(frame, {**config, "run": {"parallel_models": 1}}, output=tmp_path / "local")
+    flow = recsys.open_run(tmp_path / "flow")
+    pd.testing.assert_frame_equal(
+        flow.recommendations("blend").drop(columns="run_id"),
+        local.recommendations("blend").drop(columns="run_id"),
+    )

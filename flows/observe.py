@@ -126,6 +126,17 @@ def publish_artifacts(manifest: Any, run_dir: str, deployment: str) -> None:
             ),
             f"- input: {manifest.input.users} users x {manifest.input.items} items, "
             f"{manifest.input.interactions} interactions",
+            *(
+                [
+                    f"- the lists of run {forward.against} against what came next ({forward.window}): "
+                    + ", ".join(
+                        f"{name} hit rate {m.hit_rate:.4f}, recall@{m.top_n} {m.recall:.4f}"
+                        for name, m in forward.models.items()
+                    )
+                ]
+                if forward is not None and forward.models
+                else []
+            ),
             f"- report: [{report}](file://{report})" if report else "- no report",
         ]
         create_markdown_artifact(

@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from flows.observe import metrics_rows
+from flows.observe import metrics_rows, publish_artifacts
 from recsys import storage
 from recsys.cli.formats import run_columns
 from recsys.config import parse_config
@@ -122,7 +122,7 @@ def _cut(frame: pd.DataFrame, share: float = 0.7):
     return frame["timestamp"].sort_values().iloc[int(len(frame) * share)]
 
 
-def test_the_second_run_measures_the_first_runs_lists(tmp_path, interactions):
+def test_the_second_run_measures_the_first_runs_lists(tmp_path, interactions, monkeypatch):
     config = parse_config(CONFIG)
     cut = _cut(interactions)
     old = interactions[interactions["timestamp"] <= cut]
@@ -175,6 +175,15 @@ def test_the_second_run_measures_the_first_runs_lists(tmp_path, interactions):
     assert rows["als"]["forward recall@5"] == round(als.recall, 4)
     assert rows["pop"]["forward hit rate"] == round(pop.hit_rate, 4)
     assert "forward hit rate" not in metrics_rows(first)[0]
+    import prefect.artifacts
+
+    made: dict[str, dict] = {}
+    monkeypatch.setattr(prefect.artifacts, "create_table_artifact", lambda **kw: made.setdefault("table", kw))
+    monkeypatch.setattr(prefect.artifacts, "create_markdown_artifact", lambda **kw: made.setdefault("md", kw))
+    publish_artifacts(second, str(tmp_path / "out" / "runs" / "r2"), "nightly")
+    assert made["table"]["table"] == metrics_rows(second)
+    assert f"the lists of run r1 against {forward.pairs} later interactions" in made["table"]["description"]
+    assert f"als hit rate {als.hit_rate:.4f}, recall@5 {als.recall:.4f}" in made["md"]["markdown"]
     # and in `recsys runs`
     text = run_columns(second, held=False)["forward"]
     assert text.startswith(f"vs r1 ({forward.users:,} users): ")

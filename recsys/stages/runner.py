@@ -28,7 +28,7 @@ from recsys.config import ModelConfig, PipelineConfig
 from recsys.errors import ConfigError, PromotionHeld
 from recsys.exports import ExportConfig, ExportResult, run_exports
 from recsys.index import BACKENDS
-from recsys.manifest import Forward, ModelEntry, RunManifest
+from recsys.manifest import Forward, ModelEntry, Promotion, RunManifest
 from recsys.models import get_model_type
 from recsys.models.base import BLAS_THREADS
 from recsys.progress import CANCEL, check_cancelled
@@ -206,6 +206,51 @@ def with_blend_parts(config: PipelineConfig, names: set[str]) -> set[str]:
     return found
 
 
+def all_models(
+    run: RunLayout,
+    config: PipelineConfig,
+    selected: list[ModelConfig],
+    prepared: results.Prepared,
+    steps: Steps,
+) -> dict[str, ModelEntry]:
+    """Every model's manifest entry, in the config's order: the ``selected`` ones trained,
+    the others carried over from the current run where nothing they depend on changed
+    (else trained too). Carried models are linked first: a blend made in this run reads
+    them."""
+    refit = prepared.refit
+    fingerprints = {m.name: model_fingerprint(config, m, prepared) for m in config.models}
+    names = {m.name for m in selected}
+    plan = plan_carry_over(
+        run.root, config, fingerprints, [m.name for m in config.models if m.name not in names]
+    )
+    retrained = {m.name for m in config.models if m.name in names or m.name not in plan.models}
+    if refit:  # a blend made on the split reads its parts trained on the split
+        retrained = with_blend_parts(config, retrained)
+        plan.models = {name: f for name, f in plan.models.items() if name not in retrained}
+    carried = carry_over_models(run, plan)
+    entries = model_chains(run, config, [m for m in config.models if m.name in retrained], refit, steps)
+    entries.update(carried)
+    if refit:
+        shutil.rmtree(run.evaluation().dir, ignore_errors=True)  # not part of what is published
+    return {
+        m.name: entries[m.name].model_copy(update={"fingerprint": fingerprints[m.name]})
+        for m in config.models
+    }
+
+
+def check_not_replacing_current(run: RunLayout, promotion: Promotion | None) -> None:
+    """A held run whose id is the current run's would replace it: :class:`PromotionHeld`,
+    nothing published."""
+    if promotion is not None and promotion.held and promotion.against == run.run_id:
+        raise PromotionHeld(
+            f"run {run.run_id} failed the promotion gate: {promotion.reason}; not published, "
+            "since its id names the current run (nothing changed; `--no-gate` skips the gate)",
+            run.run_id,
+            promotion.against,
+            promotion.reason or "",
+        )
+
+
 def execute(
     config: PipelineConfig,
     input_path: str | Path | None,
@@ -230,8 +275,6 @@ def execute(
     :class:`~recsys.errors.ExportError` with the run published and current."""
     steps = steps or Steps()
     selected = config.select_models(models) if models else list(config.models)
-    # models not selected are carried over from the current run when nothing they depend
-    # on changed; otherwise (or without a usable current run) they are trained too
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
     transaction = storage.PublishTransaction(
@@ -244,24 +287,7 @@ def execute(
         forward = steps.forward(run, config, input_path, prepared)
         forward_seconds = round(time.perf_counter() - forward_started, 3)
         refit = prepared.refit
-        fingerprints = {m.name: model_fingerprint(config, m, prepared) for m in config.models}
-        names = {m.name for m in selected}
-        plan = plan_carry_over(
-            run.root, config, fingerprints, [m.name for m in config.models if m.name not in names]
-        )
-        retrained = {m.name for m in config.models if m.name in names or m.name not in plan.models}
-        if refit:  # a blend made on the split reads its parts trained on the split
-            retrained = with_blend_parts(config, retrained)
-            plan.models = {name: f for name, f in plan.models.items() if name not in retrained}
-        carried = carry_over_models(run, plan)  # linked first: a blend made in this run reads them
-        results = model_chains(run, config, [m for m in config.models if m.name in retrained], refit, steps)
-        results.update(carried)
-        results = {
-            m.name: results[m.name].model_copy(update={"fingerprint": fingerprints[m.name]})
-            for m in config.models
-        }
-        if refit:
-            shutil.rmtree(run.evaluation().dir, ignore_errors=True)  # not part of what is published
+        results = all_models(run, config, selected, prepared, steps)
         timings = {
             "prepare": prepared.seconds,
             "forward": forward_seconds,
@@ -276,14 +302,7 @@ def execute(
         manifest = with_forward(manifest, forward)
         promotion = promotion_gate(run.root, config, manifest, gate) if purpose == "production" else None
         manifest = with_promotion(manifest, promotion)
-        if promotion is not None and promotion.held and promotion.against == run.run_id:
-            raise PromotionHeld(
-                f"run {run.run_id} failed the promotion gate: {promotion.reason}; not published, "
-                "since its id names the current run (nothing changed; `--no-gate` skips the gate)",
-                run.run_id,
-                promotion.against,
-                promotion.reason or "",
-            )
+        check_not_replacing_current(run, promotion)
         report = steps.report(run, manifest)
         sealed = seal_manifest(run, manifest, report)
         current = purpose == "production" and not (promotion is not None and promotion.held)

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from pydantic import field_validator
 
 from recsys.errors import ModelError
-from recsys.models.base import Embeddings, ModelParams, ModelType, Training
+from recsys.models.base import Embeddings, Folding, ModelParams, ModelType, Training
 
 SAMPLE_PAIRS = 10_000
 """(user, item) pairs of the training matrix whose scores estimate a part's scale."""
@@ -143,18 +143,9 @@ class Blend(ModelType):
             "trained from a matrix; the pipeline's train stage makes it once its parts are trained"
         )
 
-    @property
-    def folds_in(self) -> bool:
-        """Through its parts (:meth:`recsys.api.Run.fold_in`), where every part can."""
-        return True
-
-    def fold_in(
-        self,
-        params: dict[str, Any],
-        item_factors: np.ndarray,
-        user_items: sp.csr_matrix,
-        extras: dict[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
+    def fold(self, params: BlendParams, data: Folding) -> np.ndarray:
+        """A blend folds users in through its parts (:meth:`recsys.api.Run.fold_in`), where
+        every part can: never from its own item factors alone."""
         raise ModelError(
             "a blend folds users in through its parts, each against its own factors "
             "(recsys.api.Run.fold_in), not against the blend's item factors alone"

@@ -41,6 +41,7 @@ def study(
         metric=metric,
         sampler=sampler,
         split=split,
+        ids=(interactions.users, interactions.items),
     )
 
 

@@ -577,7 +577,9 @@ class TuneConfig(_Strict):
     """Per model name of the config, param -> ``{low, high, log}`` (ints if both bounds
     are ints, else floats) or a list of values; each replaces that param's default
     dimension (``recsys.models`` types' ``space``). Params must be the type's, and every
-    bound or value must be valid for it."""
+    bound or value must be valid for it. A blend's are its parts' names, each a range or
+    values of its weight (> 0; by default every part's but the first's, fixed at 1.0,
+    from 0.05 to 20, log)."""
 
     @field_validator("metric")
     @classmethod
@@ -602,6 +604,9 @@ def _tune_fits_models(tune: TuneConfig, info: ValidationInfo) -> TuneConfig:
             raise ValueError(f"{where}: no model named {name!r} (the config defines {', '.join(models)})")
         model = models[name]
         model_type = get_model_type(model.type)
+        if model.type == "blend":  # its parts' weights
+            _blend_space_fits(where, model, space)
+            continue
         if model_type.source != "interactions":
             raise ValueError(f"{where}: a {model.type} model is not trained, so not tuned")
         fields = model_type.params.model_fields
@@ -620,6 +625,19 @@ def _tune_fits_models(tune: TuneConfig, info: ValidationInfo) -> TuneConfig:
                     problems = "; ".join(p.message for p in params_problems(exc))
                     raise ValueError(f"{where}.{param}: {value!r} is refused: {problems}") from None
     return tune
+
+
+def _blend_space_fits(where: str, model: ModelConfig, space: dict[str, Any]) -> None:
+    """A blend's ``tune.space`` names its parts, each a range or values of weights > 0."""
+    parts = model.params.get("parts") if isinstance(model.params, dict) else None
+    for part, spec in space.items():
+        if not isinstance(parts, dict) or part not in parts:
+            raise ValueError(f"{where}.{part}: not a part of the blend {model.name}")
+        dimension = spec_dimension(spec)
+        values = dimension.values if isinstance(dimension, Choice) else (dimension.low, dimension.high)
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ValueError(f"{where}.{part}: a weight must be a number > 0, found {value!r}")
 
 
 CheckedTuneConfig = Annotated[TuneConfig, AfterValidator(_tune_fits_models)]

@@ -133,7 +133,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     config, input_path, _ = resolve_inputs(args.config, args.interactions, None)
     (model,) = config.select_models([args.model])
-    tuning.model_space(config, model)  # a model that cannot be tuned fails before Prefect starts
+    tuning.tunable(config, model)  # a model that cannot be tuned fails before Prefect starts
     metric = tuning.metric_name(config, args.metric)
     if not Path(input_path).exists():
         raise ConfigError(f"{input_path}: interactions file not found")

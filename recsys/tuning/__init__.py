@@ -16,6 +16,7 @@ from recsys.tuning.space import (
     describe_dimension,
     dimension_values,
     model_space,
+    tunable,
 )
 from recsys.tuning.study import (
     PRUNE_SAMPLE_USERS,
@@ -52,6 +53,7 @@ __all__ = [
     "model_space",
     "output_paths",
     "report_html",
+    "tunable",
     "tune",
     "tuned_config",
     "validation_data",

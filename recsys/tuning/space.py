@@ -75,3 +75,14 @@ def rounded(value: Any, dimension: Dimension) -> Any:
     if not isinstance(dimension, FloatRange) or not isinstance(value, float):
         return value
     return min(max(float(f"{value:.4g}"), dimension.low), dimension.high)
+
+
+def tunable(config: PipelineConfig, model: ModelConfig) -> dict[str, Dimension]:
+    """The space ``recsys tune`` searches for ``model``: a blend's weights
+    (:func:`recsys.tuning.blend.blend_space`), a trained model's params
+    (:func:`model_space`); :class:`ConfigError` for a model that is not tuned."""
+    if model.type == "blend":
+        from recsys.tuning.blend import blend_space
+
+        return blend_space(config, model)
+    return model_space(config, model)

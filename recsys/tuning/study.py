@@ -209,6 +209,8 @@ def tune(
     sampler: str | None = None,
     pruning: bool | None = None,
     split: dict[str, Any] | None = None,
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ids: tuple[Any, Any] | None = None,
 ) -> TuneResult:
     """Search one model's params: trial 0 measures the config's own params, then up to
     ``trials`` trials (``tune.trials``) within ``timeout`` seconds (``tune.timeout_seconds``;
@@ -221,6 +223,10 @@ def tune(
     ``intermediate`` (iteration -> metric on the sampled users), ``pruned_at``, ``error``,
     ``seconds``. Raises :class:`ConfigError` for a model that cannot be tuned, a bad
     metric, or when no trial completes.
+
+    A blend searches its weights only (:mod:`recsys.tuning.blend`): its parts are made
+    once (``parts``: the vectors of some of them, already made; ``ids``: the training
+    users' and items' ids, to align a precomputed part).
     """
     import optuna
 
@@ -228,12 +234,28 @@ def tune(
     _quiet_failed_trials()
     settings = config.tune
     (model,) = config.select_models([model_name])
-    space = model_space(config, model)
     n_trials = trials if trials is not None else settings.trials
     timeout = timeout if timeout is not None else settings.timeout_seconds
     sampler_name = sampler or settings.sampler
-    pruning = settings.pruning if pruning is None else pruning
     metric = metric_name(config, metric)
+    if model.type == "blend":
+        from recsys.tuning.blend import tune_blend
+
+        return tune_blend(
+            config,
+            model,
+            train_items,
+            validation,
+            trials=n_trials,
+            timeout=timeout,
+            metric=metric,
+            sampler_name=sampler_name,
+            split=split or {},
+            parts=parts,
+            ids=ids,
+        )
+    space = model_space(config, model)
+    pruning = settings.pruning if pruning is None else pruning
     scorer = _scorer(config, metric, train_items, validation)
     search = _Search(config, model, space, metric, train_items, scorer, n_trials)
     study = optuna.create_study(

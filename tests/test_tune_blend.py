@@ -75,3 +75,27 @@ def test_a_blend_space_from_the_config():
     for space, problem in (({"pop": [1.0]}, "not a part"), ({"als": {"low": 0.0, "high": 2.0}}, "> 0")):
         with pytest.raises(ConfigError, match=problem):
             parse_config(_config(space={"mix": space}))
+
+
+def test_all_tunes_every_trained_model_then_the_blend_over_the_tuned_parts(monkeypatch, tmp_path):
+    from recsys.config import load_config
+    from recsys.tuning import tune_all, write_all_outputs
+
+    small = {"als": {"factors": [4, 8], "iterations": [2, 3]}, "spectral": {"factors": [4, 8]}}
+    config = parse_config(_config(space=small))
+    data = _split(config)
+    counts = _count_fits(monkeypatch)
+    results = tune_all(config, *data, trials=3, sampler="random")
+    assert [r.model for r in results] == ["als", "spectral", "mix"]  # pop: nothing to search
+    # each search's trials, then the blend's parts once more, at their tuned params
+    assert counts["als"] == 4 + 1 and counts["spectral"] <= 4 + 1
+    paths = write_all_outputs(results, config, tmp_path / "tuned.yaml")
+    tuned = load_config(paths["config"])
+    params = {m.name: m.params for m in tuned.models}
+    for result in results:
+        assert params[result.model] == result.best_params
+    assert params["pop"] == config.models[2].params and tuned.evaluate == config.evaluate
+    assert paths["config"].read_text().count("\n# ") + 1 == 3  # a header line per model
+    # the budget: each model an equal share of what is left; trial 0 always runs
+    quick = tune_all(config, *data, trials=50, timeout=0.01)
+    assert [len(r.trials) for r in quick] == [1, 1, 1]

@@ -223,7 +223,14 @@ def _add_tune(sub: Subcommands) -> None:
         "search one model's params (Optuna) on a validation split of the training data; "
         "write the best as a config, every trial as JSON and an HTML report",
     )
-    tune.add_argument("--model", required=True, help="model name in the config")
+    which = tune.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="model name in the config (a blend: its weights)")
+    which.add_argument(
+        "--all",
+        action="store_true",
+        help="every trained model in turn, then the blends' weights over the tuned parts; "
+        "--trials per model, --timeout for the whole search, each model an equal share of what is left",
+    )
     tune.add_argument(
         "--config", default=None, help="pipeline YAML (default: the packaged production config)"
     )
@@ -252,7 +259,8 @@ def _add_tune(sub: Subcommands) -> None:
     tune.add_argument(
         "--output",
         default=None,
-        help="config to write (default: configs/<model>-tuned.yaml); trials and report beside it as "
+        help="config to write (default: configs/<model>-tuned.yaml, with --all configs/tuned.yaml); "
+        "trials and report beside it as "
         "<name>.trials.json and <name>.report.html",
     )
     tune.add_argument("--force", action="store_true", help=FORCE_HELP)

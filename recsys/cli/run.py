@@ -132,14 +132,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from recsys import tuning
 
     config, input_path, _ = resolve_inputs(args.config, args.interactions, None)
-    (model,) = config.select_models([args.model])
-    tuning.tunable(config, model)  # a model that cannot be tuned fails before Prefect starts
+    # a model that cannot be tuned fails before Prefect starts
+    models = tuning.tuned_models(config)[0] if args.all else config.select_models([args.model])
+    for model in models:
+        tuning.tunable(config, model)
     metric = tuning.metric_name(config, args.metric)
     if not Path(input_path).exists():
         raise ConfigError(f"{input_path}: interactions file not found")
     _tune_preflight(config, input_path, metric)
     inputs = tuning.input_files(config, args.config, input_path)
-    tuning.check_outputs(args.output or tuning.default_output(args.model), inputs, args.force)
+    target = args.output or tuning.default_output(None if args.all else args.model)
+    tuning.check_outputs(target, inputs, args.force)
     if args.json and "prefect" not in sys.modules:  # stdout carries the JSON: progress to stderr
         os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM"] = "ext://sys.stderr"
     from flows.launch import import_flows
@@ -148,7 +151,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from flows.tune import tune_flow
 
     result = tune_flow(
-        model=args.model,
+        model=None if args.all else args.model,
         config_path=args.config,
         interactions=input_path,
         trials=args.trials,
@@ -159,10 +162,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         force=args.force,
     )
     if args.json:
-        summary = {
-            key: result[key]
-            for key in ("best_params", "best_value", "baseline_value", "metric", "trials", "config", "report")
-        }
+        keys = ("models",) if args.all else ("best_params", "best_value", "baseline_value", "trials")
+        summary = {key: result[key] for key in (*keys, "metric", "config", "report")}
         print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -9,6 +9,8 @@ from recsys.tuning.outputs import (
     output_paths,
     report_html,
     tuned_config,
+    tuned_models_config,
+    write_all_outputs,
     write_outputs,
 )
 from recsys.tuning.space import (
@@ -32,6 +34,7 @@ from recsys.tuning.study import (
     tune,
     validation_data,
 )
+from recsys.tuning.whole import tune_all, tuned_models
 
 __all__ = [
     "PRUNER_STARTUP_TRIALS",
@@ -55,7 +58,11 @@ __all__ = [
     "report_html",
     "tunable",
     "tune",
+    "tune_all",
     "tuned_config",
+    "tuned_models",
+    "tuned_models_config",
     "validation_data",
+    "write_all_outputs",
     "write_outputs",
 ]

@@ -32,10 +32,20 @@ def tuned_config(
     two share no folder but the root): the tuned config then names the same files as the
     run it was tuned for, wherever it is run from. Paths the config holds relative (its
     defaults, ``output.root: data/outputs``) are relative to the working directory."""
+    return tuned_models_config(config, {model_name: params}, input_path, folder)
+
+
+def tuned_models_config(
+    config: PipelineConfig,
+    params: dict[str, dict[str, Any]],
+    input_path: str | Path | None = None,
+    folder: str | Path | None = None,
+) -> dict[str, Any]:
+    """:func:`tuned_config` for several models: model name -> its params."""
     raw = config.to_dict()
     for model in raw["models"]:
-        if model["name"] == model_name:
-            model["params"] = params
+        if model["name"] in params:
+            model["params"] = params[model["name"]]
     if input_path is not None:
         raw["input"]["path"] = str(input_path)
     if folder is not None:
@@ -76,9 +86,10 @@ def output_paths(target: str | Path) -> dict[str, Path]:
     }
 
 
-def default_output(model: str) -> str:
-    """Where ``recsys tune`` writes the tuned config without ``--output``."""
-    return f"configs/{model}-tuned.yaml"
+def default_output(model: str | None) -> str:
+    """Where ``recsys tune`` writes the tuned config without ``--output`` (``model``
+    None: ``--all``)."""
+    return f"configs/{model}-tuned.yaml" if model else "configs/tuned.yaml"
 
 
 def input_files(
@@ -129,6 +140,43 @@ def write_outputs(
         inputs = input_files(config, None, input_path)[1:]  # the config file is not known here
     paths = check_outputs(target, inputs, force)
     paths["config"].parent.mkdir(parents=True, exist_ok=True)
+    header = _header(result)
+    raw = tuned_config(config, result.model, result.best_params, input_path, paths["config"].parent)
+    storage.write_text(paths["config"], header + yaml.safe_dump(raw, sort_keys=False))
+    storage.write_json(paths["trials"], result.to_dict())
+    storage.write_text(paths["report"], report_html(result))
+    return paths
+
+
+def write_all_outputs(
+    results: list[TuneResult],
+    config: PipelineConfig,
+    target: str | Path,
+    input_path: str | Path | None = None,
+    force: bool = False,
+    inputs: list[str] | None = None,
+) -> dict[str, Path]:
+    """:func:`write_outputs` of ``recsys tune --all``: one config with every tuned model's
+    best params (the rest of the config kept), a header line per model; the trials JSON
+    maps each model to its search; the report holds each search in turn."""
+    from recsys import storage
+
+    if inputs is None:
+        inputs = input_files(config, None, input_path)[1:]
+    paths = check_outputs(target, inputs, force)
+    paths["config"].parent.mkdir(parents=True, exist_ok=True)
+    header = "".join(_header(result) for result in results)
+    params = {result.model: result.best_params for result in results}
+    raw = tuned_models_config(config, params, input_path, paths["config"].parent)
+    storage.write_text(paths["config"], header + yaml.safe_dump(raw, sort_keys=False))
+    storage.write_json(paths["trials"], {"models": {r.model: r.to_dict() for r in results}})
+    body = "".join(_report_body(result) for result in results)
+    storage.write_text(paths["report"], page("recsys tune --all", body, STYLE))
+    return paths
+
+
+def _header(result: TuneResult) -> str:
+    """The tuned config's comment line on one search."""
     counts = result.counts()
     best, baseline = result.best, result.baseline
     if best["baseline"]:
@@ -137,16 +185,11 @@ def write_outputs(
         verdict = f"the config's params: {baseline['value']:.4f}" if baseline["value"] is not None else ""
     fraction = result.split.get("fraction")
     on = f" on a {fraction:.0%} validation split of the training part" if fraction else ""
-    header = (
+    return (
         f"# {result.model}: best of {len(result.trials)} {result.sampler} trials "
         f"({counts['pruned']} pruned) by {result.metric} = {best['value']:.4f}"
         f"{f' ({verdict})' if verdict else ''}{on}\n"
     )
-    raw = tuned_config(config, result.model, result.best_params, input_path, paths["config"].parent)
-    storage.write_text(paths["config"], header + yaml.safe_dump(raw, sort_keys=False))
-    storage.write_json(paths["trials"], result.to_dict())
-    storage.write_text(paths["report"], report_html(result))
-    return paths
 
 
 STYLE = """
@@ -288,6 +331,10 @@ def _summary_text(result: TuneResult) -> str:
 def report_html(result: TuneResult) -> str:
     """A self-contained page: the best params against the config's, the validation
     metrics of both, the metric per trial with the running best, and every trial."""
+    return page(f"recsys tune {result.model}", _report_body(result), STYLE)
+
+
+def _report_body(result: TuneResult) -> str:
     best, baseline = result.best, result.baseline
     gain = (
         f"{best['value']:.4f} against {baseline['value']:.4f} with the config's params "
@@ -295,7 +342,7 @@ def report_html(result: TuneResult) -> str:
         if baseline["value"]
         else f"{best['value']:.4f}"
     )
-    body = (
+    return (
         f"<h1>recsys tune: {esc(result.model)} ({esc(result.model_type)})</h1>"
         f"<p>Best validation {esc(result.metric)}: <b>{esc(gain)}</b>, "
         f"trial {best['number']}.</p><p class=note>{esc(_summary_text(result))}</p>"
@@ -308,4 +355,3 @@ def report_html(result: TuneResult) -> str:
         + _params_plot(result)
         + _trials_table(result)
     )
-    return page(f"recsys tune {result.model}", body, STYLE)

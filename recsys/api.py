@@ -75,8 +75,9 @@ class Run:
         return list(self.manifest.models)
 
     def model(self, name: str | None = None) -> tuple[str, ModelEntry]:
-        """A model's name and manifest entry (default: the run's first model)."""
-        return self.manifest.model(name)
+        """A model's name and manifest entry (default: the run's best model on the held-out
+        interactions, ``manifest.best_model``; the first model where no model was measured)."""
+        return self.manifest.model(name or self.manifest.best_model)
 
     def __enter__(self) -> Run:
         self._lock = contextlib.ExitStack()

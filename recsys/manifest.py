@@ -391,6 +391,10 @@ class RunManifest(_Strict):
     defaults)."""
     timings: dict[str, float]
     models: dict[str, ModelEntry] = Field(min_length=1)
+    best_model: str | None = None
+    """The model with the highest headline metric (ndcg at the largest ``evaluate.k``) on
+    the held-out interactions, among the models with ranking figures (None: none has
+    them); the lookups' default model."""
     promotion: Promotion | None = None
     """The promotion gate's verdict (production runs; None in evaluation runs)."""
     forward: Forward | None = None
@@ -406,6 +410,12 @@ class RunManifest(_Strict):
         for path in files:
             check_relative_path(path)
         return files
+
+    @model_validator(mode="after")
+    def _best_model_listed(self) -> RunManifest:
+        if self.best_model is not None and self.best_model not in self.models:
+            raise ValueError(f"best_model: {self.best_model!r} is not one of the run's models")
+        return self
 
     @model_validator(mode="after")
     def _named_files_listed(self) -> RunManifest:

@@ -187,7 +187,10 @@ def _add_similar(sub: Subcommands) -> None:
 
 def _lookup_options(command: argparse.ArgumentParser) -> None:
     """The options recommend and similar share, after their query options."""
-    command.add_argument("--model", help="model name (default: the run's first model)")
+    command.add_argument(
+        "--model",
+        help="model name (default: the run's best model on the held-out interactions, else its first)",
+    )
     command.add_argument("-n", type=int, default=None, help="number of results (default: top_n)")
     command.add_argument("--output", default=DEFAULT_OUTPUT, help="output root")
     command.add_argument("--run-id", default=None, help="run to answer from (default: CURRENT)")

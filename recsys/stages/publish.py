@@ -198,7 +198,21 @@ def assemble_manifest(
         lists={kind: list_spec(config, kind) for kind in RANKED_KINDS},
         timings=timings,
         models=models,
+        best_model=best_model(config, models),
     )
+
+
+def best_model(config: PipelineConfig, models: dict[str, ModelEntry]) -> str | None:
+    """The model with the highest :func:`headline_metric` on the held-out interactions
+    (the first of equals, in the run's order), among those with ranking figures; None
+    where no model has them."""
+    metric = headline_metric(config)
+    scored = {
+        name: value
+        for name, entry in models.items()
+        if entry.evaluation.ranking and (value := entry.evaluation.ranking.get(metric)) is not None
+    }
+    return max(scored, key=lambda name: scored[name]) if scored else None
 
 
 def seal_manifest(run: RunLayout, manifest: RunManifest, report: str | None) -> RunManifest:

@@ -99,3 +99,20 @@ def test_all_tunes_every_trained_model_then_the_blend_over_the_tuned_parts(monke
     # the budget: each model an equal share of what is left; trial 0 always runs
     quick = tune_all(config, *data, trials=50, timeout=0.01)
     assert [len(r.trials) for r in quick] == [1, 1, 1]
+
+
+def test_the_command_takes_a_model_or_all_and_checks_every_model_before_prefect(tmp_path, capsys):
+    import yaml
+
+    from recsys.cli import main
+
+    for argv in (["tune"], ["tune", "--all", "--model", "als"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+    config = _config()
+    config["models"] = [m for m in config["models"] if m["type"] in ("popular",)]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["tune", "--all", "--config", str(path), "--interactions", str(tmp_path / "x.parquet")]) == 2
+    assert "no model of the config has params to search" in capsys.readouterr().err

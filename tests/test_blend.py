@@ -265,8 +265,8 @@ def test_a_config_that_cannot_make_a_blend_is_refused_in_one_line(blend, extra, 
     assert message.startswith("c.yaml: invalid config: ") and problem in message, message
 
 
-def test_a_blend_cannot_be_tuned():
-    with pytest.raises(ConfigError, match="a blend model is not trained, so not tuned"):
+def test_a_blend_space_names_its_parts():
+    with pytest.raises(ConfigError, match="parts: not a part of the blend b"):
         parse_config(
             {
                 "models": [PARTS[0], {"name": "b", "type": "blend", "params": {"parts": {"als": 1.0}}}],

@@ -1,7 +1,8 @@
 """The tuning flow (``recsys tune``): the validation split and the whole Optuna study in
 one Prefect task (trials run one after the other; Optuna's TrialPruned never leaves the
 task), then the best params written as a config, with every trial as JSON and an HTML
-report beside it."""
+report beside it. ``recsys tune --all``: every model's study in turn in that task, then
+one config with all of them."""
 
 from __future__ import annotations
 

@@ -163,6 +163,7 @@ def _closed_port() -> int:
         ("SERVER", None, "not a Prefect API (GET /health answered 404)"),
         ("SERVER", b"<html>hello</html>", "not a Prefect API (GET /health answered b'<html>"),
     ],
+    ids=["not-a-url", "not-http", "closed-port", "no-health", "html-health"],
 )
 def test_a_configured_api_that_cannot_serve_a_run_is_one_line(url, body, message):
     with _server(body) as served:

@@ -33,8 +33,10 @@ demo: setup $(SAMPLE)
 report-shot: setup
 	$(BIN)/python -m benchmarks.report_shot --output data/outputs
 
+# two test processes (pytest-xdist): most tests wait on real processes (recsys run, Prefect
+# servers), so two share two cores well; each has its own Prefect test harness
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -10,6 +10,7 @@ Prefect, so that it boots while they load (:mod:`flows.temporary_api`); then
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 
@@ -23,6 +24,18 @@ def _early_stop(number: int, _frame: object) -> None:
 
 for _number in (signal.SIGINT, signal.SIGTERM):
     signal.signal(_number, _early_stop)
+
+
+def _ignore_signals_at_the_end() -> None:
+    """The last exit handler (registered first, so run last): the command is over and its
+    exit status set, so Ctrl-C or SIGTERM now is ignored. Python's own teardown would
+    otherwise give them their default action and the process would end killed, its status
+    lost, after its one line was already written."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
+
+
+atexit.register(_ignore_signals_at_the_end)
 
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402

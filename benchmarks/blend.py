@@ -107,8 +107,21 @@ def measure(name: str, table: Path, folder: Path, args: argparse.Namespace, spec
     if args.tune_parts:
         parts = folder / "parts-tuned.yaml"
         sh(
-            [RECSYS, "tune", "--quiet", "--all", "--config", str(config), "--interactions", str(train),
-             "--trials", str(args.tune_parts), "--output", str(parts), "--force"],
+            [
+                RECSYS,
+                "tune",
+                "--quiet",
+                "--all",
+                "--config",
+                str(config),
+                "--interactions",
+                str(train),
+                "--trials",
+                str(args.tune_parts),
+                "--output",
+                str(parts),
+                "--force",
+            ],
             log,
         )
         tuned_parts = yaml.safe_load(parts.read_text())
@@ -120,13 +133,39 @@ def measure(name: str, table: Path, folder: Path, args: argparse.Namespace, spec
         log.append(f"# {config.name}: {parts.name} with both blends at als 1.0, spectral 1.0")
     tuned = folder / "tuned.yaml"
     sh(
-        [RECSYS, "tune", "--quiet", "--model", "tuned", "--config", str(config), "--interactions", str(train),
-         "--trials", str(args.trials), "--output", str(tuned), "--force"],
+        [
+            RECSYS,
+            "tune",
+            "--quiet",
+            "--model",
+            "tuned",
+            "--config",
+            str(config),
+            "--interactions",
+            str(train),
+            "--trials",
+            str(args.trials),
+            "--output",
+            str(tuned),
+            "--force",
+        ],
         log,
     )
     out = sh(
-        [RECSYS, "run", "--quiet", "--json", "--config", str(tuned), "--interactions", str(train),
-         "--holdout", str(test), "--output", str(folder / "out")],
+        [
+            RECSYS,
+            "run",
+            "--quiet",
+            "--json",
+            "--config",
+            str(tuned),
+            "--interactions",
+            str(train),
+            "--holdout",
+            str(test),
+            "--output",
+            str(folder / "out"),
+        ],
         log,
     )
     manifest = json.loads(out)["manifest"]
@@ -150,11 +189,14 @@ def measure(name: str, table: Path, folder: Path, args: argparse.Namespace, spec
         if model["type"] == "blend":
             shown = ", ".join(f"{part} {weight:.3g}" for part, weight in params["parts"].items())
         else:
-            shown = ", ".join(
-                f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
-                for key, value in params.items()
-                if key not in ("random_state", "num_threads", "oversampling", "power_iterations")
-            ) or "-"
+            shown = (
+                ", ".join(
+                    f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
+                    for key, value in params.items()
+                    if key not in ("random_state", "num_threads", "oversampling", "power_iterations")
+                )
+                or "-"
+            )
         recall, ndcg = ranking[f"recall@{K}"], ranking[f"ndcg@{K}"]
         print(
             f"| {model_name} | {shown} | {recall:.4f} | {ndcg:.4f} | x{recall / base[f'recall@{K}']:.2f} "
@@ -170,11 +212,16 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--trials", type=int, default=20, help="blend weight trials (recsys tune --model)")
     parser.add_argument(
-        "--tune-parts", type=int, default=0, help="first tune ALS and spectral (recsys tune --all), N trials each"
+        "--tune-parts",
+        type=int,
+        default=0,
+        help="first tune ALS and spectral (recsys tune --all), N trials each",
     )
     parser.add_argument("--skip-movielens", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
-    parser.add_argument("--keep", help="folder to keep the tables, configs and runs in (default: a temporary one)")
+    parser.add_argument(
+        "--keep", help="folder to keep the tables, configs and runs in (default: a temporary one)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,8 +232,20 @@ def main() -> None:
             table = folder / "movielens.parquet"
             log: list[str] = []
             sh(
-                [RECSYS, "import", "--quiet", "movielens", args.ratings, "--output", str(table),
-                 "--min-rating", "3.5", "--weighting", "binary", "--force"],
+                [
+                    RECSYS,
+                    "import",
+                    "--quiet",
+                    "movielens",
+                    args.ratings,
+                    "--output",
+                    str(table),
+                    "--min-rating",
+                    "3.5",
+                    "--weighting",
+                    "binary",
+                    "--force",
+                ],
                 log,
             )
             print(f"    {log[0]}")
@@ -197,8 +256,22 @@ def main() -> None:
             table = folder / "synthetic.parquet"
             log = []
             sh(
-                [RECSYS, "generate", "--quiet", "--output", str(table), "--users", str(args.users),
-                 "--items", str(args.items), "--clusters", "40", "--seed", "5", "--force"],
+                [
+                    RECSYS,
+                    "generate",
+                    "--quiet",
+                    "--output",
+                    str(table),
+                    "--users",
+                    str(args.users),
+                    "--items",
+                    str(args.items),
+                    "--clusters",
+                    "40",
+                    "--seed",
+                    "5",
+                    "--force",
+                ],
                 log,
             )
             print(f"    {log[0]}")

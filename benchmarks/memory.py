@@ -83,7 +83,7 @@ def measure(root: Path, top_n: int, mode: str) -> dict:
         np.asarray(job.queries).sum()  # touch the memory-mapped user factors
         pipeline.open_job_index(run, job)
     elif mode == "streamed":
-        rows = pipeline.ranked_stage(run, spec, "als", indexed).rows
+        rows = pipeline.ranked_stage(run, spec, "als", indexed, config.task_runner.shard_rows).rows
     else:
         from recsys.recommend import recommend_all
 

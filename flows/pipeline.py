@@ -55,15 +55,17 @@ def build_indices(run: RunLayout, config: PipelineConfig, model: str) -> stages.
 
 
 @task(name="recommend", cache_policy=NO_CACHE, task_run_name=task_name("recommend"))
-def recommend(run: RunLayout, spec: stages.ListSpec, model: str, indexed: stages.Indexed) -> stages.Ranked:
-    return stages.ranked_stage(run, spec, model, indexed)
+def recommend(
+    run: RunLayout, spec: stages.ListSpec, model: str, indexed: stages.Indexed, part_rows: int
+) -> stages.Ranked:
+    return stages.ranked_stage(run, spec, model, indexed, part_rows)
 
 
 @task(name="similar-items", cache_policy=NO_CACHE, task_run_name=task_name("similar"))
 def similar_items(
-    run: RunLayout, spec: stages.ListSpec, model: str, indexed: stages.Indexed
+    run: RunLayout, spec: stages.ListSpec, model: str, indexed: stages.Indexed, part_rows: int
 ) -> stages.Ranked:
-    return stages.ranked_stage(run, spec, model, indexed)
+    return stages.ranked_stage(run, spec, model, indexed, part_rows)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, task_run_name=task_name("evaluate"))
@@ -112,8 +114,9 @@ def flow_steps(runner: DaskTaskRunner | None = None, settings: TaskRunnerConfig 
         )
 
     def on_workers(
-        run: RunLayout, spec: stages.ListSpec, model: str, indexed: stages.Indexed
+        run: RunLayout, spec: stages.ListSpec, model: str, indexed: stages.Indexed, part_rows: int
     ) -> stages.Ranked:
+        # parts of the workers' shards: task_runner.shard_rows, at least two per worker
         return ranked_on_workers(runner, settings or TaskRunnerConfig(), run, spec, model, indexed)
 
     return dataclasses.replace(flow_steps(), recommend=on_workers, similar=on_workers)

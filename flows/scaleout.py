@@ -2,9 +2,11 @@
 
 Users (and items, for similar items) are split into shards of ``task_runner.shard_rows``
 rows. Each shard is a Prefect task run on a Dask worker, which opens the run folder and
-the index file by path (indices do not pickle) and returns the shard's lists; the flow
-writes them, in order, into the same single parquet file a local run writes, so the
-output does not depend on where it was scored.
+the index file by path (indices do not pickle), writes the shard's lists as one part file
+of the list's dataset into the run's staging folder on the shared output root
+(atomically) and returns only the part's entry: path, rows, size and sha256. The flow
+never holds the lists: it commits the parts (in order, every query once, nothing else in
+the folder) into the same layout a local run writes.
 
 Every worker reports to the flow's Prefect API: the API URL is put into the settings the
 tasks carry and into the workers' environment, so no worker starts a temporary API of its
@@ -15,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -28,6 +30,7 @@ from flows.observe import route_logs
 from recsys import stages
 from recsys.config import PipelineConfig, TaskRunnerConfig
 from recsys.errors import ConfigError
+from recsys.manifest import ListPart
 from recsys.storage import RunLayout
 
 if TYPE_CHECKING:
@@ -50,12 +53,13 @@ def score_shard(
     model: str,
     indexed: stages.Indexed,
     kind: str,
+    number: int,
     start: int,
     stop: int,
     threads: int,
-) -> tuple[int, np.ndarray, np.ndarray]:
+) -> ListPart:
     route_logs()
-    return stages.score_shard(run, spec, model, indexed, start, stop, threads=threads)
+    return stages.score_part(run, spec, model, indexed, number, start, stop, threads=threads)
 
 
 def current_api_url() -> str:
@@ -123,13 +127,14 @@ def ranked_on_workers(
     indexed: stages.Indexed,
 ) -> stages.Ranked:
     """Score one kind of ranked list (``spec``) of one model shard by shard on the Dask
-    workers and stream the shards, in order, into the model's parquet file. At most two
-    shards per worker are in flight, so memory holds a few shards, not all lists."""
+    workers, each writing its shard's part file, and commit the parts. The flow holds
+    only the parts' entries; at most two shards per worker are in flight."""
     kind = spec.kind
     rows = stages.ranked_rows(run, model, kind)
     if rows == 0:
         log.info("%s: no user vectors, no recommendations", model)
         return stages.Ranked(kind=kind, seconds=0.0)
+    started = time.perf_counter()
     # at least two shards per worker, so that every worker has work (50k items in one
     # shard of 50k would keep one worker busy and the other idle)
     workers = settings.n_workers
@@ -138,25 +143,24 @@ def ranked_on_workers(
     log.info("%s: %d shards of up to %d rows on the Dask workers", model, len(bounds), shard_rows)
     in_flight = max(2, 2 * workers)
     label = "recommend" if kind == "recommendations" else "similar items"
+    pending: deque[Any] = deque()  # Prefect futures, oldest first
+    parts: list[ListPart] = []
 
-    def blocks() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        pending: deque[Any] = deque()  # Prefect futures, oldest first
-        done = 0
+    def oldest() -> None:
+        parts.append(pending.popleft().result())
+        log.info("%s: %s: shard %d/%d", model, label, len(parts), len(bounds))
 
-        def oldest() -> tuple[int, np.ndarray, np.ndarray]:
-            nonlocal done
-            block = pending.popleft().result()
-            done += 1
-            log.info("%s: %s: shard %d/%d", model, label, done, len(bounds))
-            return block
-
-        for start, stop in bounds:
+    try:
+        for number, (start, stop) in enumerate(bounds):
             parameters = {"run": run, "spec": spec, "model": model, "indexed": indexed, "kind": kind}
-            parameters.update(start=start, stop=stop, threads=settings.threads_per_worker)
+            parameters.update(number=number, start=start, stop=stop, threads=settings.threads_per_worker)
             pending.append(runner.submit(score_shard, parameters=parameters))
             if len(pending) >= in_flight:
-                yield oldest()
+                oldest()
         while pending:
-            yield oldest()
-
-    return stages.write_ranked(run, model, kind, blocks())
+            oldest()
+    finally:
+        for future in pending:  # a failed shard: the others are not waited for
+            with contextlib.suppress(Exception):
+                future.cancel()
+    return stages.commit_ranked(run, model, kind, parts, rows, time.perf_counter() - started)

@@ -164,20 +164,25 @@ class Run:
 
     # ---------------------------------------------------------- published lists
 
+    def list_files(self, model: str | None, kind: RankedKind) -> list[Path]:
+        """The part files of a model's published list (``recommendations`` or
+        ``similar_items``), in query order, each verified against its size and sha256; a
+        QueryError for a model that published none."""
+        name, entry = self.model(model)
+        output = entry.outputs.get(kind)
+        if output is None:
+            what = "recommendations" if kind == "recommendations" else "similar items"
+            raise QueryError(f"model {name} of run {self.run_id} published no {what}")
+        return [self.file(path) for path in output.files()]
+
     def recommendations(self, model: str | None = None) -> pd.DataFrame:
         """Every user's published list: ``user_id, item_id, rank, score, model, run_id,
         source`` (``source`` is ``model`` in every published row; docs/tables.md)."""
-        name, entry = self.model(model)
-        if entry.outputs.recommendations is None:
-            raise QueryError(f"model {name} of run {self.run_id} published no recommendations")
-        return pd.read_parquet(self.file(entry.outputs.recommendations))
+        return storage.read_ranked_table(self.list_files(model, "recommendations")).to_pandas()
 
     def similar_items(self, model: str | None = None) -> pd.DataFrame:
         """Every item's published similar items: ``item_id, similar_item_id, rank, score, model, run_id``."""
-        name, entry = self.model(model)
-        if entry.outputs.similar_items is None:
-            raise QueryError(f"model {name} of run {self.run_id} published no similar items")
-        return pd.read_parquet(self.file(entry.outputs.similar_items))
+        return storage.read_ranked_table(self.list_files(model, "similar_items")).to_pandas()
 
     # ---------------------------------------------------------- answers
 

@@ -8,7 +8,9 @@ Points: ``after-fit``, ``index-before-replace``, ``parquet-before-replace``,
 Switches (several names, comma-separated): ``no-exchange`` makes publishing take the path
 of filesystems without an atomic exchange of two folders. Hold points (``hold-before-publish``)
 make the process wait there while the file ``RECSYS_HOLD`` names exists (at most 10 minutes),
-so that a test can act while a run is staged; ``<RECSYS_HOLD>.reached`` says it is waiting.
+so that a test can act while a run is staged; ``<RECSYS_HOLD>.reached`` says it is waiting
+and holds the waiting process's id. Hold points: ``hold-before-publish``, and
+``hold-mid-part`` (a list's part file half written: on Dask, in the worker that scores it).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ def hold(name: str, limit: float = 600.0) -> None:
         return
     flag = os.environ.get("RECSYS_HOLD")
     if flag:
-        with open(f"{flag}.reached", "w"):
-            pass
+        with open(f"{flag}.reached", "w") as reached:
+            reached.write(str(os.getpid()))
     deadline = time.monotonic() + limit
     while flag and os.path.exists(flag) and time.monotonic() < deadline:
         time.sleep(0.1)

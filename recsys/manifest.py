@@ -33,7 +33,7 @@ from recsys.errors import RunError
 from recsys.evaluate import RankingMetric
 from recsys.index.registry import IndexEntry
 
-RUN_FORMAT = "recsys-run/3"
+RUN_FORMAT = "recsys-run/4"
 Metric = Literal["dot", "angular"]
 TimestampType = Literal["number", "datetime"]
 
@@ -150,9 +150,62 @@ class ListSpec(_Strict):
         return "recommend" if self.kind == "recommendations" else "similar_items"
 
 
+class ListPart(_Strict):
+    """One part file of a published list: the lists of the queries (users or items, by
+    internal id) ``start`` .. ``stop - 1``, its rows, size and sha256."""
+
+    path: RunPath
+    start: int = Field(ge=0)
+    stop: int = Field(ge=0)
+    rows: int = Field(ge=0)
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _range(self) -> ListPart:
+        if self.stop <= self.start:
+            raise ValueError(f"part {self.path}: stop {self.stop} is not after start {self.start}")
+        return self
+
+
+class ListOutput(_Strict):
+    """A published list as a parquet dataset: the folder ``path``
+    (``models/<name>/recommendations.parquet``) holding ``part-NNNNN.parquet`` files, in
+    query order, covering every query once."""
+
+    path: RunPath
+    parts: list[ListPart] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _parts_in_order(self) -> ListOutput:
+        start = 0
+        for part in self.parts:
+            if part.start != start:
+                raise ValueError(f"{self.path}: part {part.path} starts at {part.start}, expected {start}")
+            if part.path.rpartition("/")[0] != self.path:
+                raise ValueError(f"{self.path}: part {part.path} is not in the folder")
+            start = part.stop
+        return self
+
+    @property
+    def rows(self) -> int:
+        return sum(part.rows for part in self.parts)
+
+    @property
+    def queries(self) -> int:
+        return self.parts[-1].stop
+
+    def files(self) -> list[str]:
+        """The part files, in query order."""
+        return [part.path for part in self.parts]
+
+
 class Outputs(_Strict):
-    similar_items: RunPath | None = None
-    recommendations: RunPath | None = None
+    similar_items: ListOutput | None = None
+    recommendations: ListOutput | None = None
+
+    def get(self, kind: RankedKind) -> ListOutput | None:
+        return self.recommendations if kind == "recommendations" else self.similar_items
 
 
 class Rows(_Strict):
@@ -258,13 +311,9 @@ class ModelEntry(_Strict):
 
     def paths(self) -> list[str]:
         """Every file of the run this entry names."""
-        named = [
-            self.factors.item,
-            self.factors.user,
-            *self.factors.extras.values(),
-            self.outputs.similar_items,
-            self.outputs.recommendations,
-        ]
+        named = [self.factors.item, self.factors.user, *self.factors.extras.values()]
+        for output in (self.outputs.similar_items, self.outputs.recommendations):
+            named += output.files() if output is not None else []
         for index in self.indices.values():
             named += index.paths()
         return [p for p in named if p is not None]
@@ -372,7 +421,7 @@ class Forward(_Strict):
 class RunManifest(_Strict):
     """``manifest.json`` of a published run."""
 
-    format: Literal["recsys-run/3"] = RUN_FORMAT
+    format: Literal["recsys-run/4"] = RUN_FORMAT
     run_id: str
     purpose: Literal["production", "evaluation"] = "production"
     """``evaluation``: models trained on a split and not refit; published without moving
@@ -425,7 +474,21 @@ class RunManifest(_Strict):
             missing = [p for p in self.paths() if p not in self.files]
             if missing:
                 raise ValueError(f"files named but not listed with a checksum: {', '.join(missing)}")
+            for part in self.list_parts():
+                listed = self.files[part.path]
+                if (listed.size_bytes, listed.sha256) != (part.size_bytes, part.sha256):
+                    raise ValueError(f"{part.path}: its part entry and its file entry differ")
         return self
+
+    def list_parts(self) -> list[ListPart]:
+        """Every part file of every published list."""
+        return [
+            part
+            for model in self.models.values()
+            for output in (model.outputs.recommendations, model.outputs.similar_items)
+            if output is not None
+            for part in output.parts
+        ]
 
     def checked(self) -> RunManifest:
         """This manifest after the checks validation makes (a copy made with

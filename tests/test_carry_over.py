@@ -39,7 +39,7 @@ def test_carried_files_are_the_verified_files(first_run):
     manifest = run_local(config, path, root, run_id="r2", models=["als"])
     assert manifest.models["bpr"].carried_over_from == "r1"
     old, new = root / "runs/r1/models/bpr", root / "runs/r2/models/bpr"
-    for name in ("item_factors.npy", "recommendations.parquet"):
+    for name in ("item_factors.npy", "recommendations.parquet/part-00000.parquet"):
         assert (old / name).read_bytes() == (new / name).read_bytes()
         assert manifest.files[f"models/bpr/{name}"].sha256 == storage.file_sha256(old / name)
 
@@ -69,7 +69,7 @@ def test_a_corrupt_file_in_the_current_run_is_not_carried(first_run, caplog):
 @pytest.mark.parametrize("damage", ["truncated", "missing", "folder"])
 def test_any_unverifiable_file_means_the_model_is_retrained(first_run, damage, caplog):
     config, path, root = first_run
-    target = root / "runs/r1/models/bpr/recommendations.parquet"
+    target = root / "runs/r1/models/bpr/recommendations.parquet/part-00000.parquet"
     if damage == "truncated":
         target.write_bytes(target.read_bytes()[:-10])
     elif damage == "missing":

@@ -103,7 +103,7 @@ class Reader(threading.Thread):
         while not self.stop.is_set():
             try:
                 published = storage.find_run(self.out)
-                path = published.path(read_manifest(published).models["als"].outputs.recommendations)
+                path = published.path(read_manifest(published).models["als"].outputs.recommendations.path)
                 assert len(pd.read_parquet(path)) > 0
                 self.reads += 1
             except Exception as exc:  # noqa: BLE001  (every failure is what the test looks for)

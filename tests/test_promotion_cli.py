@@ -81,7 +81,7 @@ def test_a_collapsed_input_is_held_until_promoted(workspace):
     assert promoted.returncode == 0, promoted.stderr
     assert "run third is CURRENT" in promoted.stdout and promoted.stderr == ""
     assert storage.current_run_id(out) == "third" and os.readlink(out / "latest") == "runs/third"
-    assert (out / "latest" / "models" / "als" / "recommendations.parquet").is_file()
+    assert (out / "latest" / "models" / "als" / "recommendations.parquet" / "part-00000.parquet").is_file()
     assert _statuses(workspace)["third"] == ("complete", True)
 
     # an unknown run: one line, exit 2, nothing moves

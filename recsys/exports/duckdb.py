@@ -78,12 +78,11 @@ def write_tables(connection: Any, run: Run, prefix: str) -> dict[str, int]:
         table = _quoted(prefix + kind)
         connection.execute(f"CREATE TABLE {table} ({', '.join(f'{_quoted(c)} {t}' for c, t in columns)})")
         selected = ", ".join(_quoted(c) for c, _ in columns)
-        for entry in run.manifest.models.values():
-            relative = getattr(entry.outputs, kind)
-            if relative is None:  # a model of item vectors only publishes no recommendations
+        for name, entry in run.manifest.models.items():
+            if entry.outputs.get(kind) is None:  # a model of item vectors only publishes no recommendations
                 continue
-            source = run.file(relative)  # verified against the manifest
-            connection.execute(f"INSERT INTO {table} SELECT {selected} FROM read_parquet(?)", [str(source)])
+            parts = [str(path) for path in run.list_files(name, kind)]  # verified against the manifest
+            connection.execute(f"INSERT INTO {table} SELECT {selected} FROM read_parquet(?)", [parts])
         written[prefix + kind] = int(connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
     runs = _quoted(prefix + "runs")
     connection.execute(f"CREATE TABLE {runs} (run_id VARCHAR, created_at TIMESTAMP, models VARCHAR[])")

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from recsys import storage
 from recsys.reporting.plots import new_figure, png
 from recsys.reporting.run_summary import metric_label
 
@@ -75,9 +75,10 @@ def ranking_bars(manifest: dict[str, Any], k: int) -> str | None:
 def read_recommendations(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     tables = {}
     for name, model in manifest["models"].items():
-        path = run_dir / model.get("outputs", {}).get("recommendations", "")
-        if path.is_file():
-            tables[name] = pq.read_table(path, columns=["item_id", "score"])
+        output = model.get("outputs", {}).get("recommendations")
+        paths = [run_dir / part["path"] for part in output["parts"]] if output else []
+        if paths and all(path.is_file() for path in paths):
+            tables[name] = storage.read_ranked_table(paths, columns=["item_id", "score"])
     return tables
 
 

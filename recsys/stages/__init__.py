@@ -14,15 +14,16 @@ from recsys.stages.prepare import prepare_stage
 from recsys.stages.publish import assemble_manifest, carry_over_models, report_stage, seal_manifest
 from recsys.stages.ranked import (
     RankedJob,
+    commit_ranked,
     list_spec,
     open_job_index,
     ranked_job,
     ranked_rows,
     ranked_stage,
     score_blocks,
-    score_shard,
+    score_part,
     shard_bounds,
-    write_ranked,
+    write_part,
 )
 from recsys.stages.results import (
     Evaluated,
@@ -47,6 +48,7 @@ __all__ = [
     "Trained",
     "assemble_manifest",
     "carry_over_models",
+    "commit_ranked",
     "evaluate_stage",
     "holdout_stage",
     "index_stage",
@@ -59,9 +61,9 @@ __all__ = [
     "ranked_stage",
     "report_stage",
     "score_blocks",
-    "score_shard",
+    "score_part",
     "seal_manifest",
     "shard_bounds",
     "train_stage",
-    "write_ranked",
+    "write_part",
 ]

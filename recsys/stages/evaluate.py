@@ -80,7 +80,7 @@ def _ranking(
     holdout = storage.read_sparse(run.holdout)
     users = np.flatnonzero(np.diff(holdout.indptr) > 0)
     published = storage.read_ranked_ids(
-        run.ranked(model, "recommendations"),
+        sorted(run.ranked(model, "recommendations").glob("part-*.parquet")),
         interactions.users,
         interactions.items,
         config.recommend.top_n,

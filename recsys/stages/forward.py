@@ -147,8 +147,8 @@ def measure(
                 "forward: %s of run %s published no recommendations; not measured", name, manifest.run_id
             )
             continue
-        path = _verified(previous, manifest, model.outputs.recommendations)
-        lists = storage.read_ranked_ids(path, users, items, top_n, pairs.users)
+        paths = [_verified(previous, manifest, part) for part in model.outputs.recommendations.files()]
+        lists = storage.read_ranked_ids(paths, users, items, top_n, pairs.users)
         figures[name] = list_figures(lists, pairs, len(items))
         types[name] = model.type
     baseline = next((n for n in figures if types[n] == "popular"), None)

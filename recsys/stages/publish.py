@@ -217,10 +217,12 @@ def best_model(config: PipelineConfig, models: dict[str, ModelEntry]) -> str | N
 
 def seal_manifest(run: RunLayout, manifest: RunManifest, report: str | None) -> RunManifest:
     """The manifest with its report and the size and sha256 of every file in the staged
-    run (every file it names must be listed)."""
+    run (every file it names must be listed). The lists' part files are not read again:
+    their writers (Dask workers among them) reported their sha256; their sizes are checked."""
+    known = {part.path: (part.size_bytes, part.sha256) for part in manifest.list_parts()}
     files = {
         path: FileEntry.model_validate(entry)
-        for path, entry in storage.hash_tree(run.dir, skip=(run.relative(run.manifest),)).items()
+        for path, entry in storage.hash_tree(run.dir, skip=(run.relative(run.manifest),), known=known).items()
     }
     return manifest.model_copy(update={"report": report, "files": files}).checked()
 

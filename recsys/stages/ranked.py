@@ -1,6 +1,7 @@
 """Recommend and similar items: every user's top-N unseen items and every item's top-N
-similar items, scored block by block (locally or in shards on Dask workers) and
-streamed into the model's parquet files."""
+similar items, scored block by block and written as a parquet dataset per list: one part
+file per range of ``part_rows`` queries, written where it is scored (in the flow's
+process, or by the Dask worker that scored the shard), then committed by the flow."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from recsys import storage
+from recsys import faults, storage
 from recsys.config import PipelineConfig
+from recsys.data.interactions import IdMap
 from recsys.errors import QueryError
 from recsys.index import IndexEntryBase, SearchIndex, get_backend
+from recsys.manifest import ListOutput, ListPart
 from recsys.progress import Progress
 from recsys.recommend import allowed_by_table, exclude_items, search_batches
 from recsys.stages.results import Indexed, ListSpec, Ranked, RankedKind
@@ -42,7 +45,8 @@ def open_index(
 class RankedJob:
     """What scoring one kind of ranked list of one model needs: queries (memory-mapped),
     the items each query must never get, the index entry to ask and how many results;
-    for recommendations, the items the run's rules allow (None: all)."""
+    the external ids of queries and results; for recommendations, the items the run's
+    rules allow (None: all)."""
 
     kind: RankedKind
     queries: np.ndarray
@@ -50,6 +54,8 @@ class RankedJob:
     item_factors: np.ndarray
     entry: IndexEntryBase
     n: int
+    query_ids: IdMap
+    result_ids: IdMap
     allowed: np.ndarray | None = None
 
     @property
@@ -68,15 +74,18 @@ def ranked_job(run: RunLayout, spec: ListSpec, model: str, indexed: Indexed) -> 
     (items, the item itself excluded) of one model, read from the run folder."""
     entry, n = indexed.entry(spec.metric), spec.top_n
     item_factors = storage.read_array(run.item_factors(model), mmap=True)
+    items = storage.read_id_map(run.data_file("items"))
     if spec.kind == "recommendations":
         queries = storage.read_array(run.user_factors(model), mmap=True)
         exclude = storage.read_sparse(run.data_file("user_items"))
-        return RankedJob(spec.kind, queries, exclude, item_factors, entry, n, allowed_by_rules(run))
+        users = storage.read_id_map(run.data_file("users"))
+        allowed = allowed_by_rules(run)
+        return RankedJob(spec.kind, queries, exclude, item_factors, entry, n, users, items, allowed)
     n_items = len(item_factors)
     if n >= n_items:
         raise QueryError(f"similar items top_n must be below the {n_items} items, found {n}")
     exclude = exclude_items(np.arange(n_items), n_items)
-    return RankedJob(spec.kind, item_factors, exclude, item_factors, entry, n)
+    return RankedJob(spec.kind, item_factors, exclude, item_factors, entry, n, items, items)
 
 
 def allowed_by_rules(run: RunLayout) -> np.ndarray | None:
@@ -120,18 +129,53 @@ def score_blocks(
 _WORKER_JOBS: dict[tuple[str, ...], tuple[RankedJob, SearchIndex]] = {}
 
 
-def score_shard(
+def write_part(
+    run: RunLayout,
+    model: str,
+    job: RankedJob,
+    number: int,
+    start: int,
+    stop: int,
+    blocks: Iterable[tuple[int, np.ndarray, np.ndarray]],
+) -> ListPart:
+    """Stream the lists of queries start..stop into part ``number`` of the model's list
+    dataset (the file appears, atomically, only when complete); its manifest entry."""
+    path = run.ranked_part(model, job.kind, number)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if job.kind == "recommendations":
+        schema = storage.recommendations_schema(job.query_ids.kind, job.result_ids.kind)
+    else:
+        schema = storage.similar_items_schema(job.result_ids.kind)
+    writer = storage.RankedWriter(path, schema, job.query_ids, job.result_ids, model, run.run_id)
+    with writer:
+        for first_row, ids, scores in blocks:
+            writer.write(first_row, ids, scores)
+            faults.hold("hold-mid-part")
+    return ListPart(
+        path=run.relative(path),
+        start=start,
+        stop=stop,
+        rows=writer.rows,
+        size_bytes=writer.size_bytes,
+        sha256=writer.sha256,
+    )
+
+
+def score_part(
     run: RunLayout,
     spec: ListSpec,
     model: str,
     indexed: Indexed,
+    number: int,
     start: int,
     stop: int,
     threads: int = 1,
-) -> tuple[int, np.ndarray, np.ndarray]:
-    """The lists of query rows start..stop as one block (ids int32, scores float32): the
+) -> ListPart:
+    """Score the lists of query rows start..stop and write them as part ``number``: the
     unit of work of a Dask worker, which reads the run folder and opens the index file
-    itself, by path. BLAS is pinned to one thread here, whatever the worker's environment."""
+    itself, by path, and returns only the part's entry (path, rows, size, sha256). BLAS
+    is pinned to one thread here, whatever the worker's environment. Scoring is
+    deterministic, so a shard scored again (a retry) writes the same file."""
     # keyed on the files too: a long-lived worker may see the same run id written again
     inputs = [run.item_factors(model)]
     if spec.kind == "recommendations":
@@ -145,10 +189,7 @@ def score_shard(
         _WORKER_JOBS[key] = (job, open_job_index(run, job, threads))
     job, index = _WORKER_JOBS[key]
     with blas_limit(1):
-        blocks = list(score_blocks(index, job, start, stop))
-    ids = np.concatenate([block[1] for block in blocks]).astype(np.int32)
-    scores = np.concatenate([block[2] for block in blocks])
-    return start, ids, scores
+        return write_part(run, model, job, number, start, stop, score_blocks(index, job, start, stop))
 
 
 def ranked_rows(run: RunLayout, model: str, kind: RankedKind) -> int:
@@ -163,36 +204,45 @@ def shard_bounds(rows: int, shard_rows: int) -> list[tuple[int, int]]:
     return [(start, min(start + shard_rows, rows)) for start in range(0, rows, max(1, shard_rows))]
 
 
-def write_ranked(
-    run: RunLayout, model: str, kind: RankedKind, blocks: Iterable[tuple[int, np.ndarray, np.ndarray]]
+def commit_ranked(
+    run: RunLayout, model: str, kind: RankedKind, parts: list[ListPart], rows: int, seconds: float
 ) -> Ranked:
-    """Stream blocks of lists into the model's ``<kind>.parquet`` (one row group per
-    ~1M rows; the file appears only when complete)."""
-    started = time.perf_counter()
-    items = storage.read_id_map(run.data_file("items"))
-    path = run.ranked(model, kind)
-    if kind == "recommendations":
-        users = storage.read_id_map(run.data_file("users"))
-        writer = storage.recommendations_writer(path, users, items, model, run.run_id)
-    else:
-        writer = storage.similar_items_writer(path, items, model, run.run_id)
-    with writer:
-        for first_row, ids, scores in blocks:
-            writer.write(first_row, ids, scores)
-    return Ranked(
-        kind=kind, path=run.relative(path), rows=writer.rows, seconds=round(time.perf_counter() - started, 3)
-    )
+    """The list dataset made of ``parts`` (in query order, covering queries 0..rows): the
+    folder keeps exactly those files (leftovers of writers killed mid-write, parts of an
+    earlier attempt removed), each checked against its size; the stage's result."""
+    output = ListOutput(path=run.relative(run.ranked(model, kind)), parts=parts)
+    if output.queries != rows:
+        raise QueryError(f"{model}: {kind} parts cover {output.queries} of {rows} queries")
+    folder = run.ranked(model, kind)
+    storage.commit_parts(folder, [part.path.rpartition("/")[2] for part in parts])
+    for part in parts:
+        size = run.path(part.path).stat().st_size
+        if size != part.size_bytes:
+            raise QueryError(f"{part.path}: {size} bytes, its writer reported {part.size_bytes}")
+    storage.fsync_dir(folder)
+    return Ranked(kind=kind, output=output, seconds=round(seconds, 3))
 
 
-def ranked_stage(run: RunLayout, spec: ListSpec, model: str, indexed: Indexed) -> Ranked:
+def ranked_stage(run: RunLayout, spec: ListSpec, model: str, indexed: Indexed, part_rows: int) -> Ranked:
     """Top-N unseen items for every user (``recommendations``), or top-N similar items for
-    every item, never itself (``similar_items``), streamed to parquet a block at a time.
+    every item, never itself (``similar_items``), streamed to the parts of the list
+    dataset a block at a time (``part_rows`` queries per part: ``task_runner.shard_rows``).
     A model without user vectors has no recommendations."""
-    if ranked_rows(run, model, spec.kind) == 0:
+    rows = ranked_rows(run, model, spec.kind)
+    if rows == 0:
         log.info("%s: no user vectors, no recommendations", model)
         return Ranked(kind=spec.kind, seconds=0.0)
+    started = time.perf_counter()
     job = ranked_job(run, spec, model, indexed)
     index = open_job_index(run, job)
     what, unit = ("recommend", "users") if spec.kind == "recommendations" else ("similar items", "items")
+    parts = []
     with Progress(log, f"{model}: {what}", unit, job.rows, done_line=True) as progress:
-        return write_ranked(run, model, job.kind, score_blocks(index, job, progress=progress))
+        for number, (start, stop) in enumerate(shard_bounds(rows, part_rows)):
+
+            def report(done: int, _total: int, start: int = start) -> None:
+                progress(start + done, rows)
+
+            blocks = score_blocks(index, job, start, stop, progress=report)
+            parts.append(write_part(run, model, job, number, start, stop, blocks))
+    return commit_ranked(run, model, spec.kind, parts, rows, time.perf_counter() - started)

@@ -19,6 +19,7 @@ from recsys.manifest import (
     Factors,
     HoldoutInfo,
     InputInfo,
+    ListOutput,
     ListSpec,
     Metric,
     ModelEntry,
@@ -88,13 +89,17 @@ class Indexed(_Result):
 
 
 class Ranked(_Result):
-    """One kind of ranked list of a model, written (``path`` None: the model has no
-    queries of that kind, a model without user vectors has no recommendations)."""
+    """One kind of ranked list of a model, written as a dataset of part files (``output``
+    None: the model has no queries of that kind, a model without user vectors has no
+    recommendations)."""
 
     kind: RankedKind
-    path: str | None = None
-    rows: int = Field(default=0, ge=0)
+    output: ListOutput | None = None
     seconds: float
+
+    @property
+    def rows(self) -> int:
+        return self.output.rows if self.output is not None else 0
 
 
 class Evaluated(_Result):
@@ -136,8 +141,8 @@ def model_entry(
     if split is not None:
         evaluation = Evaluation(ann=evaluation.ann, ranking=split.ranking, ranking_exact=split.ranking_exact)
         timings["evaluate_split"] = split.seconds
-    outputs = {r.kind: r.path for r in (recommended, similar) if r.path is not None}
-    rows = {r.kind: r.rows for r in (recommended, similar) if r.path is not None}
+    outputs = {r.kind: r.output for r in (recommended, similar) if r.output is not None}
+    rows = {r.kind: r.rows for r in (recommended, similar) if r.output is not None}
     return ModelEntry(
         type=trained.type,
         params=trained.params,

@@ -70,6 +70,10 @@ class Executed(NamedTuple):
     exports: list[ExportResult]
 
 
+RankedStep = Callable[[RunLayout, results.ListSpec, str, results.Indexed, int], results.Ranked]
+"""(run, spec, model, indexed, part_rows) -> the list written as a dataset of parts."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Steps:
     """How each stage is called (same arguments and results as the stage functions)."""
@@ -82,8 +86,10 @@ class Steps:
     )
     train: Callable[[RunLayout, PipelineConfig, ModelConfig], results.Trained] = train_stage
     index: Callable[[RunLayout, PipelineConfig, str], results.Indexed] = index_stage
-    recommend: Callable[[RunLayout, results.ListSpec, str, results.Indexed], results.Ranked] = ranked_stage
-    similar: Callable[[RunLayout, results.ListSpec, str, results.Indexed], results.Ranked] = ranked_stage
+    recommend: Callable[[RunLayout, results.ListSpec, str, results.Indexed, int], results.Ranked] = (
+        ranked_stage
+    )
+    similar: Callable[[RunLayout, results.ListSpec, str, results.Indexed, int], results.Ranked] = ranked_stage
     evaluate: Callable[[RunLayout, PipelineConfig, str, results.Indexed], results.Evaluated] = evaluate_stage
     holdout: Callable[[RunLayout, PipelineConfig, str, results.Indexed], results.SplitEvaluated] = (
         holdout_stage
@@ -113,9 +119,10 @@ def model_chain(
     check_cancelled()
     indexed = steps.index(run, config, model.name)
     check_cancelled()
-    recommended = steps.recommend(run, list_spec(config, "recommendations"), model.name, indexed)
+    part_rows = config.task_runner.shard_rows
+    recommended = steps.recommend(run, list_spec(config, "recommendations"), model.name, indexed, part_rows)
     check_cancelled()
-    similar = steps.similar(run, list_spec(config, "similar_items"), model.name, indexed)
+    similar = steps.similar(run, list_spec(config, "similar_items"), model.name, indexed, part_rows)
     check_cancelled()
     evaluated = steps.evaluate(run, config, model.name, indexed)
     # the ranking figures come from the split, the ANN figures from the refit model

@@ -277,9 +277,13 @@ def apply_mode(directory: Path, file_mode: int) -> None:
         os.chmod(path, folder_mode(file_mode) if path.is_dir() else file_mode)
 
 
-def hash_tree(directory: Path, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+def hash_tree(
+    directory: Path, skip: tuple[str, ...] = (), known: dict[str, tuple[int, str]] | None = None
+) -> dict[str, dict[str, Any]]:
     """Size and sha256 of every regular file below ``directory`` (relative POSIX paths),
-    but hidden files and the names in ``skip``."""
+    but hidden files and the names in ``skip``. ``known``: (size, sha256) of files whose
+    writer hashed them as it wrote them: their size is checked, their bytes not read."""
+    known = known or {}
     listed = {}
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory).as_posix()
@@ -287,5 +291,11 @@ def hash_tree(directory: Path, skip: tuple[str, ...] = ()) -> dict[str, dict[str
             continue
         if any(part.startswith(".") for part in relative.split("/")):
             continue
-        listed[relative] = {"size_bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        size = path.stat().st_size
+        if relative in known:
+            if known[relative][0] != size:
+                raise RunError(f"{path}: {size} bytes, its writer reported {known[relative][0]}")
+            listed[relative] = {"size_bytes": size, "sha256": known[relative][1]}
+            continue
+        listed[relative] = {"size_bytes": size, "sha256": file_sha256(path)}
     return listed

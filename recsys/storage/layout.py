@@ -106,10 +106,16 @@ class RunLayout:
         return self.model_dir(model) / f"{metric}.{suffix}"
 
     def ranked(self, model: str, kind: str) -> Path:
-        """``recommendations`` or ``similar_items`` parquet of a model."""
+        """The ``recommendations`` or ``similar_items`` parquet dataset of a model: a
+        folder of part files (:meth:`ranked_part`)."""
         if kind not in RANKED_KINDS:
             raise ValueError(f"kind must be one of {RANKED_KINDS}, found {kind!r}")
         return self.model_dir(model) / f"{kind}.parquet"
+
+    def ranked_part(self, model: str, kind: str, number: int) -> Path:
+        """Part ``number`` of a model's list dataset: ``part-NNNNN.parquet`` (part files
+        in query order, the layout Spark and DuckDB write)."""
+        return self.ranked(model, kind) / f"part-{number:05d}.parquet"
 
     # ---------------------------------------------------------- run
 

@@ -3,6 +3,7 @@ the run's interaction artefacts (id maps, CSR matrices)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 from recsys import faults
 from recsys.data.interactions import IdKind, IdMap, Interactions
 from recsys.errors import RunError
-from recsys.storage.files import atomic_path, read_json, read_sparse, write_json, write_sparse
+from recsys.storage.files import atomic_path, file_sha256, read_json, read_sparse, write_json, write_sparse
 from recsys.storage.layout import DATA_FILES
 
 
@@ -112,6 +113,9 @@ class RankedWriter:
         self.model, self.run_id = model, run_id
         self.row_group_rows = row_group_rows
         self.rows = 0
+        self.size_bytes = 0
+        self.sha256 = ""
+        """Size and sha256 of the file once written."""
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
 
@@ -149,6 +153,8 @@ class RankedWriter:
             self._atomic.__exit__(type(failure), failure, failure.__traceback__)
             raise
         self._atomic.__exit__(kind, error, trace)
+        if kind is None:
+            self.size_bytes, self.sha256 = self.path.stat().st_size, file_sha256(self.path)
 
 
 def recommendations_writer(path: Path, users: IdMap, items: IdMap, model: str, run_id: str) -> RankedWriter:
@@ -199,17 +205,46 @@ def write_interactions(directory: Path, interactions: Interactions) -> dict[str,
     return dict(DATA_FILES)
 
 
+def commit_parts(folder: Path, names: Sequence[str]) -> None:
+    """Make ``folder`` hold exactly the part files ``names``: anything else in it (the
+    temporary file of a writer killed mid-write, a part of an earlier attempt) is removed;
+    a one-line RunError if a named part is missing."""
+    wanted = set(names)
+    missing = sorted(name for name in wanted if not (folder / name).is_file())
+    if missing:
+        raise RunError(f"{folder}: part files missing: {', '.join(missing[:5])}")
+    for path in folder.iterdir():
+        if path.name not in wanted:
+            if path.is_dir() and not path.is_symlink():
+                raise RunError(f"{folder}: unexpected folder {path.name} among the part files")
+            path.unlink()
+
+
+def read_ranked_table(paths: Sequence[Path], columns: list[str] | None = None) -> pa.Table:
+    """The part files of a published list as one table, in their order."""
+    tables = [pq.read_table(path, columns=columns) for path in paths]
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
 def read_ranked_ids(
-    path: Path, users: IdMap, items: IdMap, n: int, rows: np.ndarray | None = None
+    paths: Path | Sequence[Path], users: IdMap, items: IdMap, n: int, rows: np.ndarray | None = None
 ) -> np.ndarray:
-    """A published recommendations parquet as int64 internal item ids by rank, one row per
-    user of ``rows`` (internal user ids; all users when None), -1 where a user has fewer
-    lists entries. Reads the file a batch at a time: memory holds the result, not the file."""
+    """A published recommendations list (its part files, or one file) as int64 internal
+    item ids by rank, one row per user of ``rows`` (internal user ids; all users when
+    None), -1 where a user has fewer lists entries. Reads a batch at a time: memory holds
+    the result, not the lists."""
     rows = np.arange(len(users)) if rows is None else np.asarray(rows, dtype=np.int64)
     position = np.full(len(users), -1, dtype=np.int64)
     position[rows] = np.arange(len(rows))
     ids = np.full((len(rows), n), -1, dtype=np.int64)
-    source = pq.ParquetFile(path)
+    for path in [paths] if isinstance(paths, Path) else paths:
+        _read_ranked_ids_into(ids, position, pq.ParquetFile(path), users, items)
+    return ids
+
+
+def _read_ranked_ids_into(
+    ids: np.ndarray, position: np.ndarray, source: pq.ParquetFile, users: IdMap, items: IdMap
+) -> None:
     for batch in source.iter_batches(batch_size=ROW_GROUP_ROWS, columns=["user_id", "item_id", "rank"]):
         table = pa.Table.from_batches([batch])
         at = position[users.to_internal(_column_ids(table.column("user_id"), users.kind))]
@@ -219,7 +254,6 @@ def read_ranked_ids(
         item_index = items.to_internal(_column_ids(table.column("item_id"), items.kind))
         ranks = table.column("rank").to_numpy().astype(np.int64) - 1
         ids[at[keep], ranks[keep]] = item_index[keep]
-    return ids
 
 
 def _column_ids(column: pa.ChunkedArray, kind: IdKind) -> np.ndarray:

@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 
 import recsys
+from recsys.api import Run
 from recsys.config import load_config, parse_config
 from recsys.errors import ExportError, RunError
 from recsys.exports import ExportConfig, run_exports
 from recsys.exports.duckdb import DuckDBExporter
-from recsys.api import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,7 +128,7 @@ def test_a_failed_export_leaves_the_previous_database(int_root, tmp_path, monkey
     verified = Run.file
 
     def failing(self, relative):
-        if relative.endswith("similar_items.parquet"):  # after the recommendations were written
+        if "/similar_items.parquet/" in relative:  # after the recommendations were written
             raise OSError(errno.EIO, "Input/output error", relative)
         return verified(self, relative)
 
@@ -160,7 +160,7 @@ def test_a_killed_export_leaves_the_previous_database(int_root, tmp_path):
 
         verified = Run.file
         def dying(self, relative):
-            if relative.endswith("similar_items.parquet"):
+            if "/similar_items.parquet/" in relative:
                 os.kill(os.getpid(), signal.SIGKILL)
             return verified(self, relative)
         Run.file = dying

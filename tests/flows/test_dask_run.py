@@ -160,7 +160,7 @@ def test_precomputed_vectors_only_run_on_dask(prefect_harness, tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     manifest = pipeline_flow(config_path=str(tmp_path / "c.yaml"), output=str(tmp_path / "out"), run_id="r1")
     sims = pd.read_parquet(
-        tmp_path / "out" / "runs" / "r1" / manifest["models"]["docs"]["outputs"]["similar_items"]
+        tmp_path / "out" / "runs" / "r1" / manifest["models"]["docs"]["outputs"]["similar_items"]["path"]
     )
     assert len(sims) == 900 * 5 and not (sims["item_id"] == sims["similar_item_id"]).any()
     normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -48,7 +48,9 @@ def run(prefect_harness, tmp_path_factory):
 def test_ranking_metrics_match_the_published_recommendations(run):
     root, manifest, train, test = run
     entry = manifest["models"]["als"]
-    recs = pd.read_parquet(root / "out/runs" / manifest["run_id"] / entry["outputs"]["recommendations"])
+    recs = pd.read_parquet(
+        root / "out/runs" / manifest["run_id"] / entry["outputs"]["recommendations"]["path"]
+    )
     train_users, train_items = set(train["user_id"]), set(train["item_id"])
     seen = set(zip(train["user_id"], train["item_id"], strict=True))
     truth = {}

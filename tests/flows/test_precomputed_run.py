@@ -44,7 +44,7 @@ def test_precomputed_vectors_run_and_query_by_vector(prefect_harness, tmp_path, 
     assert entry["type"] == "precomputed" and entry["dim"] == 48
     assert "recommendations" not in entry.get("outputs", {}) and set(entry["indices"]) == {"angular"}
     assert entry["evaluation"]["ann"]["similar_items"]["recall_at_k"] >= 0.95
-    sims = pd.read_parquet(run_dir / entry["outputs"]["similar_items"])
+    sims = pd.read_parquet(run_dir / entry["outputs"]["similar_items"]["path"])
     assert len(sims) == 1500 * 10 and not (sims["item_id"] == sims["similar_item_id"]).any()
     label_of = dict(zip(ids, labels, strict=True))
     same = (sims["item_id"].map(label_of) == sims["similar_item_id"].map(label_of)).mean()

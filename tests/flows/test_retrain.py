@@ -50,9 +50,11 @@ def test_retrain_one_model_carries_the_other(setup):
     assert (out / "CURRENT").read_text().strip() == "r2"
     assert "carried_over_from" not in second["models"]["als"]
     assert second["models"]["bpr"]["carried_over_from"] == "r1"
-    bpr_old = out / "runs/r1" / first["models"]["bpr"]["outputs"]["recommendations"]
-    bpr_new = out / "runs/r2" / second["models"]["bpr"]["outputs"]["recommendations"]
-    assert bpr_new.read_bytes() == bpr_old.read_bytes()
+    bpr_old = out / "runs/r1" / first["models"]["bpr"]["outputs"]["recommendations"]["path"]
+    bpr_new = out / "runs/r2" / second["models"]["bpr"]["outputs"]["recommendations"]["path"]
+    parts = [path.name for path in sorted(bpr_old.iterdir())]
+    assert parts and [path.name for path in sorted(bpr_new.iterdir())] == parts
+    assert all((bpr_new / part).read_bytes() == (bpr_old / part).read_bytes() for part in parts)
     assert set(pd.read_parquet(bpr_new)["run_id"]) == {"r1"}  # rows say which run made them
     assert set(pd.read_parquet(out / "runs/r2/models/als/recommendations.parquet")["run_id"]) == {"r2"}
     # integer ids from CSV stay integers

@@ -91,9 +91,12 @@ def test_run_folder_manifest_and_current(published, string_table):
                 assert served[served["setting"]] == index[served["setting"]]
             if metric == "dot":  # angular candidates re-ranked by dot: measured too
                 assert index["tuning"]["annoy-rerank"]["curve"]
-        for relative in entry["outputs"].values():
-            assert not relative.startswith("/")
-            assert (run_dir / relative).exists()
+        for output in entry["outputs"].values():
+            assert not output["path"].startswith("/")
+            assert (run_dir / output["path"]).is_dir()
+            assert [part["path"] for part in output["parts"]] == [
+                f"{output['path']}/{path.name}" for path in sorted((run_dir / output["path"]).iterdir())
+            ]
     # nothing hidden left behind
     assert not [p.name for p in (root / "runs").iterdir() if p.name.startswith(".")]
 
@@ -104,7 +107,7 @@ def test_recommendations_meet_the_contract(published, string_table):
     frame = string_table[1]
     seen = set(zip(frame["user_id"], frame["item_id"], strict=True))
     for name, entry in manifest["models"].items():
-        table = pq.read_table(run_dir / entry["outputs"]["recommendations"])
+        table = pq.read_table(run_dir / entry["outputs"]["recommendations"]["path"])
         assert table.schema.field("user_id").type == "string"
         assert table.schema.field("score").type == "float"
         recs = table.to_pandas()
@@ -122,7 +125,7 @@ def test_similar_items_never_the_item_itself(published):
     root, manifest = published
     run_dir = root / "runs" / manifest["run_id"]
     for entry in manifest["models"].values():
-        sims = pd.read_parquet(run_dir / entry["outputs"]["similar_items"])
+        sims = pd.read_parquet(run_dir / entry["outputs"]["similar_items"]["path"])
         assert not (sims["item_id"] == sims["similar_item_id"]).any()
         assert sims.groupby("item_id").size().eq(TOP_N).all()
         assert not sims.duplicated(["item_id", "similar_item_id"]).any()

@@ -176,8 +176,8 @@ def test_a_new_backend_serves_a_whole_run(tmp_path, with_dummy):
     section, swept, its file published and listed with its checksum in the manifest,
     reopened by lookups and publishes the exact lists (stride 1)."""
     import recsys
-    from recsys.data import generate_interactions
     from recsys.api import open_run
+    from recsys.data import generate_interactions
 
     frame = generate_interactions(n_users=120, n_items=80, n_clusters=4, seed=2)
     config = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -146,13 +147,21 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception)|Error): .+")
+
+
 def last_words(log: Path) -> str:
-    """The last line a piece wrote (its error, as a rule), for the one-line error."""
+    """What a piece that exited said of why, for the one-line error: the first error line
+    of its log (the root cause of a chained traceback), else the end of its last paragraph."""
     try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        text = log.read_text(errors="replace")
     except OSError:
-        return ""
-    return f": {lines[-1][:300]} (log: {log})" if lines else f" (log: {log})"
+        text = ""
+    errors = [line.strip() for line in text.splitlines() if ERROR_LINE.match(line.strip())]
+    paragraphs = [part.strip().splitlines()[-3:] for part in re.split(r"\n\s*\n", text) if part.strip()]
+    paragraphs = [" ".join(" ".join(lines).split()) for lines in paragraphs]
+    said = (errors or paragraphs[-1:] or [""])[0][:300]
+    return f": {said} (log: {log})" if said else f" (log: {log})"
 
 
 def wait_for(pieces: Pieces, ready: Callable[[], bool], seconds: float, what: str) -> None:
@@ -235,7 +244,8 @@ def run_demo(args: argparse.Namespace, pieces: Pieces) -> None:
     scheduler_port = args.scheduler_port or free_port()
     address = f"tcp://127.0.0.1:{scheduler_port}"
     scheduler = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(scheduler_port)]
-    scheduler.append("--no-dashboard")
+    # no dashboard, and its HTTP endpoints on a free loopback port rather than 8787
+    scheduler += ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
     scheduler_piece = pieces.start("Dask scheduler", scheduler, base, "scheduler.log")
     wait_for(pieces, logged(scheduler_piece.log, "Scheduler at:"), args.start_timeout, "the Dask scheduler")
     say(f"dask scheduler on {address} (pid {scheduler_piece.process.pid})")

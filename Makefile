@@ -7,7 +7,7 @@ SAMPLE := data/sample/interactions.parquet
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo sample test test-fast lint format clean report-shot
+.PHONY: setup demo cluster-demo sample test test-fast lint format clean report-shot
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,12 @@ sample: $(SAMPLE)
 
 demo: setup $(SAMPLE)
 	$(BIN)/recsys run --config configs/demo.yaml
+
+# the demo's config scored on a Dask cluster started for it on this machine (loopback only):
+# a Prefect server, a scheduler and two workers, each a process of its own, all stopped
+# after the run (docs/operations.md, "A cluster you can try")
+cluster-demo: setup $(SAMPLE)
+	$(BIN)/python -m flows.cluster_demo --config configs/demo.yaml --output data/outputs/cluster-demo
 
 # report.html as a person sees it: a small run rendered by headless Chromium (apt-get install
 # chromium) to data/outputs/report-1400.png (desktop) and report-390.png (phone)

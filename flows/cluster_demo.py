@@ -252,9 +252,10 @@ def run_demo(args: argparse.Namespace, pieces: Pieces) -> None:
 
     worker_env = {**base, "PREFECT_API_URL": api_url}
     for number in range(1, args.workers + 1):
-        worker = [str(BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--name", f"worker-{number}"]
-        worker += ["--nworkers", "1", "--nthreads", "1", "--no-dashboard"]
-        worker += ["--local-directory", str(folder / "dask")]
+        worker = [str(BIN / "dask"), "worker", address, "--name", f"worker-{number}"]
+        worker += ["--nworkers", "1", "--nthreads", "1", "--local-directory", str(folder / "dask")]
+        # the worker, its nanny and its HTTP endpoints on loopback only
+        worker += ["--host", "127.0.0.1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
         piece = pieces.start(f"Dask worker {number}", worker, worker_env, f"worker-{number}.log")
         say(f"dask worker {number} started (pid {piece.process.pid})")
 

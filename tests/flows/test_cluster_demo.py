@@ -125,10 +125,21 @@ def test_a_taken_port_is_one_line_and_nothing_is_left(inputs, tmp_path):
     assert not (tmp_path / "out" / "runs").exists()
 
 
-def test_sigterm_stops_every_piece(inputs, tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "status", "said"),
+    [(signal.SIGTERM, 143, "stopped by SIGTERM"), (signal.SIGINT, 130, "stopped by Ctrl-C")],
+)
+def test_a_signal_stops_every_piece(inputs, tmp_path, signum, status, said):
     command = _demo(inputs)
     command[command.index("--output") + 1] = str(tmp_path / "out")
-    demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    demo = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as from a terminal: Ctrl-C is not ignored (a background job of a shell ignores it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         assert demo.stdout is not None
         lines = []
@@ -136,14 +147,14 @@ def test_sigterm_stops_every_piece(inputs, tmp_path):
             lines.append(line)
             if line.startswith("dask worker 2 started"):
                 break
-        demo.send_signal(signal.SIGTERM)
+        demo.send_signal(signum)
         rest, errors = demo.communicate(timeout=120)
     finally:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
-    assert demo.returncode == 128 + signal.SIGTERM, "".join(lines) + rest + errors
-    assert errors == "cluster-demo: stopped by SIGTERM\n"
+    assert demo.returncode == status, "".join(lines) + rest + errors
+    assert errors == f"cluster-demo: {said}\n"
     pids = _stopped_pids("".join(lines) + rest)
     assert len(pids) == 4
     _assert_gone(pids)

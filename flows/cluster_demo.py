@@ -207,6 +207,12 @@ def demo_config(source: Path, address: str, workers: int, folder: Path) -> Path:
     return path
 
 
+def config_input(config: Path) -> Path | None:
+    """The interactions table the demo's config names (None: it names none)."""
+    path = (yaml.safe_load(config.read_text()).get("input") or {}).get("path")
+    return Path(path) if path else None
+
+
 @contextlib.contextmanager
 def signals_stop() -> Iterator[None]:
     """SIGTERM and SIGHUP stop the demo as Ctrl-C does (``finally`` blocks run)."""
@@ -237,12 +243,18 @@ def run_demo(args: argparse.Namespace, pieces: Pieces) -> None:
 
     server_port = args.server_port or free_port()
     api_url = f"http://127.0.0.1:{server_port}/api"
+    scheduler_port = args.scheduler_port or free_port()
+    address = f"tcp://127.0.0.1:{scheduler_port}"
+    # the config and the table checked before anything starts
+    config = demo_config(Path(args.config), address, args.workers, folder)
+    table = Path(args.interactions).resolve() if args.interactions else config_input(config)
+    if table is not None and not table.exists():
+        raise DemoError(f"{table}: interactions table not found")
+
     server_env = {**base, "PREFECT_UI_ENABLED": "true" if args.hold else "false"}
     server = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(server_port)]
     pieces.start("Prefect server", server, server_env, "server.log")
 
-    scheduler_port = args.scheduler_port or free_port()
-    address = f"tcp://127.0.0.1:{scheduler_port}"
     scheduler = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(scheduler_port)]
     # no dashboard, and its HTTP endpoints on a free loopback port rather than 8787
     scheduler += ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
@@ -264,12 +276,11 @@ def run_demo(args: argparse.Namespace, pieces: Pieces) -> None:
     wait_for_workers(pieces, address, args.workers, args.start_timeout)
     say(f"{args.workers} workers connected")
 
-    config = demo_config(Path(args.config), address, args.workers, folder)
     run_id = storage.new_run_id()
     command = [str(BIN / "recsys"), "run", "--config", str(config), "--output", str(output)]
     command += ["--run-id", run_id]
     if args.interactions:
-        command += ["--interactions", str(Path(args.interactions).resolve())]
+        command += ["--interactions", str(table)]
     say(f"recsys run --config {config} --output {output} (PREFECT_API_URL={api_url})")
     run = pieces.start("recsys run", command, {**base, "PREFECT_API_URL": api_url})
     while True:  # a piece that dies mid-run stops the run: it would wait on it for ever
@@ -283,9 +294,12 @@ def run_demo(args: argparse.Namespace, pieces: Pieces) -> None:
     show_run(output, run_id)
     if args.hold:
         say(f"holding: Prefect UI on http://127.0.0.1:{server_port}; Ctrl-C stops everything")
-        while True:
-            pieces.check_alive()
-            time.sleep(1)
+        try:
+            while True:
+                pieces.check_alive()
+                time.sleep(1)
+        except (KeyboardInterrupt, Stopped):  # the way a held demo ends: not a failure
+            say("stopping")
 
 
 def wait_for_workers(pieces: Pieces, address: str, workers: int, seconds: float) -> None:

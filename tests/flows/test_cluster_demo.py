@@ -158,3 +158,12 @@ def test_a_signal_stops_every_piece(inputs, tmp_path, signum, status, said):
     pids = _stopped_pids("".join(lines) + rest)
     assert len(pids) == 4
     _assert_gone(pids)
+
+
+def test_a_bad_config_is_one_line_before_anything_starts(tmp_path):
+    (tmp_path / "c.yaml").write_text("models: [{name: a, type: nope}]\n")
+    command = [sys.executable, "-m", "flows.cluster_demo", "--config", str(tmp_path / "c.yaml")]
+    done = subprocess.run([*command, "--output", str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "unknown model type 'nope'" in done.stderr, done.stderr
+    assert "stopped pids" not in done.stdout

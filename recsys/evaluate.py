@@ -8,8 +8,9 @@ same metric as the index: inner product for ``dot``, cosine similarity for
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +119,141 @@ class RankingMetric:
         return f"{self.name}@{self.k}"
 
 
+PER_USER_NAMES = ("precision", "recall", "ndcg", "map", "hit_rate")
+"""The ranking metrics that are means over users: summed per user, divided by the users."""
+
+
+@dataclass(frozen=True, eq=False)
+class RankingSums:
+    """What the ranking metrics of a set of users are made of, as sums and counts that
+    add up exactly across disjoint sets of users (shards scored apart): the figures are
+    divided out once, at the end (:meth:`metrics`), never averaged from averages.
+
+    At each k of ``ks`` (column j): ``per_user[m, j]`` the sum over the users of metric
+    ``PER_USER_NAMES[m]``; ``places[j]`` the recommended places (valid ids) in their
+    top-k and ``popularity[j]`` the sum of those items' popularity; ``items[j]`` one bit
+    per item (``np.packbits`` of n_items flags), set where the item is in some top-k.
+    ``users``: the users with any held-out item. A few KB for thousands of items: it
+    travels from a worker to the flow."""
+
+    ks: tuple[int, ...]
+    n_items: int
+    users: int
+    per_user: np.ndarray
+    places: np.ndarray
+    popularity: np.ndarray
+    items: np.ndarray
+
+    @classmethod
+    def empty(cls, ks: list[int] | tuple[int, ...], n_items: int) -> RankingSums:
+        """No users: the sums of a shard where no user has a held-out item."""
+        ks = tuple(int(k) for k in ks)
+        return cls(
+            ks=ks,
+            n_items=int(n_items),
+            users=0,
+            per_user=np.zeros((len(PER_USER_NAMES), len(ks)), dtype=np.float64),
+            places=np.zeros(len(ks), dtype=np.int64),
+            popularity=np.zeros(len(ks), dtype=np.float64),
+            items=np.zeros((len(ks), (int(n_items) + 7) // 8), dtype=np.uint8),
+        )
+
+    def __add__(self, other: RankingSums) -> RankingSums:
+        """The sums of both sets of users (disjoint): sums and counts added, item sets
+        united."""
+        if not isinstance(other, RankingSums):
+            return NotImplemented
+        if (self.ks, self.n_items) != (other.ks, other.n_items):
+            raise ValueError(
+                f"cannot add ranking sums at k={list(other.ks)} over {other.n_items} items "
+                f"to sums at k={list(self.ks)} over {self.n_items} items"
+            )
+        return RankingSums(
+            ks=self.ks,
+            n_items=self.n_items,
+            users=self.users + other.users,
+            per_user=self.per_user + other.per_user,
+            places=self.places + other.places,
+            popularity=self.popularity + other.popularity,
+            items=self.items | other.items,
+        )
+
+    def distinct_items(self) -> np.ndarray:
+        """Distinct items recommended in the users' top-k, one count per k."""
+        flags = np.unpackbits(self.items, axis=1, count=self.n_items)
+        return np.count_nonzero(flags, axis=1)
+
+    def metrics(self, digits: int | None = 6) -> dict[str, float]:
+        """The figures of :func:`ranking_metrics` (``name@k`` and ``users``; empty where
+        no user has a held-out item), rounded to ``digits`` (None: not rounded)."""
+        if self.users == 0:
+            return {}
+        distinct = self.distinct_items()
+        metrics: dict[str, float] = {}
+        for j, k in enumerate(self.ks):
+            for m, name in enumerate(PER_USER_NAMES):
+                metrics[f"{name}@{k}"] = float(self.per_user[m, j] / self.users)
+            metrics[f"coverage@{k}"] = float(int(distinct[j]) / self.n_items)
+            places = int(self.places[j])
+            metrics[f"popularity@{k}"] = float(self.popularity[j] / places) if places else 0.0
+        if digits is not None:
+            metrics = {key: round(value, digits) for key, value in metrics.items()}
+        metrics["users"] = int(self.users)
+        return metrics
+
+
+def combine(sums: Iterable[RankingSums]) -> RankingSums:
+    """The sums of all the parts (disjoint sets of users); at least one part."""
+    parts = list(sums)
+    if not parts:
+        raise ValueError("no ranking sums to combine")
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def ranking_sums(
+    recommended: np.ndarray,
+    holdout: sp.csr_matrix,
+    ks: list[int],
+    item_popularity: np.ndarray,
+) -> RankingSums:
+    """The sums of :func:`ranking_metrics` over the users that have any held-out item:
+    the same arguments, added across shards of users with ``+`` (:func:`combine`)."""
+    n_items = holdout.shape[1]
+    users = np.flatnonzero(np.diff(holdout.indptr) > 0)
+    if len(users) == 0:
+        return RankingSums.empty(ks, n_items)
+    top = recommended[users]
+    valid = top >= 0
+    relevant = np.zeros(top.shape, dtype=bool)
+    rows = np.repeat(np.arange(len(users)), top.shape[1])[valid.ravel()]
+    if len(rows):  # (scipy answers an empty fancy index with a sparse matrix)
+        relevant[valid] = np.asarray(holdout[users[rows], top[valid]]).ravel() > 0
+    n_relevant = np.diff(holdout.indptr)[users].astype(np.float64)
+    discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
+    sums = RankingSums.empty(ks, n_items)
+    per_user, places, popularity, items = sums.per_user, sums.places, sums.popularity, sums.items
+    for j, k in enumerate(sums.ks):
+        rel = relevant[:, :k]
+        hits_k = rel.sum(axis=1)
+        ideal = np.cumsum(discounts[:k])[np.minimum(n_relevant, k).astype(int) - 1]
+        precision_at_i = np.cumsum(rel, axis=1) / np.arange(1, k + 1)
+        recommended_k = top[:, :k][valid[:, :k]]
+        per_user[0, j] = np.sum(hits_k / k)
+        per_user[1, j] = np.sum(hits_k / n_relevant)
+        per_user[2, j] = np.sum((rel * discounts[:k]).sum(axis=1) / ideal)
+        per_user[3, j] = np.sum((precision_at_i * rel).sum(axis=1) / np.minimum(n_relevant, k))
+        per_user[4, j] = np.count_nonzero(hits_k > 0)
+        places[j] = len(recommended_k)
+        popularity[j] = np.sum(item_popularity[recommended_k], dtype=np.float64)
+        flags = np.zeros(n_items, dtype=bool)
+        flags[recommended_k] = True
+        items[j] = np.packbits(flags)
+    return dataclasses.replace(sums, users=int(len(users)))
+
+
 def ranking_metrics(
     recommended: np.ndarray,
     holdout: sp.csr_matrix,
@@ -137,36 +273,11 @@ def ranking_metrics(
     map@k = sum_{i<=k, rel_i} precision@i / min(k, |H|);
     coverage@k = distinct items in all users' top-k / n_items (over evaluated users);
     popularity@k = mean item_popularity of the recommended items.
+
+    Computed as :func:`ranking_sums` divided out (:meth:`RankingSums.metrics`): the
+    figures of users scored in shards are the same, up to the order of additions.
     """
-    users = np.flatnonzero(np.diff(holdout.indptr) > 0)
-    if len(users) == 0:
-        return {}
-    top = recommended[users]
-    n_items = holdout.shape[1]
-    valid = top >= 0
-    relevant = np.zeros(top.shape, dtype=bool)
-    rows = np.repeat(np.arange(len(users)), top.shape[1])[valid.ravel()]
-    hits = np.asarray(holdout[users[rows], top[valid]]).ravel() > 0
-    relevant[valid] = hits
-    n_relevant = np.diff(holdout.indptr)[users].astype(np.float64)
-    discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
-    metrics: dict[str, float] = {}
-    for k in ks:
-        rel = relevant[:, :k]
-        hits_k = rel.sum(axis=1)
-        ideal = np.cumsum(discounts[:k])[np.minimum(n_relevant, k).astype(int) - 1]
-        precision_at_i = np.cumsum(rel, axis=1) / np.arange(1, k + 1)
-        recommended_k = top[:, :k][valid[:, :k]]
-        metrics[f"precision@{k}"] = float(np.mean(hits_k / k))
-        metrics[f"recall@{k}"] = float(np.mean(hits_k / n_relevant))
-        metrics[f"ndcg@{k}"] = float(np.mean((rel * discounts[:k]).sum(axis=1) / ideal))
-        metrics[f"map@{k}"] = float(np.mean((precision_at_i * rel).sum(axis=1) / np.minimum(n_relevant, k)))
-        metrics[f"hit_rate@{k}"] = float(np.mean(hits_k > 0))
-        metrics[f"coverage@{k}"] = float(len(np.unique(recommended_k)) / n_items)
-        popularity = item_popularity[recommended_k].mean() if len(recommended_k) else 0.0
-        metrics[f"popularity@{k}"] = float(popularity)
-    metrics["users"] = int(len(users))
-    return {key: round(value, 6) if isinstance(value, float) else value for key, value in metrics.items()}
+    return ranking_sums(recommended, holdout, ks, item_popularity).metrics()
 
 
 def sweep_search_k(

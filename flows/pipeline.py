@@ -6,6 +6,7 @@ pickle)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +15,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
+from flows.evaluate_parts import ranking_on_workers
 from flows.observe import name_flow_run, publish_artifacts, route_logs, task_name
 from flows.scaleout import dask_runner, ranked_on_workers
 from recsys import stages, storage
 from recsys.config import DEFAULT_CONFIG, ModelConfig, PipelineConfig, TaskRunnerConfig, resolve_inputs
 from recsys.exports import ExportConfig, ExportResult, run_exports
-from recsys.manifest import Forward, RunManifest
+from recsys.manifest import Forward, ListOutput, RunManifest
 from recsys.stages.forward import forward_stage
 from recsys.stages.runner import Steps, execute, held_error
 from recsys.storage import RunLayout
@@ -69,8 +71,10 @@ def similar_items(
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, task_run_name=task_name("evaluate"))
-def evaluate(run: RunLayout, config: PipelineConfig, model: str, indexed: stages.Indexed) -> stages.Evaluated:
-    return stages.evaluate_stage(run, config, model, indexed)
+def evaluate(
+    run: RunLayout, config: PipelineConfig, model: str, indexed: stages.Indexed, lists: ListOutput | None
+) -> stages.Evaluated:
+    return stages.evaluate_stage(run, config, model, indexed, lists)
 
 
 @task(name="evaluate-split", cache_policy=NO_CACHE, task_run_name=task_name("evaluate"))
@@ -119,7 +123,16 @@ def flow_steps(runner: DaskTaskRunner | None = None, settings: TaskRunnerConfig 
         # parts of the workers' shards: task_runner.shard_rows, at least two per worker
         return ranked_on_workers(runner, settings or TaskRunnerConfig(), run, spec, model, indexed)
 
-    return dataclasses.replace(flow_steps(), recommend=on_workers, similar=on_workers)
+    def evaluate_on_workers(
+        run: RunLayout, config: PipelineConfig, model: str, indexed: stages.Indexed, lists: ListOutput | None
+    ) -> stages.Evaluated:
+        # the ranking figures part by part on the workers, where the lists are
+        sums = functools.partial(ranking_on_workers, runner)
+        return stages.evaluate_stage(run, config, model, indexed, lists, sums_of_parts=sums)
+
+    return dataclasses.replace(
+        flow_steps(), recommend=on_workers, similar=on_workers, evaluate=evaluate_on_workers
+    )
 
 
 @flow(name="recsys-pipeline", log_prints=True)

@@ -14,6 +14,7 @@ from recsys import storage
 from recsys.config import PipelineConfig, parse_config
 from recsys.data import generate_interactions
 from recsys.evaluate import RankingSums
+from recsys.manifest import ListOutput
 from recsys.stages.evaluate import (
     ListsPart,
     RankingInputs,
@@ -58,6 +59,13 @@ def split_lists(run: RunLayout, model: str, bounds: list[tuple[int, int]]) -> li
     return parts
 
 
+def evaluation_lists(opened: recsys.api.Run) -> ListOutput:
+    """The published recommendations of the run's ``als``: its parts."""
+    lists = opened.manifest.models["als"].outputs.recommendations
+    assert lists is not None
+    return lists
+
+
 def assert_same_figures(found: RankingSums, expected: RankingSums) -> None:
     assert found.users == expected.users > 0
     got, want = found.metrics(digits=None), expected.metrics(digits=None)
@@ -71,18 +79,19 @@ def published(tmp_path_factory):
     return published_run(tmp_path_factory.mktemp("parts") / "out")
 
 
-def test_the_whole_file_as_one_part_gives_the_published_figures(published):
+def test_the_published_parts_give_the_published_figures(published):
     run, config, opened = published
     evaluation = opened.manifest.models["als"].evaluation
-    ranking, exact = ranking_sums_of_parts(run, config, "als", published_parts(run, "als", N_USERS))
+    lists = evaluation_lists(opened)
+    ranking, exact = ranking_sums_of_parts(run, config, "als", published_parts(run, lists))
     assert ranking.metrics() == evaluation.ranking.root
     assert exact.metrics() == evaluation.ranking_exact.root
     assert evaluation.ranking.users > 200
 
 
 def test_parts_in_their_own_files_add_up_to_the_whole(published):
-    run, config, _ = published
-    whole = ranking_sums_of_parts(run, config, "als", published_parts(run, "als", N_USERS))
+    run, config, opened = published
+    whole = ranking_sums_of_parts(run, config, "als", published_parts(run, evaluation_lists(opened)))
     # uneven ranges, an empty one, a one-user one
     parts = split_lists(run, "als", [(0, 41), (41, 41), (41, 42), (42, 200), (200, N_USERS)])
     split = ranking_sums_of_parts(run, config, "als", parts)

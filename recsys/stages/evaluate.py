@@ -18,7 +18,7 @@ from recsys.config import PipelineConfig
 from recsys.data.interactions import IdMap, Interactions
 from recsys.evaluate import RankingSums, ann_recall, combine, ranking_metrics, ranking_sums, sample_rows
 from recsys.index import ExactIndex
-from recsys.manifest import AnnEvaluation, AnnFigures, Evaluation, Metric, Ranking
+from recsys.manifest import AnnEvaluation, AnnFigures, Evaluation, ListOutput, Metric, Ranking
 from recsys.recommend import exclude_items, search_all
 from recsys.stages.index import list_k
 from recsys.stages.ranked import allowed_by_rules, open_index
@@ -51,13 +51,14 @@ def evaluate_stage(
     config: PipelineConfig,
     model: str,
     indexed: Indexed,
+    lists: ListOutput | None,
     sums_of_parts: SumsOfParts | None = None,
 ) -> Evaluated:
     """Recall@k of the served lists against exact search with the same metric, on samples
     of users (recommendations, seen items excluded) and items (similar items, the item
     itself excluded), with queries per second; and, where the run holds interactions
-    out, ranking figures of the published lists, part by part (``sums_of_parts``: in
-    this process, from the inputs read here, when None)."""
+    out, ranking figures of the published recommendations (``lists``), part by part
+    (``sums_of_parts``: in this process, from the inputs read here, when None)."""
     entries = indexed.indices
     interactions: Interactions = storage.read_interactions(run.data_dir)
     item_factors = storage.read_array(run.item_factors(model))
@@ -91,8 +92,8 @@ def evaluate_stage(
             figures.queries_per_second,
         )
     ranking = ranking_exact = None
-    if run.holdout.exists() and user_factors is not None:
-        parts = published_parts(run, model, len(user_factors))
+    if run.holdout.exists() and user_factors is not None and lists is not None:
+        parts = published_parts(run, lists)
         if sums_of_parts is None:
             inputs = RankingInputs.read(run, config, model, interactions, user_factors, item_factors)
             sums = ranking_sums_of_parts(run, config, model, parts, inputs)
@@ -103,9 +104,9 @@ def evaluate_stage(
     return Evaluated(evaluation=evaluation, seconds=round(time.perf_counter() - started, 3))
 
 
-def published_parts(run: RunLayout, model: str, n_users: int) -> list[ListsPart]:
-    """The parts of a model's published recommendations: the one file, all the users."""
-    return [ListsPart(run.ranked(model, "recommendations"), 0, n_users)]
+def published_parts(run: RunLayout, lists: ListOutput) -> list[ListsPart]:
+    """The parts of a model's published recommendations, each file with its users."""
+    return [ListsPart(run.path(part.path), part.start, part.stop) for part in lists.parts]
 
 
 @dataclass

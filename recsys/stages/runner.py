@@ -28,7 +28,7 @@ from recsys.config import ModelConfig, PipelineConfig
 from recsys.errors import ConfigError, PromotionHeld
 from recsys.exports import ExportConfig, ExportResult, run_exports
 from recsys.index import BACKENDS
-from recsys.manifest import Forward, ModelEntry, Promotion, RunManifest
+from recsys.manifest import Forward, ListOutput, ModelEntry, Promotion, RunManifest
 from recsys.models import get_model_type
 from recsys.models.base import BLAS_THREADS
 from recsys.progress import CANCEL, check_cancelled
@@ -73,6 +73,11 @@ class Executed(NamedTuple):
 RankedStep = Callable[[RunLayout, results.ListSpec, str, results.Indexed, int], results.Ranked]
 """(run, spec, model, indexed, part_rows) -> the list written as a dataset of parts."""
 
+EvaluateStep = Callable[
+    [RunLayout, PipelineConfig, str, results.Indexed, ListOutput | None], results.Evaluated
+]
+"""(run, config, model, indexed, the published recommendations) -> the model's figures."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Steps:
@@ -90,7 +95,7 @@ class Steps:
         ranked_stage
     )
     similar: Callable[[RunLayout, results.ListSpec, str, results.Indexed, int], results.Ranked] = ranked_stage
-    evaluate: Callable[[RunLayout, PipelineConfig, str, results.Indexed], results.Evaluated] = evaluate_stage
+    evaluate: EvaluateStep = evaluate_stage
     holdout: Callable[[RunLayout, PipelineConfig, str, results.Indexed], results.SplitEvaluated] = (
         holdout_stage
     )
@@ -124,7 +129,7 @@ def model_chain(
     check_cancelled()
     similar = steps.similar(run, list_spec(config, "similar_items"), model.name, indexed, part_rows)
     check_cancelled()
-    evaluated = steps.evaluate(run, config, model.name, indexed)
+    evaluated = steps.evaluate(run, config, model.name, indexed, recommended.output)
     # the ranking figures come from the split, the ANN figures from the refit model
     return model_entry(trained, indexed, recommended, similar, evaluated, split)
 

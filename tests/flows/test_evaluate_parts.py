@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_evaluate_parts import N_USERS, assert_same_figures, published_run, split_lists
+from tests.test_evaluate_parts import (
+    N_USERS,
+    assert_same_figures,
+    evaluation_lists,
+    published_run,
+    split_lists,
+)
 
 
 def test_ranking_on_workers_adds_up_to_the_figures_of_one_pass(prefect_harness, tmp_path):
@@ -28,7 +34,7 @@ def test_ranking_on_workers_adds_up_to_the_figures_of_one_pass(prefect_harness, 
             return ranking_on_workers(runner, run, config, "als", parts)
 
     on_workers = evaluate_on_workers()
-    whole = ranking_sums_of_parts(run, config, "als", published_parts(run, "als", N_USERS))
+    whole = ranking_sums_of_parts(run, config, "als", published_parts(run, evaluation_lists(opened)))
     for found, expected in zip(on_workers, whole, strict=True):
         assert_same_figures(found, expected)
     published, exact = on_workers

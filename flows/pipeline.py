@@ -6,7 +6,6 @@ pickle)."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +14,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 import flows.settings  # noqa: F401  (Prefect defaults before prefect loads)
-from flows.evaluate_parts import ranking_on_workers
 from flows.observe import name_flow_run, publish_artifacts, route_logs, task_name
-from flows.scaleout import dask_runner, ranked_on_workers
+from flows.scaleout import dask_runner, worker_steps
 from recsys import stages, storage
 from recsys.config import DEFAULT_CONFIG, ModelConfig, PipelineConfig, TaskRunnerConfig, resolve_inputs
 from recsys.exports import ExportConfig, ExportResult, run_exports
@@ -100,8 +98,9 @@ def export(exports: list[ExportConfig], root: str | Path, run_id: str) -> list[E
 
 
 def flow_steps(runner: DaskTaskRunner | None = None, settings: TaskRunnerConfig | None = None) -> Steps:
-    """The stages as Prefect tasks. With a Dask task runner, the recommendations and
-    similar items are scored shard by shard on its workers."""
+    """The stages as Prefect tasks. With a Dask task runner, preparing the data and each
+    model's stages run as tasks on its workers, the models side by side, and the lists
+    are scored and evaluated shard by shard there (:func:`flows.scaleout.worker_steps`)."""
     if runner is None:
         return Steps(
             prepare=prepare_data,
@@ -117,22 +116,7 @@ def flow_steps(runner: DaskTaskRunner | None = None, settings: TaskRunnerConfig 
             export=export,
         )
 
-    def on_workers(
-        run: RunLayout, spec: stages.ListSpec, model: str, indexed: stages.Indexed, part_rows: int
-    ) -> stages.Ranked:
-        # parts of the workers' shards: task_runner.shard_rows, at least two per worker
-        return ranked_on_workers(runner, settings or TaskRunnerConfig(), run, spec, model, indexed)
-
-    def evaluate_on_workers(
-        run: RunLayout, config: PipelineConfig, model: str, indexed: stages.Indexed, lists: ListOutput | None
-    ) -> stages.Evaluated:
-        # the ranking figures part by part on the workers, where the lists are
-        sums = functools.partial(ranking_on_workers, runner)
-        return stages.evaluate_stage(run, config, model, indexed, lists, sums_of_parts=sums)
-
-    return dataclasses.replace(
-        flow_steps(), recommend=on_workers, similar=on_workers, evaluate=evaluate_on_workers
-    )
+    return dataclasses.replace(flow_steps(), **worker_steps(runner, settings or TaskRunnerConfig()))
 
 
 @flow(name="recsys-pipeline", log_prints=True)

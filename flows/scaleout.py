@@ -16,21 +16,25 @@ own (PITFALLS: each would, and leave it running after a crash).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows.observe import route_logs
+from flows.evaluate_parts import ranking_on_workers
+from flows.observe import route_logs, task_name
 from recsys import stages
-from recsys.config import PipelineConfig, TaskRunnerConfig
+from recsys.config import ModelConfig, PipelineConfig, TaskRunnerConfig
 from recsys.errors import ConfigError
-from recsys.manifest import ListPart
+from recsys.manifest import ListOutput, ListPart
+from recsys.stages.runner import worker_threads
 from recsys.storage import RunLayout
 
 if TYPE_CHECKING:
@@ -60,6 +64,118 @@ def score_shard(
 ) -> ListPart:
     route_logs()
     return stages.score_part(run, spec, model, indexed, number, start, stop, threads=threads)
+
+
+# ---------------------------------------------------------------- a model's stages on a worker
+#
+# With Dask each model's stages are tasks on the workers: the flow's threads (one per model
+# chain, as many as there are workers) only submit them and wait. A worker reads the run
+# folder by path and writes the model's files into it; BLAS gets the worker's threads.
+
+
+@task(name="prepare-data", cache_policy=NO_CACHE, task_run_name="prepare-data")
+def prepare_on_worker(
+    run: RunLayout, config: PipelineConfig, input_path: str | None, holdout: str | None, threads: int
+) -> stages.Prepared:
+    route_logs()
+    with worker_threads(threads):
+        return stages.prepare_stage(run, config, input_path, holdout)
+
+
+@task(name="train", cache_policy=NO_CACHE, task_run_name=task_name("train"))
+def train_on_worker(
+    run: RunLayout, config: PipelineConfig, model: ModelConfig, threads: int
+) -> stages.Trained:
+    route_logs()
+    with worker_threads(threads):
+        return stages.train_stage(run, config, model)
+
+
+@task(name="build-indices", cache_policy=NO_CACHE, task_run_name=task_name("index"))
+def index_on_worker(run: RunLayout, config: PipelineConfig, model: str, threads: int) -> stages.Indexed:
+    route_logs()
+    with worker_threads(threads):
+        return stages.index_stage(run, config, model)
+
+
+@task(name="evaluate-split", cache_policy=NO_CACHE, task_run_name=task_name("evaluate"))
+def holdout_on_worker(
+    run: RunLayout, config: PipelineConfig, model: str, indexed: stages.Indexed, threads: int
+) -> stages.SplitEvaluated:
+    route_logs()
+    with worker_threads(threads):
+        return stages.holdout_stage(run, config, model, indexed)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE, task_run_name=task_name("evaluate"))
+def recall_on_worker(
+    run: RunLayout, config: PipelineConfig, model: str, indexed: stages.Indexed, threads: int
+) -> stages.Evaluated:
+    """Recall of the served lists against exact search (the ranking figures of the
+    published lists are measured part by part: :mod:`flows.evaluate_parts`)."""
+    route_logs()
+    with worker_threads(threads):
+        return stages.evaluate_stage(run, config, model, indexed, None)
+
+
+def worker_steps(runner: DaskTaskRunner, settings: TaskRunnerConfig) -> dict[str, Any]:
+    """The :class:`recsys.stages.runner.Steps` fields of a run on Dask: preparing the
+    data, and each model's training, index builds, scoring and evaluation, as tasks on
+    the workers, the models side by side (a chain per worker); the flow keeps carry-over,
+    the manifest, the report and publishing."""
+    threads = settings.threads_per_worker
+
+    def on_worker(stage: Any, **parameters: Any) -> Any:
+        return runner.submit(stage, parameters={**parameters, "threads": threads}).result()
+
+    def prepare(
+        run: RunLayout, config: PipelineConfig, input_path: str | Path | None, holdout: str | Path | None
+    ) -> stages.Prepared:
+        paths = {
+            "input_path": str(input_path) if input_path else None,
+            "holdout": str(holdout) if holdout else None,
+        }
+        return on_worker(prepare_on_worker, run=run, config=config, **paths)
+
+    def train(run: RunLayout, config: PipelineConfig, model: ModelConfig) -> stages.Trained:
+        log.info("%s: trained, indexed and evaluated on the Dask workers", model.name)
+        return on_worker(train_on_worker, run=run, config=config, model=model)
+
+    def index(run: RunLayout, config: PipelineConfig, model: str) -> stages.Indexed:
+        return on_worker(index_on_worker, run=run, config=config, model=model)
+
+    def holdout(
+        run: RunLayout, config: PipelineConfig, model: str, indexed: stages.Indexed
+    ) -> stages.SplitEvaluated:
+        return on_worker(holdout_on_worker, run=run, config=config, model=model, indexed=indexed)
+
+    def ranked(
+        run: RunLayout, spec: stages.ListSpec, model: str, indexed: stages.Indexed, part_rows: int
+    ) -> stages.Ranked:
+        # parts of the workers' shards: task_runner.shard_rows, at least two per worker
+        return ranked_on_workers(runner, settings, run, spec, model, indexed)
+
+    def evaluate(
+        run: RunLayout, config: PipelineConfig, model: str, indexed: stages.Indexed, lists: ListOutput | None
+    ) -> stages.Evaluated:
+        started = time.perf_counter()
+        recall = on_worker(recall_on_worker, run=run, config=config, model=model, indexed=indexed)
+        # the ranking figures part by part on the workers, where the lists are
+        sums = functools.partial(ranking_on_workers, runner)
+        ranking, exact = stages.published_ranking(run, config, model, lists, sums_of_parts=sums)
+        evaluation = recall.evaluation.model_copy(update={"ranking": ranking, "ranking_exact": exact})
+        return stages.Evaluated(evaluation=evaluation, seconds=round(time.perf_counter() - started, 3))
+
+    return {
+        "prepare": prepare,
+        "train": train,
+        "index": index,
+        "holdout": holdout,
+        "recommend": ranked,
+        "similar": ranked,
+        "evaluate": evaluate,
+        "chains": settings.n_workers,
+    }
 
 
 def current_api_url() -> str:

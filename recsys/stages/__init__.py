@@ -8,7 +8,7 @@ the manifest's own parts: the run's manifest is assembled from them once
 wraps each stage in a Prefect task.
 """
 
-from recsys.stages.evaluate import evaluate_stage, holdout_stage
+from recsys.stages.evaluate import evaluate_stage, holdout_stage, published_ranking
 from recsys.stages.index import index_stage
 from recsys.stages.prepare import prepare_stage
 from recsys.stages.publish import assemble_manifest, carry_over_models, report_stage, seal_manifest
@@ -50,6 +50,7 @@ __all__ = [
     "carry_over_models",
     "commit_ranked",
     "evaluate_stage",
+    "published_ranking",
     "holdout_stage",
     "index_stage",
     "list_spec",

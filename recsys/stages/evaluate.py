@@ -3,6 +3,7 @@ the published recommendations on held-out interactions."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -91,17 +92,29 @@ def evaluate_stage(
             figures.recall_at_k,
             figures.queries_per_second,
         )
-    ranking = ranking_exact = None
-    if run.holdout.exists() and user_factors is not None and lists is not None:
-        parts = published_parts(run, lists)
-        if sums_of_parts is None:
-            inputs = RankingInputs.read(run, config, model, interactions, user_factors, item_factors)
-            sums = ranking_sums_of_parts(run, config, model, parts, inputs)
-        else:
-            sums = sums_of_parts(run, config, model, parts)
-        ranking, ranking_exact = _ranking(model, config, sums)
+    if sums_of_parts is None and lists is not None and run.holdout.exists() and user_factors is not None:
+        inputs = RankingInputs.read(run, config, model, interactions, user_factors, item_factors)
+        sums_of_parts = functools.partial(ranking_sums_of_parts, inputs=inputs)
+    ranking, ranking_exact = published_ranking(run, config, model, lists, sums_of_parts)
     evaluation = Evaluation(ann=AnnEvaluation(**ann), ranking=ranking, ranking_exact=ranking_exact)
     return Evaluated(evaluation=evaluation, seconds=round(time.perf_counter() - started, 3))
+
+
+def published_ranking(
+    run: RunLayout,
+    config: PipelineConfig,
+    model: str,
+    lists: ListOutput | None,
+    sums_of_parts: SumsOfParts | None = None,
+) -> tuple[Ranking | None, Ranking | None]:
+    """Ranking figures of a model's published recommendations (``lists``) and of exact
+    top-N for the same users, on the run's held-out interactions, part by part
+    (``sums_of_parts``: in this process when None); (None, None) where the run holds
+    nothing out or the model published no recommendations."""
+    if lists is None or not run.holdout.exists() or not run.user_factors(model).exists():
+        return None, None
+    sums = (sums_of_parts or ranking_sums_of_parts)(run, config, model, published_parts(run, lists))
+    return _ranking(model, config, sums)
 
 
 def published_parts(run: RunLayout, lists: ListOutput) -> list[ListsPart]:

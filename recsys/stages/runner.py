@@ -7,6 +7,7 @@ stage is called: directly (``recsys.run_pipeline``, any scheduler) or as Prefect
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import NamedTuple
@@ -91,10 +92,8 @@ class Steps:
     )
     train: Callable[[RunLayout, PipelineConfig, ModelConfig], results.Trained] = train_stage
     index: Callable[[RunLayout, PipelineConfig, str], results.Indexed] = index_stage
-    recommend: Callable[[RunLayout, results.ListSpec, str, results.Indexed, int], results.Ranked] = (
-        ranked_stage
-    )
-    similar: Callable[[RunLayout, results.ListSpec, str, results.Indexed, int], results.Ranked] = ranked_stage
+    recommend: RankedStep = ranked_stage
+    similar: RankedStep = ranked_stage
     evaluate: EvaluateStep = evaluate_stage
     holdout: Callable[[RunLayout, PipelineConfig, str, results.Indexed], results.SplitEvaluated] = (
         holdout_stage
@@ -102,6 +101,22 @@ class Steps:
     report: Callable[[RunLayout, RunManifest], str] = report_stage
     publish: Callable[[storage.PublishTransaction, RunManifest, bool], RunLayout] = _publish
     export: Callable[[list[ExportConfig], str | Path, str], list[ExportResult]] = run_exports
+    chains: int | None = None
+    """Models whose chains run at the same time (None: ``run.parallel_models``); on Dask,
+    where each chain's stages are tasks on the workers, as many as there are workers."""
+
+
+@contextlib.contextmanager
+def worker_threads(threads: int) -> Iterator[None]:
+    """The threads of a stage run as a task on a Dask worker: ``threads`` for the BLAS of
+    the dense work (the spectral SVD, exact search), set here whatever the worker's
+    environment; implicit's fits keep BLAS at one thread, as everywhere."""
+    token = BLAS_THREADS.set(threads)
+    try:
+        with blas_limit(threads):
+            yield
+    finally:
+        BLAS_THREADS.reset(token)
 
 
 def model_chain(
@@ -165,7 +180,7 @@ def _side_by_side(
     The first failure calls the other chains off: each stops at its next stage, fit
     iteration or progress report (:data:`recsys.progress.CANCEL`), none starts after it,
     and the failure is raised once they have stopped."""
-    workers = min(config.run.parallel_models, len(models))
+    workers = min(steps.chains or config.run.parallel_models, len(models))
     if workers <= 1:
         return {model.name: model_chain(run, config, model, refit, steps) for model in models}
     # libraries imported lazily are imported here, once: two threads importing one can

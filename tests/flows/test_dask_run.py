@@ -75,6 +75,12 @@ def test_users_are_scored_in_shards_on_the_workers(runs):
     shards = set(re.findall(r"recommendations-als-(\d+)", output))
     assert shards == {"0", "100", "200", "300", "400"}
     assert "local cluster of 2 worker processes" in output
+    assert "als: trained, indexed and evaluated on the Dask workers" in output
+    # the lists are the workers' part files, one per shard, listed in the manifest
+    parts = storage.read_json(dask / "manifest.json")["models"]["als"]["outputs"]["recommendations"]["parts"]
+    assert [(part["start"], part["stop"]) for part in parts] == [
+        (s, min(s + 100, 450)) for s in range(0, 450, 100)
+    ]
     manifest = storage.read_json(dask / "manifest.json")
     assert manifest["config"]["task_runner"]["type"] == "dask"
     assert manifest["models"]["als"]["rows"]["recommendations"] == 450 * 10

@@ -3,12 +3,16 @@ per model, and the published recommendations' scores and concentration."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from recsys import storage
 from recsys.reporting.plots import new_figure, png
 from recsys.reporting.run_summary import metric_label
 
@@ -72,30 +76,160 @@ def ranking_bars(manifest: dict[str, Any], k: int) -> str | None:
     return png(figure, f"Recall@{k} and NDCG@{k} per model, published lists and exact top-N")
 
 
-def read_recommendations(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    tables = {}
+SCORE_BINS = 40
+"""Bins of each model's score histogram."""
+
+MEDIAN_BINS = 4000
+"""Bins of the fine histogram the median is read from: it is accurate to 1/4000 of the
+range of the scores."""
+
+BATCH_ROWS = 1 << 16
+"""Rows of a published list read at a time."""
+
+
+@dataclass(frozen=True)
+class ListSummary:
+    """What the report shows of one published list, read a batch at a time: the score
+    histogram (``counts`` in the bins ``edges``, ``SCORE_BINS`` of them over the scores'
+    range, as ``np.histogram(scores, bins=SCORE_BINS)`` gives), the median score (from a
+    histogram of ``MEDIAN_BINS`` bins over the same range, interpolated in its bin: within
+    one such bin, 1/4000 of the range, of the exact median; None when the list is empty)
+    and the times each item is recommended (``items`` and ``times``, most recommended
+    first). Memory holds one batch and the items, never the whole list."""
+
+    rows: int
+    counts: np.ndarray
+    edges: np.ndarray
+    median: float | None
+    items: pa.Array
+    times: np.ndarray
+
+
+def summarize_list(paths: Sequence[Path], batch_size: int = BATCH_ROWS) -> ListSummary:
+    """The summary of a published list from its part files, in two streamed reads: the
+    range of the scores (the parquet statistics of each row group, or a read of the score
+    column where a row group has none), then the histograms and the items' tallies."""
+    files = [pq.ParquetFile(path) for path in paths]
+    dtype = files[0].schema_arrow.field("score").type.to_pandas_dtype()
+    low, high = _score_range(files, batch_size)
+    score_range = (dtype(low), dtype(high)) if low is not None else None
+    counts = np.zeros(SCORE_BINS, dtype=np.int64)
+    fine = np.zeros(MEDIAN_BINS, dtype=np.int64)
+    tally = _Tally(batch_size)
+    rows = 0
+    for source in files:
+        for batch in source.iter_batches(batch_size=batch_size, columns=["item_id", "score"]):
+            scores = batch.column("score").to_numpy(zero_copy_only=False)
+            rows += len(scores)
+            counts += np.histogram(scores, bins=SCORE_BINS, range=score_range)[0]
+            fine += np.histogram(scores, bins=MEDIAN_BINS, range=score_range)[0]
+            tally.add(batch.column("item_id"))
+    edges = np.histogram_bin_edges(np.empty(0, dtype=dtype), bins=SCORE_BINS, range=score_range)
+    fine_edges = np.histogram_bin_edges(np.empty(0, dtype=dtype), bins=MEDIAN_BINS, range=score_range)
+    items, times = tally.result()
+    return ListSummary(rows, counts, edges, _median(fine, fine_edges), items, times)
+
+
+def _score_range(files: list[pq.ParquetFile], batch_size: int) -> tuple[float | None, float | None]:
+    """The smallest and largest score (None, None for an empty list)."""
+    lows, highs = [], []
+    for source in files:
+        column = source.schema_arrow.get_field_index("score")
+        for group in range(source.metadata.num_row_groups):
+            meta = source.metadata.row_group(group)
+            if meta.num_rows == 0:
+                continue
+            stats = meta.column(column).statistics
+            if stats is None or not stats.has_min_max:
+                return _read_score_range(files, batch_size)
+            lows.append(stats.min)
+            highs.append(stats.max)
+    return (min(lows), max(highs)) if lows else (None, None)
+
+
+def _read_score_range(files: list[pq.ParquetFile], batch_size: int) -> tuple[float | None, float | None]:
+    low = high = None
+    for source in files:
+        for batch in source.iter_batches(batch_size=batch_size, columns=["score"]):
+            bounds = pc.min_max(batch.column("score"))
+            if bounds["min"].is_valid:
+                low = bounds["min"].as_py() if low is None else min(low, bounds["min"].as_py())
+                high = bounds["max"].as_py() if high is None else max(high, bounds["max"].as_py())
+    return low, high
+
+
+def _median(counts: np.ndarray, edges: np.ndarray) -> float | None:
+    """The median of values binned as ``counts`` in ``edges``: the mean of the middle one or
+    two values, each placed in its bin by its rank among the bin's values."""
+    total = int(counts.sum())
+    if total == 0:
+        return None
+    cumulative = np.cumsum(counts)
+    middle = [(total - 1) // 2, total // 2]
+    bins = np.searchsorted(cumulative, middle, side="right")
+    before = cumulative[bins] - counts[bins]
+    within = (np.asarray(middle) - before + 0.5) / counts[bins]
+    low, high = edges[bins].astype(np.float64), edges[bins + 1].astype(np.float64)
+    return float(np.mean(low + within * (high - low)))
+
+
+class _Tally:
+    """Times each value of a column was seen, added a batch at a time: each batch's
+    counts are kept as they come and merged when they outgrow the merged counts, so memory
+    grows with the distinct values, not with the rows."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.merged: pa.Table | None = None
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.batch_size = batch_size
+
+    def add(self, column: pa.Array) -> None:
+        counted = pc.value_counts(column)
+        self.pending.append(pa.table({"item": counted.field("values"), "times": counted.field("counts")}))
+        self.pending_rows += len(counted)
+        if self.pending_rows > max(self.batch_size, 0 if self.merged is None else self.merged.num_rows):
+            self._merge()
+
+    def _merge(self) -> None:
+        tables = ([self.merged] if self.merged is not None else []) + self.pending
+        summed = pa.concat_tables(tables).group_by("item").aggregate([("times", "sum")])
+        self.merged = pa.table({"item": summed.column("item"), "times": summed.column("times_sum")})
+        self.pending, self.pending_rows = [], 0
+
+    def result(self) -> tuple[pa.Array, np.ndarray]:
+        """The values and their times, most seen first (ties by value)."""
+        if self.pending or self.merged is None:
+            self._merge()
+        order = pc.sort_indices(self.merged, sort_keys=[("times", "descending"), ("item", "ascending")])
+        merged = self.merged.take(order)
+        return merged.column("item").combine_chunks(), merged.column("times").to_numpy().astype(np.int64)
+
+
+def read_summaries(run_dir: Path, manifest: dict[str, Any]) -> dict[str, ListSummary]:
+    """The summary of each model's published recommendations whose part files are all there."""
+    summaries = {}
     for name, model in manifest["models"].items():
         output = model.get("outputs", {}).get("recommendations")
         paths = [run_dir / part["path"] for part in output["parts"]] if output else []
         if paths and all(path.is_file() for path in paths):
-            tables[name] = storage.read_ranked_table(paths, columns=["item_id", "score"])
-    return tables
+            summaries[name] = summarize_list(paths)
+    return summaries
 
 
-def score_plots(manifest: dict[str, Any], tables: dict[str, Any]) -> str | None:
+def score_plots(manifest: dict[str, Any], summaries: dict[str, ListSummary]) -> str | None:
     """One small histogram per model: scores of different models are on different scales."""
-    if not tables:
+    if not summaries:
         return None
-    n = len(tables)
+    n = len(summaries)
     columns = min(n, 3)
     rows = -(-n // columns)
     figure = new_figure(3.1 * columns if n > 1 else 6, 2.5 * rows + 0.3)
     grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
-    for axes, (name, table) in zip(grid, tables.items(), strict=False):
-        values = table.column("score").to_numpy()
-        axes.hist(values, bins=40, color="C0")
-        if len(values):
-            axes.axvline(float(np.median(values)), color="black", linewidth=0.8, linestyle="--")
+    for axes, (name, summary) in zip(grid, summaries.items(), strict=False):
+        axes.hist(summary.edges[:-1], bins=summary.edges, weights=summary.counts, color="C0")
+        if summary.median is not None:
+            axes.axvline(summary.median, color="black", linewidth=0.8, linestyle="--")
         axes.set_title(f"{name} ({manifest['models'][name]['type']})", fontsize=9)
         axes.set_xlabel("score (this model's own scale)", fontsize=8)
         axes.tick_params(labelsize=7)
@@ -115,13 +249,13 @@ def score_plots(manifest: dict[str, Any], tables: dict[str, Any]) -> str | None:
     return png(figure, "Histogram of recommendation scores, one per model", margins)
 
 
-def concentration(tables: dict[str, Any]) -> str | None:
-    if not tables:
+def concentration(summaries: dict[str, ListSummary]) -> str | None:
+    if not summaries:
         return None
     figure = new_figure(6, 4.2)
     axes = figure.subplots()
-    for name, table in tables.items():
-        values = table.column("item_id").to_pandas().value_counts().to_numpy()
+    for name, summary in summaries.items():
+        values = summary.times
         axes.plot(np.arange(1, len(values) + 1), values, label=f"{name} ({len(values):,} items)")
     axes.set_xscale("log")
     axes.set_yscale("log")

@@ -33,7 +33,7 @@ from recsys.reporting.run_forward import ForwardRecord, forward_section
 from recsys.reporting.run_plots import (
     concentration,
     ranking_bars,
-    read_recommendations,
+    read_summaries,
     recall_curves,
     score_plots,
 )
@@ -314,7 +314,7 @@ def render_report(
     else:
         context += "; nothing held out"
     purpose = "Evaluation run (trained on the split, not refit)" if typed.purpose == "evaluation" else "Run"
-    tables = read_recommendations(run_dir, manifest)
+    summaries = read_summaries(run_dir, manifest)
     parts = [
         f"<h1>recsys run {esc(typed.run_id)}</h1>",
         f'<p class="meta">{purpose} created {esc(typed.created_at)}, recsys {esc(typed.recsys_version)}, '
@@ -328,7 +328,7 @@ def render_report(
         "<h2>Published recommendations</h2>"
         '<p class="note">Scores are inner products of each model\'s own vectors: their scale differs '
         "between models, so each model has its own plot.</p>"
-        + gallery([score_plots(manifest, tables), concentration(tables)]),
+        + gallery([score_plots(manifest, summaries), concentration(summaries)]),
         _details_section(manifest),
         _glossary(),
     ]

@@ -115,7 +115,7 @@ def summarize_list(paths: Sequence[Path], batch_size: int = BATCH_ROWS) -> ListS
     score_range = (dtype(low), dtype(high)) if low is not None else None
     counts = np.zeros(SCORE_BINS, dtype=np.int64)
     fine = np.zeros(MEDIAN_BINS, dtype=np.int64)
-    tally = _Tally(batch_size)
+    tally = _Tally(files[0].schema_arrow.field("item_id").type, batch_size)
     rows = 0
     for source in files:
         for batch in source.iter_batches(batch_size=batch_size, columns=["item_id", "score"]):
@@ -178,8 +178,8 @@ class _Tally:
     counts are kept as they come and merged when they outgrow the merged counts, so memory
     grows with the distinct values, not with the rows."""
 
-    def __init__(self, batch_size: int) -> None:
-        self.merged: pa.Table | None = None
+    def __init__(self, kind: pa.DataType, batch_size: int) -> None:
+        self.merged = pa.table({"item": pa.array([], type=kind), "times": pa.array([], type=pa.int64())})
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
         self.batch_size = batch_size
@@ -188,18 +188,17 @@ class _Tally:
         counted = pc.value_counts(column)
         self.pending.append(pa.table({"item": counted.field("values"), "times": counted.field("counts")}))
         self.pending_rows += len(counted)
-        if self.pending_rows > max(self.batch_size, 0 if self.merged is None else self.merged.num_rows):
+        if self.pending_rows > max(self.batch_size, self.merged.num_rows):
             self._merge()
 
     def _merge(self) -> None:
-        tables = ([self.merged] if self.merged is not None else []) + self.pending
-        summed = pa.concat_tables(tables).group_by("item").aggregate([("times", "sum")])
+        summed = pa.concat_tables([self.merged, *self.pending]).group_by("item").aggregate([("times", "sum")])
         self.merged = pa.table({"item": summed.column("item"), "times": summed.column("times_sum")})
         self.pending, self.pending_rows = [], 0
 
     def result(self) -> tuple[pa.Array, np.ndarray]:
         """The values and their times, most seen first (ties by value)."""
-        if self.pending or self.merged is None:
+        if self.pending:
             self._merge()
         order = pc.sort_indices(self.merged, sort_keys=[("times", "descending"), ("item", "ascending")])
         merged = self.merged.take(order)
@@ -250,11 +249,14 @@ def score_plots(manifest: dict[str, Any], summaries: dict[str, ListSummary]) -> 
 
 
 def concentration(summaries: dict[str, ListSummary]) -> str | None:
-    if not summaries:
+    """Times each item is recommended, by rank, on log axes: models with empty lists have
+    no curve (None when no model has one)."""
+    shown = {name: summary for name, summary in summaries.items() if summary.rows}
+    if not shown:
         return None
     figure = new_figure(6, 4.2)
     axes = figure.subplots()
-    for name, summary in summaries.items():
+    for name, summary in shown.items():
         values = summary.times
         axes.plot(np.arange(1, len(values) + 1), values, label=f"{name} ({len(values):,} items)")
     axes.set_xscale("log")

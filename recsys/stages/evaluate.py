@@ -75,10 +75,12 @@ def evaluate_stage(
 
     user_factors = None
     if run.user_factors(model).exists():
-        user_factors = storage.read_array(run.user_factors(model))
+        # memory-mapped: the recall reads the sampled users' rows, the ranking a part's rows
+        user_factors = storage.read_array(run.user_factors(model), mmap=True)
         users = sample_rows(interactions.n_users, config.evaluate.sample_users, config.seed)
         seen = interactions.user_items[users]
-        ann["recommendations"] = recall(config.recommend.metric, user_factors[users], seen)
+        queries = np.ascontiguousarray(user_factors[users])
+        ann["recommendations"] = recall(config.recommend.metric, queries, seen)
     items = sample_rows(interactions.n_items, config.evaluate.sample_items, config.seed + 1)
     itself = exclude_items(items, interactions.n_items)
     ann["similar_items"] = recall(config.similar_items.metric, item_factors[items], itself)

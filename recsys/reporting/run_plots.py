@@ -3,7 +3,7 @@ per model, and the published recommendations' scores and concentration."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,53 +108,59 @@ class ListSummary:
 def summarize_list(paths: Sequence[Path], batch_size: int = BATCH_ROWS) -> ListSummary:
     """The summary of a published list from its part files, in two streamed reads: the
     range of the scores (the parquet statistics of each row group, or a read of the score
-    column where a row group has none), then the histograms and the items' tallies."""
-    files = [pq.ParquetFile(path) for path in paths]
-    dtype = files[0].schema_arrow.field("score").type.to_pandas_dtype()
-    low, high = _score_range(files, batch_size)
+    column where a row group has none), then the histograms and the items' tallies. One
+    part file is open at a time."""
+    schema = pq.read_schema(paths[0])
+    dtype = schema.field("score").type.to_pandas_dtype()
+    low, high = _score_range(paths, batch_size)
     score_range = (dtype(low), dtype(high)) if low is not None else None
     counts = np.zeros(SCORE_BINS, dtype=np.int64)
     fine = np.zeros(MEDIAN_BINS, dtype=np.int64)
-    tally = _Tally(files[0].schema_arrow.field("item_id").type, batch_size)
+    tally = _Tally(schema.field("item_id").type, batch_size)
     rows = 0
-    for source in files:
-        for batch in source.iter_batches(batch_size=batch_size, columns=["item_id", "score"]):
-            scores = batch.column("score").to_numpy(zero_copy_only=False)
-            rows += len(scores)
-            counts += np.histogram(scores, bins=SCORE_BINS, range=score_range)[0]
-            fine += np.histogram(scores, bins=MEDIAN_BINS, range=score_range)[0]
-            tally.add(batch.column("item_id"))
+    for batch in _batches(paths, ["item_id", "score"], batch_size):
+        scores = batch.column("score").to_numpy(zero_copy_only=False)
+        rows += len(scores)
+        counts += np.histogram(scores, bins=SCORE_BINS, range=score_range)[0]
+        fine += np.histogram(scores, bins=MEDIAN_BINS, range=score_range)[0]
+        tally.add(batch.column("item_id"))
     edges = np.histogram_bin_edges(np.empty(0, dtype=dtype), bins=SCORE_BINS, range=score_range)
     fine_edges = np.histogram_bin_edges(np.empty(0, dtype=dtype), bins=MEDIAN_BINS, range=score_range)
     items, times = tally.result()
     return ListSummary(rows, counts, edges, _median(fine, fine_edges), items, times)
 
 
-def _score_range(files: list[pq.ParquetFile], batch_size: int) -> tuple[float | None, float | None]:
+def _batches(paths: Sequence[Path], columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    for path in paths:
+        with pq.ParquetFile(path) as source:
+            yield from source.iter_batches(batch_size=batch_size, columns=columns)
+
+
+def _score_range(paths: Sequence[Path], batch_size: int) -> tuple[float | None, float | None]:
     """The smallest and largest score (None, None for an empty list)."""
     lows, highs = [], []
-    for source in files:
-        column = source.schema_arrow.get_field_index("score")
-        for group in range(source.metadata.num_row_groups):
-            meta = source.metadata.row_group(group)
+    for path in paths:
+        metadata = pq.read_metadata(path)
+        column = metadata.schema.names.index("score")
+        for group in range(metadata.num_row_groups):
+            meta = metadata.row_group(group)
             if meta.num_rows == 0:
                 continue
             stats = meta.column(column).statistics
             if stats is None or not stats.has_min_max:
-                return _read_score_range(files, batch_size)
+                return _read_score_range(paths, batch_size)
             lows.append(stats.min)
             highs.append(stats.max)
     return (min(lows), max(highs)) if lows else (None, None)
 
 
-def _read_score_range(files: list[pq.ParquetFile], batch_size: int) -> tuple[float | None, float | None]:
+def _read_score_range(paths: Sequence[Path], batch_size: int) -> tuple[float | None, float | None]:
     low = high = None
-    for source in files:
-        for batch in source.iter_batches(batch_size=batch_size, columns=["score"]):
-            bounds = pc.min_max(batch.column("score"))
-            if bounds["min"].is_valid:
-                low = bounds["min"].as_py() if low is None else min(low, bounds["min"].as_py())
-                high = bounds["max"].as_py() if high is None else max(high, bounds["max"].as_py())
+    for batch in _batches(paths, ["score"], batch_size):
+        bounds = pc.min_max(batch.column("score"))
+        if bounds["min"].is_valid:
+            low = bounds["min"].as_py() if low is None else min(low, bounds["min"].as_py())
+            high = bounds["max"].as_py() if high is None else max(high, bounds["max"].as_py())
     return low, high
 
 
@@ -179,30 +185,34 @@ class _Tally:
     grows with the distinct values, not with the rows."""
 
     def __init__(self, kind: pa.DataType, batch_size: int) -> None:
-        self.merged = pa.table({"item": pa.array([], type=kind), "times": pa.array([], type=pa.int64())})
-        self.pending: list[pa.Table] = []
+        self.values = pa.array([], type=kind)
+        self.times = np.zeros(0, dtype=np.int64)
+        self.pending: list[tuple[pa.Array, np.ndarray]] = []
         self.pending_rows = 0
         self.batch_size = batch_size
 
     def add(self, column: pa.Array) -> None:
         counted = pc.value_counts(column)
-        self.pending.append(pa.table({"item": counted.field("values"), "times": counted.field("counts")}))
+        self.pending.append((counted.field("values"), counted.field("counts").to_numpy()))
         self.pending_rows += len(counted)
-        if self.pending_rows > max(self.batch_size, self.merged.num_rows):
+        if self.pending_rows > max(self.batch_size, len(self.values)):
             self._merge()
 
     def _merge(self) -> None:
-        summed = pa.concat_tables([self.merged, *self.pending]).group_by("item").aggregate([("times", "sum")])
-        self.merged = pa.table({"item": summed.column("item"), "times": summed.column("times_sum")})
+        values = pa.concat_arrays([self.values, *(values for values, _ in self.pending)])
+        times = np.concatenate([self.times, *(times for _, times in self.pending)])
+        encoded = pc.dictionary_encode(values)
+        summed = np.bincount(encoded.indices.to_numpy(), weights=times, minlength=len(encoded.dictionary))
+        self.values, self.times = encoded.dictionary, summed.astype(np.int64)
         self.pending, self.pending_rows = [], 0
 
     def result(self) -> tuple[pa.Array, np.ndarray]:
         """The values and their times, most seen first (ties by value)."""
         if self.pending:
             self._merge()
-        order = pc.sort_indices(self.merged, sort_keys=[("times", "descending"), ("item", "ascending")])
-        merged = self.merged.take(order)
-        return merged.column("item").combine_chunks(), merged.column("times").to_numpy().astype(np.int64)
+        table = pa.table({"value": self.values, "times": self.times})
+        order = pc.sort_indices(table, sort_keys=[("times", "descending"), ("value", "ascending")])
+        return self.values.take(order), self.times[order.to_numpy()]
 
 
 def read_summaries(run_dir: Path, manifest: dict[str, Any]) -> dict[str, ListSummary]:

@@ -95,7 +95,8 @@ class ListSummary:
     histogram of ``MEDIAN_BINS`` bins over the same range, interpolated in its bin: within
     one such bin, 1/4000 of the range, of the exact median; None when the list is empty)
     and the times each item is recommended (``items`` and ``times``, most recommended
-    first). Memory holds one batch and the items, never the whole list."""
+    first). Memory holds one row group of the two columns as the reader decodes it, one
+    batch and the items, never the whole list."""
 
     rows: int
     counts: np.ndarray

@@ -233,7 +233,7 @@ class Tree:
             figures = status(pid)
             if not figures:
                 continue
-            if pid not in self.roles:
+            if self.roles.get(pid, "other").startswith("other"):  # a fork not yet exec'd reads as other
                 self.roles[pid] = role(pid, self.root)
             self.peaks[pid] = max(self.peaks.get(pid, 0), figures.get("VmHWM", 0))
             total += figures.get("VmRSS", 0)

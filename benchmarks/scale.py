@@ -21,7 +21,8 @@ high-water mark, so its last reading is the process's peak) every ``--poll`` sec
 VmRSS of the flow is sampled at the same time and cut into the pipeline's phases by the
 timestamps of the run's log lines, which gives each phase's peak. With four or more
 sizes of a mode (``--from`` merges earlier ``--output`` files), each phase's peak is
-fitted as ``bytes = base + a * users + b * items + c * interactions`` (least squares).
+fitted as ``bytes = base + a * users + b * items + c * interactions`` (non-negative
+least squares).
 
     python -m benchmarks.scale --quick
     python -m benchmarks.scale --mode local --output scale-local.json
@@ -49,6 +50,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from scipy.optimize import nnls
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = "125kx25kx3.125M,500kx25kx6.25M,2Mx100kx50M"
@@ -425,8 +427,8 @@ def print_ratios(results: list[dict]) -> None:
 
 
 def fit_model(results: list[dict]) -> dict:
-    """Per mode and phase: base + bytes per user, per item and per interaction (least
-    squares over the sizes; needs four sizes or more)."""
+    """Per mode and phase: base + bytes per user, per item and per interaction
+    (non-negative least squares over the sizes; needs four sizes or more)."""
     model: dict = {}
     for mode in ("local", "dask"):
         done = [r for r in results if r["mode"] == mode and "failed" not in r]
@@ -444,7 +446,8 @@ def fit_model(results: list[dict]) -> dict:
             targets["worker peak"] = workers
         model[mode] = {}
         for name, y in targets.items():
-            coef, *_ = np.linalg.lstsq(x, np.asarray(y, dtype=float), rcond=None)
+            scale = x.max(axis=0)  # columns of like size, then no negative bytes
+            coef = nnls(x / scale, np.asarray(y, dtype=float))[0] / scale
             worst = float(np.max(np.abs(x @ coef - y)))
             model[mode][name] = {
                 "base_bytes": coef[0],
@@ -458,7 +461,7 @@ def fit_model(results: list[dict]) -> dict:
 
 def print_model(model: dict) -> None:
     for mode, rows in model.items():
-        print(f"\n{mode}: peak RSS = base + a*users + b*items + c*interactions (least squares)")
+        print(f"\n{mode}: peak RSS = base + a*users + b*items + c*interactions (non-negative least squares)")
         print("| phase | base GiB | bytes/user | bytes/item | bytes/interaction | worst residual GiB |")
         print("|---|---|---|---|---|---|")
         for name, m in rows.items():

@@ -175,6 +175,22 @@ def test_the_validated_table_is_handed_over_once(tmp_path):
     assert len(table) == 2 and fingerprint["size_bytes"] == path.stat().st_size
 
 
+def test_a_preflight_for_the_workers_keeps_no_copy(tmp_path):
+    """On Dask a worker prepares the data: the flow's process validates the table and
+    holds nothing of it for the run."""
+    from recsys.config import parse_config
+
+    path = tmp_path / "t.parquet"
+    generate_interactions(n_users=50, n_items=20, n_clusters=2, seed=1).to_parquet(path)
+    config = parse_config({"models": [{"name": "als", "type": "als"}], "similar_items": {"top_n": 5}})
+    prepare.preflight(config, path, None, keep=False)
+    assert path.resolve() not in prepare._validated
+    prepare.preflight(config, path, None)
+    assert path.resolve() in prepare._validated
+    prepare.read_table(path)  # handed over: nothing left
+    assert path.resolve() not in prepare._validated
+
+
 def test_rule_tables_of_a_vectors_only_run_are_read_before_prefect(workspace, tmp_path):
     vectors = pd.DataFrame({"id": range(30), "vector": list(np.random.default_rng(0).normal(size=(30, 4)))})
     vectors.to_parquet(tmp_path / "items.parquet", index=False)

@@ -42,8 +42,9 @@ def _preflight(config: Any, input_path: str | None, root: str, args: argparse.Na
     from recsys.stages.prepare import preflight
 
     # the table's content, the holdout and the item rules: validated now, and the table
-    # handed to the prepare stage (not read twice)
-    preflight(config, input_path, args.holdout)
+    # handed to the prepare stage (not read twice); on Dask a worker prepares the data, so
+    # the flow's process keeps no copy
+    preflight(config, input_path, args.holdout, keep=config.task_runner.type == "local")
     if config.task_runner.type == "dask" and config.task_runner.address:
         _check_scheduler(config.task_runner.address)
     return models

@@ -275,18 +275,24 @@ def read_table(path: str | Path) -> tuple[InteractionTable, dict[str, Any]]:
     return clean_table(frame, source=str(path)), fingerprint
 
 
-def preflight(config: PipelineConfig, input_path: str | Path | None, holdout_path: str | Path | None) -> None:
+def preflight(
+    config: PipelineConfig,
+    input_path: str | Path | None,
+    holdout_path: str | Path | None,
+    keep: bool = True,
+) -> None:
     """The content checks of :func:`prepare_stage` that need no run folder, run before the
-    run starts: the input and holdout tables validated (and kept for the prepare stage),
+    run starts: the input and holdout tables validated (and, with ``keep``, kept for the
+    prepare stage of this process),
     the item rules read (a missing table, no item_id column) and checked against the
     input's items, the top_n settings against the number of items."""
     if input_path is None:  # vectors only: the rule tables can be read, not matched yet
         read_rule_lists(config)
         return
-    table = validate_table(input_path)
+    table = validate_table(input_path, keep)
     holdout_path = holdout_path or config.evaluate.holdout
     if holdout_path:
-        test = validate_table(holdout_path)
+        test = validate_table(holdout_path, keep)
         if (test.user_kind, test.item_kind) != (table.user_kind, table.item_kind):
             raise InputError(
                 f"{holdout_path}: holdout ids are {test.user_kind}/{test.item_kind} but training ids "

@@ -143,10 +143,9 @@ def write_part(
     path = run.ranked_part(model, job.kind, number)
     path.parent.mkdir(parents=True, exist_ok=True)
     if job.kind == "recommendations":
-        schema = storage.recommendations_schema(job.query_ids.kind, job.result_ids.kind)
+        writer = storage.recommendations_writer(path, job.query_ids, job.result_ids, model, run.run_id)
     else:
-        schema = storage.similar_items_schema(job.result_ids.kind)
-    writer = storage.RankedWriter(path, schema, job.query_ids, job.result_ids, model, run.run_id)
+        writer = storage.similar_items_writer(path, job.result_ids, model, run.run_id)
     with writer:
         for first_row, ids, scores in blocks:
             writer.write(first_row, ids, scores)

@@ -329,6 +329,51 @@ def _duplicate_pairs(users: np.ndarray, items: np.ndarray) -> np.ndarray:
     return pd.Series(keys).duplicated().to_numpy()
 
 
+def _checked_rows(
+    frame: pd.DataFrame, source: str
+) -> tuple[np.ndarray, IdKind, np.ndarray, IdKind, np.ndarray, np.ndarray | None]:
+    """The row checks of :func:`clean_table`, in its order: user ids, item ids, weights,
+    timestamps; returns each column's values (and the ids' kinds)."""
+    user_values, user_kind = _id_column(frame, USER, source)
+    item_values, item_kind = _id_column(frame, ITEM, source)
+    return user_values, user_kind, item_values, item_kind, _weights(frame, source), _timestamps(frame, source)
+
+
+@dataclass(frozen=True)
+class RowFacts:
+    """What one batch of a table's rows says toward the checks of the whole table
+    (:func:`check_rows`): the ids' kinds, the rows and those of a positive weight, the
+    largest weight, the distinct items of positive weight and the timestamps' kind."""
+
+    user_kind: IdKind
+    item_kind: IdKind
+    rows: int
+    positive: int
+    max_weight: float
+    items: np.ndarray
+    timestamp_kind: TimestampKind | None
+
+
+def check_rows(frame: pd.DataFrame, source: str = "interactions") -> RowFacts:
+    """Every check :func:`clean_table` makes row by row, on one batch of a table's rows
+    (at least one), without building the table: what a table read a batch at a time needs
+    to be refused or passed in the memory of a batch. The checks of the whole table
+    (empty, every weight 0, summed duplicates overflowing float32, one id kind
+    throughout) are the caller's, from the facts of every batch."""
+    check_columns([str(c) for c in frame.attrs.get("columns", frame.columns)], source)
+    _, user_kind, item_values, item_kind, weights, timestamps = _checked_rows(frame, source)
+    positive = weights > 0
+    return RowFacts(
+        user_kind=user_kind,
+        item_kind=item_kind,
+        rows=len(frame),
+        positive=int(positive.sum()),
+        max_weight=float(weights.max()) if len(weights) else 0.0,
+        items=pd.unique(item_values[positive]),
+        timestamp_kind=timestamp_kind(frame) if timestamps is not None else None,
+    )
+
+
 def clean_table(frame: pd.DataFrame, source: str = "interactions") -> InteractionTable:
     """Validate a raw interactions table; drop zero weights; sum duplicate (user, item) rows
     (keeping the latest timestamp).
@@ -340,10 +385,7 @@ def clean_table(frame: pd.DataFrame, source: str = "interactions") -> Interactio
     check_columns([str(c) for c in frame.attrs.get("columns", frame.columns)], source)
     if len(frame) == 0:
         raise InputError(f"{source}: the table is empty (0 rows)")
-    user_values, user_kind = _id_column(frame, USER, source)
-    item_values, item_kind = _id_column(frame, ITEM, source)
-    weights = _weights(frame, source)
-    timestamps = _timestamps(frame, source)
+    user_values, user_kind, item_values, item_kind, weights, timestamps = _checked_rows(frame, source)
 
     positive = weights > 0
     zero_weight = int((~positive).sum())

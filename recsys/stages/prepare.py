@@ -25,6 +25,8 @@ from recsys.data.interactions import (
     IdMap,
     Interactions,
     InteractionTable,
+    RowFacts,
+    check_rows,
     clean_table,
     interactions_from_table,
 )
@@ -275,6 +277,51 @@ def read_table(path: str | Path) -> tuple[InteractionTable, dict[str, Any]]:
     return clean_table(frame, source=str(path)), fingerprint
 
 
+class TableFacts:
+    """What the preflight needs of a validated table: the ids' kinds and the distinct
+    items of positive weight (external ids, unsorted)."""
+
+    def __init__(self, user_kind: IdKind, item_kind: IdKind, items: np.ndarray):
+        self.user_kind, self.item_kind, self.items = user_kind, item_kind, items
+
+    @classmethod
+    def of(cls, table: InteractionTable) -> TableFacts:
+        return cls(table.user_kind, table.item_kind, pd.unique(table.items))
+
+
+def scan_table(path: str | Path, rows: int = storage.BATCH_ROWS) -> TableFacts:
+    """Validate a table a batch of ``rows`` rows at a time, in the memory of a batch (and
+    of the distinct items), keeping nothing: the same refusals as :func:`validate_table`.
+    A batch that fails a check, ids of another kind than the batches before, a table
+    without a row or of weights 0 only, weights whose duplicates could sum past float32:
+    the whole table is validated instead (the rare case), so the one-line error is the one
+    of the whole table, counts included."""
+    facts: list[RowFacts] = []
+    try:
+        for frame in storage.iter_table_batches(path, rows=rows):
+            if len(frame) == 0:
+                raise InputError(f"{path}: the table is empty (0 rows)")
+            batch = check_rows(frame, source=str(path))
+            first = facts[0] if facts else batch
+            if (batch.user_kind, batch.item_kind, batch.timestamp_kind) != (
+                first.user_kind,
+                first.item_kind,
+                first.timestamp_kind,
+            ):
+                raise InputError(f"{path}: the batches' types differ")
+            facts.append(batch)
+    except InputError:
+        return TableFacts.of(validate_table(path, keep=False))
+    total = sum(f.rows for f in facts)
+    largest = max(f.max_weight for f in facts)
+    # no (user, item) pair can sum past float32 when every row's weight is below its
+    # share of the largest float32
+    if not sum(f.positive for f in facts) or largest * total > float(np.finfo(np.float32).max):
+        return TableFacts.of(validate_table(path, keep=False))
+    items = pd.unique(np.concatenate([f.items for f in facts]))
+    return TableFacts(facts[0].user_kind, facts[0].item_kind, items)
+
+
 def preflight(
     config: PipelineConfig,
     input_path: str | Path | None,
@@ -282,17 +329,24 @@ def preflight(
     keep: bool = True,
 ) -> None:
     """The content checks of :func:`prepare_stage` that need no run folder, run before the
-    run starts: the input and holdout tables validated (and, with ``keep``, kept for the
-    prepare stage of this process),
-    the item rules read (a missing table, no item_id column) and checked against the
-    input's items, the top_n settings against the number of items."""
+    run starts: the input and holdout tables validated, the item rules read (a missing
+    table, no item_id column) and checked against the input's items, the top_n settings
+    against the number of items.
+
+    With ``keep`` the validated tables are kept for the prepare stage of this process;
+    without (on Dask, where a worker prepares the data) they are validated a batch at a
+    time (:func:`scan_table`), so the flow's process never holds a table."""
     if input_path is None:  # vectors only: the rule tables can be read, not matched yet
         read_rule_lists(config)
         return
-    table = validate_table(input_path, keep)
+
+    def facts(path: str | Path) -> TableFacts:
+        return TableFacts.of(validate_table(path)) if keep else scan_table(path)
+
+    table = facts(input_path)
     holdout_path = holdout_path or config.evaluate.holdout
     if holdout_path:
-        test = validate_table(holdout_path, keep)
+        test = facts(holdout_path)
         if (test.user_kind, test.item_kind) != (table.user_kind, table.item_kind):
             raise InputError(
                 f"{holdout_path}: holdout ids are {test.user_kind}/{test.item_kind} but training ids "

@@ -74,7 +74,9 @@ from recsys.storage.runs import (
     sync_latest,
 )
 from recsys.storage.tables import (
+    BATCH_ROWS,
     INPUT_COLUMNS,
+    iter_table_batches,
     read_any_table,
     read_interactions_table,
     table_columns,
@@ -82,6 +84,7 @@ from recsys.storage.tables import (
 )
 
 __all__ = [
+    "BATCH_ROWS",
     "DATA_FILES",
     "NotRegularFile",
     "INPUT_COLUMNS",
@@ -119,6 +122,7 @@ __all__ = [
     "owns_staging",
     "pending_held_run",
     "publish_run",
+    "iter_table_batches",
     "read_any_table",
     "read_array",
     "read_id_map",

@@ -8,6 +8,7 @@ import stat
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from recsys import storage
 from recsys.errors import RunError
@@ -154,3 +155,30 @@ def test_a_failed_stream_leaves_no_file(tmp_path):
             writer.write(0, ids[:50], scores[:50])
             raise RuntimeError("scoring failed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_seen_items_matrix_is_memory_mapped_and_sliced_to_a_shards_rows(tmp_path):
+    """Scoring a shard of users reads that shard's rows of the seen-items matrix from the
+    file, not the whole matrix: the arrays are memory-mapped from the uncompressed .npz."""
+    from recsys.storage.files import read_sparse, write_sparse
+
+    matrix = sp.random(500, 80, density=0.1, format="csr", dtype=np.float32, random_state=3)
+    matrix.sort_indices()
+    write_sparse(tmp_path / "m.npz", matrix)
+    mapped = read_sparse(tmp_path / "m.npz", mmap=True)
+
+    def backed_by_file(array):
+        while array is not None and not isinstance(array, np.memmap):
+            array = array.base
+        return array is not None
+
+    assert all(backed_by_file(a) for a in (mapped.data, mapped.indices, mapped.indptr))
+    assert not backed_by_file(read_sparse(tmp_path / "m.npz").data)
+    assert (mapped != matrix).nnz == 0 and mapped.dtype == np.float32
+    assert (mapped[120:260] != matrix[120:260]).nnz == 0
+    empty = sp.csr_matrix((4, 3), dtype=np.float32)
+    write_sparse(tmp_path / "e.npz", empty)
+    assert read_sparse(tmp_path / "e.npz", mmap=True).shape == (4, 3)
+    # a compressed file (not written by write_sparse) is read whole, the same matrix
+    sp.save_npz(tmp_path / "c.npz", matrix, compressed=True)
+    assert (read_sparse(tmp_path / "c.npz", mmap=True) != matrix).nnz == 0

@@ -77,7 +77,7 @@ def ranked_job(run: RunLayout, spec: ListSpec, model: str, indexed: Indexed) -> 
     items = storage.read_id_map(run.data_file("items"))
     if spec.kind == "recommendations":
         queries = storage.read_array(run.user_factors(model), mmap=True)
-        exclude = storage.read_sparse(run.data_file("user_items"))
+        exclude = storage.read_sparse(run.data_file("user_items"), mmap=True)  # a shard reads its rows
         users = storage.read_id_map(run.data_file("users"))
         allowed = allowed_by_rules(run)
         return RankedJob(spec.kind, queries, exclude, item_factors, entry, n, users, items, allowed)

@@ -196,9 +196,58 @@ def write_sparse(path: Path, matrix: sp.csr_matrix) -> None:
         sp.save_npz(handle, matrix, compressed=False)
 
 
-def read_sparse(path: Path) -> sp.csr_matrix:
-    """A float32 CSR matrix written by :func:`write_sparse`."""
+def read_sparse(path: Path, mmap: bool = False) -> sp.csr_matrix:
+    """A float32 CSR matrix written by :func:`write_sparse`. With ``mmap`` its arrays are
+    memory-mapped from the file (written uncompressed): a slice of rows reads only those
+    rows' pages, so a process that serves a shard of the rows holds that shard, not the
+    matrix."""
+    if mmap:
+        arrays = _npz_memmaps(path)
+        if arrays is not None and arrays["format"].item() in (b"csr", "csr"):
+            matrix = sp.csr_matrix(
+                (arrays["data"], arrays["indices"], arrays["indptr"]),
+                shape=tuple(arrays["shape"]),
+                copy=False,
+            )
+            if matrix.dtype == np.float32:
+                return matrix
     return sp.csr_matrix(sp.load_npz(path), dtype=np.float32)
+
+
+def _npz_memmaps(path: Path) -> dict[str, np.ndarray] | None:
+    """Each array of an uncompressed .npz file memory-mapped in place (a stored zip
+    member is the .npy file's bytes at an offset); None where a member is compressed."""
+    import struct
+    import zipfile
+
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                return None
+            handle.seek(info.header_offset)
+            local = handle.read(30)  # the local file header: its name and extra field follow
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            handle.seek(info.header_offset + 30 + name_length + extra_length)
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(handle)
+            if dtype.hasobject:
+                return None
+            name = info.filename[: -len(".npy")]
+            if not shape or 0 in shape:  # a scalar (the format's name) or an empty array
+                size = int(np.prod(shape)) * dtype.itemsize
+                arrays[name] = np.frombuffer(handle.read(size), dtype=dtype).reshape(shape)
+                continue
+            order = "F" if fortran else "C"
+            arrays[name] = np.memmap(
+                path, dtype=dtype, mode="r", offset=handle.tell(), shape=shape, order=order
+            )
+    return arrays
 
 
 def fsync_dir(path: Path) -> None:

@@ -3,6 +3,7 @@ one-line :class:`InputError` naming the file, and fingerprinted."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import zlib
 from collections.abc import Iterator
@@ -54,20 +55,35 @@ def _unreadable(path: Path, exc: BaseException) -> InputError:
     return InputError(f"{path}: not a readable CSV file ({detail})")
 
 
+_READ_ERRORS = (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError)
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[str]:
+    """Check a table's file and give its kind (parquet or csv); what goes wrong reading it
+    inside is one :class:`InputError` naming the file."""
+    _check_file(path)
+    kind = _kind(path)
+    try:
+        yield kind
+    except InputError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _csv_header(path: Path) -> tuple[str, list[str]]:
+    """A CSV/TSV file's separator and its header's columns."""
+    sep = "\t" if ".tsv" in path.name.lower() else ","
+    return sep, [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+
+
 def table_columns(path: str | Path) -> list[str]:
     """The columns of a parquet or CSV table, from its schema or header only (fast: the
     rows are not read)."""
     path = Path(path)
-    _check_file(path)
-    try:
-        if _kind(path) == "parquet":
-            return list(pq.read_schema(path).names)
-        sep = "\t" if ".tsv" in path.name.lower() else ","
-        return [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
-    except InputError:
-        raise
-    except (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
-        raise _unreadable(path, exc) from None
+    with _reading(path) as kind:
+        return list(pq.read_schema(path).names) if kind == "parquet" else _csv_header(path)[1]
 
 
 def read_any_table(path: str | Path, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
@@ -78,25 +94,18 @@ def read_any_table(path: str | Path, columns: tuple[str, ...] | None = None) -> 
     Raises :class:`InputError` naming the file and what is wrong with it.
     """
     path = Path(path)
-    _check_file(path)
-    kind = _kind(path)
-    try:
+    with _reading(path) as kind:
         if kind == "parquet":
             schema = pq.read_schema(path)
             wanted = schema.names if columns is None else [c for c in columns if c in schema.names]
             frame = pq.read_table(path, columns=wanted).to_pandas() if wanted else pd.DataFrame()
             frame.attrs["columns"] = list(schema.names)
             return frame
-        sep = "\t" if ".tsv" in path.name.lower() else ","
-        header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+        sep, header = _csv_header(path)
         usecols = None if columns is None else (lambda c: c in columns)
         frame = pd.read_csv(path, sep=sep, usecols=usecols, low_memory=False)
         frame.attrs["columns"] = header
         return frame
-    except InputError:
-        raise
-    except (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
-        raise _unreadable(path, exc) from None
 
 
 BATCH_ROWS = 262_144
@@ -115,42 +124,29 @@ def iter_table_batches(
     Raises :class:`InputError` naming the file and what is wrong with it.
     """
     path = Path(path)
-    _check_file(path)
-    kind = _kind(path)
-    try:
+    with _reading(path) as kind, contextlib.ExitStack() as stack:
         if kind == "parquet":
             reader = pq.ParquetFile(path)
             names = list(reader.schema_arrow.names)
             wanted = [c for c in columns if c in names]
-            empty = True
-            for batch in reader.iter_batches(batch_size=rows, columns=wanted) if wanted else ():
-                frame = pa.Table.from_batches([batch]).to_pandas()
-                frame.attrs["columns"] = names
-                empty = False
-                yield frame
-            if empty:
-                schema = reader.schema_arrow
-                frame = schema.empty_table().select(wanted).to_pandas() if wanted else pd.DataFrame()
-                frame.attrs["columns"] = names
-                yield frame
-            return
-        sep = "\t" if ".tsv" in path.name.lower() else ","
-        header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
-        usecols = lambda c: c in columns  # noqa: E731
-        with pd.read_csv(path, sep=sep, usecols=usecols, low_memory=False, chunksize=rows) as chunks:
-            empty = True
-            for frame in chunks:
-                frame.attrs["columns"] = header
-                empty = False
-                yield frame
-        if empty:
-            frame = pd.read_csv(path, sep=sep, usecols=usecols, nrows=0)
-            frame.attrs["columns"] = header
+            batches = reader.iter_batches(batch_size=rows, columns=wanted) if wanted else iter(())
+            frames = (pa.Table.from_batches([batch]).to_pandas() for batch in batches)
+            empty = reader.schema_arrow.empty_table().select(wanted).to_pandas() if wanted else pd.DataFrame()
+        else:
+            sep, names = _csv_header(path)
+            usecols = lambda c: c in columns  # noqa: E731
+            frames = stack.enter_context(
+                pd.read_csv(path, sep=sep, usecols=usecols, low_memory=False, chunksize=rows)
+            )
+            empty = pd.read_csv(path, sep=sep, usecols=usecols, nrows=0)
+        yielded = False
+        for frame in frames:
+            frame.attrs["columns"] = names
+            yielded = True
             yield frame
-    except InputError:
-        raise
-    except (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
-        raise _unreadable(path, exc) from None
+        if not yielded:
+            empty.attrs["columns"] = names
+            yield empty
 
 
 def read_interactions_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -126,7 +126,7 @@ def iter_table_batches(
     path = Path(path)
     with _reading(path) as kind, contextlib.ExitStack() as stack:
         if kind == "parquet":
-            reader = pq.ParquetFile(path)
+            reader = stack.enter_context(pq.ParquetFile(path))
             names = list(reader.schema_arrow.names)
             wanted = [c for c in columns if c in names]
             batches = reader.iter_batches(batch_size=rows, columns=wanted) if wanted else iter(())

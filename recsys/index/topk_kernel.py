@@ -1,0 +1,71 @@
+"""The exact path's selection in compiled code: one pass over a tile of scores per row,
+against the row's running top-k.
+
+Imported only when an exact search runs (numba's import and the kernel's first compile
+are paid by the runs that use it). Compiled kernels are cached on disk beside this file,
+or in the user's cache folder where this folder is read-only; where neither can be
+written the kernel is compiled in memory for each process.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+def _compile(function):
+    try:
+        return njit(nogil=True, cache=True)(function)
+    except RuntimeError:  # no writable cache location: compile in memory only
+        return njit(nogil=True)(function)
+
+
+def _select_tile(block, first, exclude_ptr, exclude_idx, cursor, best_ids, best):  # pragma: no cover
+    """Merge a tile of scores (rows, width) of columns first .. first + width - 1 into
+    the running top-k of each row (best_ids, best: best first, -1 / -inf where empty).
+
+    Excluded items of the tile are set to -inf first: row r's excluded columns are
+    exclude_idx[cursor[r]:exclude_ptr[r + 1]] in increasing order, from the tile on (the
+    cursor moves past the tile's). Then every score is tested against the row's running
+    k-th best: only a score strictly above it enters, inserted after the equal scores
+    already kept (they have lower columns: the tiles come in column order), so among equal
+    scores the lower column comes first. -inf never enters.
+    """
+    rows, width = block.shape
+    k = best.shape[1]
+    last = first + width
+    group = 16
+    for r in range(rows):
+        row = block[r]
+        p = cursor[r]
+        end = exclude_ptr[r + 1]
+        while p < end and exclude_idx[p] < last:
+            row[exclude_idx[p] - first] = -np.inf
+            p += 1
+        cursor[r] = p
+        row_best = best[r]
+        row_ids = best_ids[r]
+        threshold = row_best[k - 1]
+        for g in range(0, width, group):
+            stop = min(g + group, width)
+            # most groups hold no score above the threshold: one comparison per score,
+            # without a branch, then the few groups with one are scanned
+            above = False
+            for j in range(g, stop):
+                above |= row[j] > threshold
+            if not above:
+                continue
+            for j in range(g, stop):
+                s = row[j]
+                if s > threshold:
+                    i = k - 1
+                    while i > 0 and row_best[i - 1] < s:
+                        row_best[i] = row_best[i - 1]
+                        row_ids[i] = row_ids[i - 1]
+                        i -= 1
+                    row_best[i] = s
+                    row_ids[i] = first + j
+                    threshold = row_best[k - 1]
+
+
+select_tile = _compile(_select_tile)

@@ -17,6 +17,10 @@ Paths, each the best of ``--repeats`` timings: implicit's exact ``recommend`` (a
 path (``ExactIndex`` through ``recommend_all``), Annoy's dot index and angular candidates
 re-ranked by dot at the smallest setting reaching recall@10 >= 0.95 against exact search
 on a sample, and what ``index.backend: auto`` serves (the fastest reaching the target).
+Similar items on the exact path as the pipeline computes them (``similar_all``: items as
+queries, each item excluded from its own list, ``index.metric`` dot and angular), timed on
+the first ``--users`` items as queries (at most the catalog), so that its share of the
+product rate compares with the recommendations' share.
 
 The product rate is the reference every path is compared with: the best of
 ``--repeats`` timings of plain BLAS products ``U_block @ V.T`` (float32, blocks of 256
@@ -50,7 +54,7 @@ from recsys.evaluate import sample_rows, sweep_search_k, sweep_setting
 from recsys.index import AnnoyIndex, ExactIndex, build_annoy_index
 from recsys.index.annoy_index import default_search_ks
 from recsys.index.rerank import RerankIndex, default_candidates
-from recsys.recommend import recommend_all
+from recsys.recommend import exclude_items, recommend_all, search_all
 
 PRODUCT_BLOCK = 256
 """Users per block of the product-rate measurement."""
@@ -180,6 +184,13 @@ def implicit_recommend(users: np.ndarray, items: np.ndarray, seen: sp.csr_matrix
     # implicit's own advice: BLAS at one thread (its top-k runs in its own threads)
     with threadpool_limits(limits=1, user_api="blas"):
         return model.recommend(np.arange(len(users)), seen, N=n, filter_already_liked_items=True)
+
+
+def similar_items(index: ExactIndex, items: np.ndarray, n_queries: int, n: int) -> Any:
+    """Similar items of the first n_queries items as ``similar_all`` computes them (the
+    items as queries, each item excluded from its own list)."""
+    queries = np.arange(n_queries)
+    return search_all(index, items[queries], n, exclude_items(queries, len(items)), items)
 
 
 def movielens_table(ratings: str) -> Any:
@@ -363,6 +374,14 @@ def main() -> None:
         base = best_of(args.repeats, implicit_recommend, users, items, seen, n)
         exact = best_of(args.repeats, recommend_all, ExactIndex(items, "dot"), users, seen, items, n)
         rows = [("implicit recommend", base, 1.0), ("exact path", exact, 1.0)]
+        similar = min(n_users, n_items)
+        for metric in ("dot", "angular"):
+            index = ExactIndex(items, metric)
+            seconds = best_of(args.repeats, similar_items, index, items, similar, n)
+            # scaled to n_users queries: the table compares rates
+            rows.append(
+                (f"similar items, exact path ({metric}, {similar} items)", seconds * n_users / similar, 1.0)
+            )
         if catalog.annoy:
             rows += annoy_rows(catalog, args)
             served = min(rows[1:], key=lambda row: row[1])  # auto: the fastest reaching the target

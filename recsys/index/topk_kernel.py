@@ -20,6 +20,12 @@ def _compile(function):
         return njit(nogil=True)(function)
 
 
+# Scores tested at once against the threshold: a whole group in vector instructions (a
+# fixed count: the compiler unrolls and vectorizes the test), then the rare group holding
+# a score above it scanned one score at a time.
+GROUP = 128
+
+
 def _select_tile(block, first, exclude_ptr, exclude_idx, cursor, best_ids, best):  # pragma: no cover
     """Merge a tile of scores (rows, width) of columns first .. first + width - 1 into
     the running top-k of each row (best_ids, best: best first, -1 / -inf where empty).
@@ -34,7 +40,7 @@ def _select_tile(block, first, exclude_ptr, exclude_idx, cursor, best_ids, best)
     rows, width = block.shape
     k = best.shape[1]
     last = first + width
-    group = 16
+    whole = width - width % GROUP
     for r in range(rows):
         row = block[r]
         p = cursor[r]
@@ -46,15 +52,15 @@ def _select_tile(block, first, exclude_ptr, exclude_idx, cursor, best_ids, best)
         row_best = best[r]
         row_ids = best_ids[r]
         threshold = row_best[k - 1]
-        for g in range(0, width, group):
-            stop = min(g + group, width)
-            # most groups hold no score above the threshold: one comparison per score,
-            # without a branch, then the few groups with one are scanned
-            above = False
-            for j in range(g, stop):
-                above |= row[j] > threshold
-            if not above:
-                continue
+        for g in range(0, width, GROUP):
+            stop = width
+            if g < whole:
+                stop = g + GROUP
+                above = False
+                for j in range(g, g + GROUP):
+                    above |= row[j] > threshold
+                if not above:
+                    continue
             for j in range(g, stop):
                 s = row[j]
                 if s > threshold:

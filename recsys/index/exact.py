@@ -52,16 +52,61 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     top = np.full((rows, k), -np.inf, dtype=np.float32)
     if rows and scores.shape[1]:
         no_exclusions = np.zeros(rows + 1, dtype=np.int64)
-        _kernel()(scores, 0, no_exclusions, no_exclusions[:0], no_exclusions[:rows].copy(), ids, top)
+        select = _selection(scores.size)
+        select(scores, 0, no_exclusions, no_exclusions[:0], no_exclusions[:rows].copy(), ids, top)
     return ids, top
 
 
-def _kernel() -> Callable[..., None]:
-    """The compiled per-tile selection (:mod:`recsys.index.topk_kernel`), imported on the
-    first search: numba is loaded only by the runs that search exactly."""
+# The compiled selection has a fixed cost per process: about 0.5 s to load numba and the
+# kernel from its on-disk cache, about 1.1 s where it is compiled (the first run). A
+# process's first SMALL_WORK scores are selected by a stable sort in numpy instead (about
+# 0.1 s per million scores, the same results); past them, or for a larger search, the
+# compiled kernel serves every search after.
+SMALL_WORK = 2_000_000
+_small = {"work": 0, "compiled": False}
+
+
+def _selection(work: int) -> Callable[..., None]:
+    """The selection for a search of ``work`` scores: :func:`_select_sorted` while the
+    process's small searches add up to at most SMALL_WORK scores, the compiled kernel
+    (:mod:`recsys.index.topk_kernel`, imported then) from the first search past it on."""
+    if not _small["compiled"]:
+        if _small["work"] + work <= SMALL_WORK:
+            _small["work"] += work
+            return _select_sorted
+        _small["compiled"] = True
     from recsys.index.topk_kernel import select_tile
 
     return select_tile
+
+
+def _select_sorted(
+    block: np.ndarray,
+    first: int,
+    pointers: np.ndarray,
+    columns: np.ndarray,
+    cursor: np.ndarray,
+    best_ids: np.ndarray,
+    best: np.ndarray,
+) -> None:
+    """:func:`recsys.index.topk_kernel.select_tile` by a stable sort in numpy (same
+    arguments, same results): the tile's excluded items to -inf, then the running top-k
+    and the tile sorted together, the running top-k first (its columns are lower), so
+    that among equal scores the lower column comes first."""
+    rows, width = block.shape
+    k = best.shape[1]
+    if len(columns):
+        row = np.repeat(np.arange(rows), np.diff(pointers))
+        inside = (columns >= first) & (columns < first + width)
+        block[row[inside], columns[inside] - first] = -np.inf
+    merged = np.concatenate([best, block], axis=1)
+    order = np.argsort(-merged, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(merged, order, axis=1)
+    kept = np.take_along_axis(best_ids, np.minimum(order, k - 1), axis=1)
+    ids = np.where(order < k, kept, first + order - k)
+    empty = ~(top > -np.inf)
+    ids[empty], top[empty] = -1, -np.inf
+    best_ids[:], best[:] = ids, top
 
 
 def _sorted_exclusions(exclude: sp.csr_matrix | None, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +177,7 @@ class ExactIndex(VectorIndex):
         ids = np.empty((len(queries), k), dtype=np.int64)
         scores = np.empty((len(queries), k), dtype=np.float32)
         buffers = threading.local()  # one score buffer per worker thread, reused by its blocks
-        select_tile = _kernel()
+        select_tile = _selection(len(queries) * n_items)
 
         def score_block(start: int) -> None:
             stop = min(start + self.block_rows, len(queries))

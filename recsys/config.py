@@ -201,14 +201,19 @@ class IndexConfig(_Strict):
     """``annoy`` (approximate, memory-mapped index files), ``exact`` (blocked matrix
     product + top-k over the same interface), ``faiss`` or ``hnswlib`` (the ``ann``
     extra: ``pip install 'recsys[ann]'``), another backend of the registry, or
-    ``auto``: per index, the approximate strategy that reaches
-    ``evaluate.target_recall`` fastest, exact search where that is faster (the manifest
-    records the measurements and the reason)."""
+    ``auto``: per index, the approximate strategy reaching ``evaluate.target_recall``
+    whose build + probe + serving of the run's queries takes the least time, exact search
+    where its serving alone takes less (the manifest records the measurements, and the
+    reason the three times)."""
     auto_min_items: int = Field(default=10_000, ge=0)
     """With ``backend: auto``, catalogs of fewer items are served by exact search without
     building or probing an approximate index: below 10,000 items exact search was the
     faster at recall 0.95 in every case measured (64 to 1,024 factors, both metrics;
     docs/speed.md). 0 probes every catalog."""
+    probe_seconds: float = Field(default=60.0, gt=0)
+    """With ``backend: auto``, the seconds each index's probe (the recall/speed sweeps of
+    every strategy) may take: a sweep tries no further setting once they are spent, and
+    strategies not yet swept then are not built. The choice is made among what was measured."""
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     """Seed of every index build (Annoy's ``set_seed``, faiss's k-means, hnswlib's graph;
     0 to 2^31 - 1, Annoy's range); defaults to the config's ``seed``."""

@@ -311,6 +311,16 @@ def sweep_search_k(
     )
 
 
+def exact_baseline(
+    vectors: np.ndarray, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None, metric: str
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Exact search's lists of the queries (ids, scores) and its queries/s."""
+    exact = ExactIndex(vectors, metric)
+    started = time.perf_counter()
+    exact_ids, exact_scores = exact.search(queries, k, exclude=exclude)
+    return exact_ids, exact_scores, len(queries) / max(time.perf_counter() - started, 1e-9)
+
+
 def sweep_setting(
     index_for: Callable[[int], SearchIndex],
     setting: str,
@@ -323,14 +333,18 @@ def sweep_setting(
     stop_when_slower: bool,
     metric: str,
     progress: Callable[[int, int], None] | None = None,
+    baseline: tuple[np.ndarray, np.ndarray, float] | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """:func:`sweep_search_k` over any setting: ``index_for(value)`` gives the index to
     query (asked with ``search_k=value`` when the setting is search_k, else -1).
-    progress: called with (values tried, values) after each value."""
-    exact = ExactIndex(vectors, metric)
-    started = time.perf_counter()
-    exact_ids, exact_scores = exact.search(queries, k, exclude=exclude)
-    exact_qps = len(queries) / max(time.perf_counter() - started, 1e-9)
+    progress: called with (values tried, values) after each value. baseline: exact
+    search's (ids, scores, queries/s) on these queries, where already measured (else
+    measured here). deadline: a ``time.perf_counter()`` after which no further value is
+    tried."""
+    if baseline is None:
+        baseline = exact_baseline(vectors, queries, k, exclude, metric)
+    exact_ids, exact_scores, exact_qps = baseline
     curve, chosen = [], None
     for value in values:
         index = index_for(value)
@@ -346,6 +360,8 @@ def sweep_setting(
             chosen = value
             break
         if stop_when_slower and qps < exact_qps:
+            break
+        if deadline is not None and time.perf_counter() >= deadline:
             break
     return {
         "setting": setting,

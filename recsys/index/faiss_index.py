@@ -42,6 +42,7 @@ from recsys.index.base import (
     search_excluding,
 )
 from recsys.index.exact import VectorIndex, check_query, normalize_rows
+from recsys.threads import blas_limit
 
 TRAIN_POINTS_PER_CELL = 64
 MIN_POINTS_PER_CELL = 39  # faiss warns below this many training points per cell
@@ -156,7 +157,8 @@ class FaissBackend(LibraryBackend):
     package = "faiss-cpu"
 
     def make(self, vectors: np.ndarray, context: BuildContext, settings: FaissSettings) -> Made:
-        """Train and fill the inverted file of one metric (seeded k-means)."""
+        """Train and fill the inverted file of one metric (seeded k-means), on every core:
+        faiss's OpenMP threads (a search may have left them at its own count) and BLAS."""
         import faiss
 
         data = normalize_rows(vectors) if context.metric == "angular" else sphere_items(vectors)
@@ -165,9 +167,13 @@ class FaissBackend(LibraryBackend):
         index = faiss.IndexIVFFlat(quantizer, data.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = context.seed
         index.cp.max_points_per_centroid = settings.train_points_per_cell
-        index.train(data)
-        index.add(data)
-        return index, {"nlist": nlist, "transform": "unit" if context.metric == "angular" else "sphere"}
+        threads = os.cpu_count() or 1
+        faiss.omp_set_num_threads(threads)
+        with blas_limit(threads):
+            index.train(data)
+            index.add(data)
+        params = {"nlist": nlist, "transform": "unit" if context.metric == "angular" else "sphere"}
+        return index, {**params, "build_threads": threads}
 
     def save(self, index: Any, path: Path) -> None:
         import faiss

@@ -5,9 +5,12 @@ served by measurement (:mod:`recsys.index.select`)."""
 from __future__ import annotations
 
 import logging
+import math
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,10 +19,10 @@ from pydantic import TypeAdapter
 
 from recsys import storage
 from recsys.config import PipelineConfig
-from recsys.evaluate import sample_rows, sweep_setting
+from recsys.evaluate import exact_baseline, sample_rows, sweep_setting
 from recsys.index import BACKENDS, BuildContext, Built, IndexEntry, IndexEntryBase, Sweep, get_backend
-from recsys.index.base import Metric
-from recsys.index.select import choose
+from recsys.index.base import Backend, IndexFile, Metric
+from recsys.index.select import Costs, choose
 from recsys.progress import Progress
 from recsys.recommend import exclude_items
 from recsys.stages.results import Indexed
@@ -28,6 +31,14 @@ from recsys.storage import RunLayout
 log = logging.getLogger(__name__)
 
 _ENTRIES = TypeAdapter(dict[str, IndexEntry])
+
+MIN_PROBE_QUERIES = 200
+"""``auto`` probes on a tenth of the queries a run serves, at least this many (and never
+more than ``evaluate.tune_queries`` nor than the run serves)."""
+ESTIMATE_ITEMS = 20_000
+"""``auto`` times a build on this many items before building over a catalog of more than
+four times as many, and builds nothing whose estimated build alone costs more than exact
+search's serving of the run."""
 
 
 def parse_indices(indices: Indexed | Mapping[str, Any]) -> dict[str, IndexEntryBase]:
@@ -50,12 +61,33 @@ def list_k(config: PipelineConfig, metric: str) -> int:
     return min(max(config.evaluate.ks), top_n)
 
 
+def served_queries(run: RunLayout, config: PipelineConfig, model: str, metric: str, n_items: int) -> int:
+    """The queries a run asks an index: every user where it serves recommendations,
+    every item where it serves similar items (both where one metric serves both)."""
+    served = n_items if metric == config.similar_items.metric else 0
+    if metric == config.recommend.metric and run.user_factors(model).exists():
+        served += len(storage.read_array(run.user_factors(model), mmap=True))
+    return served
+
+
+def probe_size(config: PipelineConfig, served: int) -> int:
+    """Queries ``auto`` probes an index on: a tenth of those the run serves, at least
+    :data:`MIN_PROBE_QUERIES`, at most ``evaluate.tune_queries`` and what the run serves."""
+    return max(1, min(config.evaluate.tune_queries, served, max(MIN_PROBE_QUERIES, served // 10)))
+
+
 def _tuning_queries(
-    run: RunLayout, config: PipelineConfig, model: str, metric: str, item_factors: np.ndarray
+    run: RunLayout,
+    config: PipelineConfig,
+    model: str,
+    metric: str,
+    item_factors: np.ndarray,
+    size: int | None = None,
 ) -> tuple[np.ndarray, sp.csr_matrix]:
     """Sampled queries as the index will serve them: users with their seen items excluded
-    for the recommendations index, items with themselves excluded for similar items."""
-    size = config.evaluate.tune_queries
+    for the recommendations index, items with themselves excluded for similar items
+    (``size`` of them, else ``evaluate.tune_queries``)."""
+    size = size if size is not None else config.evaluate.tune_queries
     if metric == config.recommend.metric:
         interactions = storage.read_interactions(run.data_dir)
         users = sample_rows(interactions.n_users, size, config.seed + 2)
@@ -115,55 +147,153 @@ def _index_entry(
         built=built,
     )
     k = list_k(config, metric)
+    if backend == "auto":
+        return _auto_entry(run, config, model, context, k)
     strategies = _strategies(config, context, k)
     files = {name: file for made in strategies for name, file in made.files.items()}
     if not strategies:
         return _entry("exact", metric, f"no {backend} backend serves the {metric} index")
     first = strategies[0]
-    if first.configured is not None and backend != "auto":
+    if first.configured is not None:
         chosen = get_backend(first.backend).serve(first, first.configured)
         return _entry(
             first.backend, metric, f"{first.setting} set in the config", files=files, **first.fields, **chosen
         )
-    sweeps = _sweeps(run, config, model, metric, item_factors, strategies, k)
+    queries, exclude = _tuning_queries(run, config, model, metric, item_factors)
+    sweeps = _sweeps(config, model, metric, item_factors, strategies, k, queries, exclude)
     chosen = choose(list(sweeps.items()), backend, config.evaluate.target_recall, k)
     served = next((made for made in strategies if made.backend == chosen["backend"]), None)
     fields = served.fields if served is not None else {}
     return _entry(metric=metric, files=files, tuning=sweeps, **fields, **chosen)
 
 
-def _strategies(config: PipelineConfig, context: BuildContext, k: int) -> list[Built]:
+def _auto_entry(
+    run: RunLayout, config: PipelineConfig, model: str, context: BuildContext, k: int
+) -> IndexEntryBase:
+    """``auto``: exact search timed on a probe sample sized to the run, then each
+    strategy whose build is worth trying built and swept within ``index.probe_seconds``,
+    and the least whole cost chosen (:func:`recsys.index.select.choose_by_cost`)."""
+    metric, item_factors = context.metric, context.item_factors
+    served = served_queries(run, config, model, metric, len(item_factors))
+    queries, exclude = _tuning_queries(run, config, model, metric, item_factors, probe_size(config, served))
+    baseline = exact_baseline(item_factors, queries, k, exclude, metric)
+    costs = Costs(served=served, exact_queries_per_second=baseline[2])
+    deadline = time.perf_counter() + config.index.probe_seconds
+    strategies = _strategies(config, context, k, costs, deadline)
+    files = {name: file for made in strategies for name, file in made.files.items()}
+    sweeps = _sweeps(
+        config, model, metric, item_factors, strategies, k, queries, exclude, baseline, deadline, costs
+    )
+    chosen = choose(list(sweeps.items()), "auto", config.evaluate.target_recall, k, costs)
+    served_by = next((made for made in strategies if made.backend == chosen["backend"]), None)
+    fields = served_by.fields if served_by is not None else {}
+    tuning = {"tuning": sweeps} if sweeps else {}
+    return _entry(metric=metric, files=files, **tuning, **fields, **chosen)
+
+
+def _files_seconds(made: Built) -> float:
+    """Build seconds of the files a strategy serves from (its own, or those it reads)."""
+    records = [*made.files.values(), *(v for v in made.fields.values() if isinstance(v, IndexFile))]
+    return sum(record.build_seconds for record in records)
+
+
+def estimate_build(candidate: Backend, context: BuildContext, k: int) -> float | None:
+    """Seconds a build over the whole catalog is expected to take, from a timed build
+    over :data:`ESTIMATE_ITEMS` items (scaled by n log n); None for a catalog too small
+    to be worth the estimate or a backend that builds nothing of its own."""
+    n_items = len(context.item_factors)
+    if n_items <= 4 * ESTIMATE_ITEMS:
+        return None
+    sample = np.asarray(context.item_factors[sample_rows(n_items, ESTIMATE_ITEMS, context.seed)])
+    with tempfile.TemporaryDirectory(prefix="recsys-estimate-") as tmp:
+        trial = replace(
+            context,
+            item_factors=sample,
+            path_for=lambda suffix: Path(tmp) / f"estimate.{suffix}",
+            relative=lambda path: Path(path).name,
+            built={},
+            progress=None,
+        )
+        started = time.perf_counter()
+        made = candidate.build(trial, k)
+        seconds = time.perf_counter() - started
+    if made is None:
+        return None
+    return seconds * (n_items / ESTIMATE_ITEMS) * math.log(n_items) / math.log(ESTIMATE_ITEMS)
+
+
+def _strategies(
+    config: PipelineConfig,
+    context: BuildContext,
+    k: int,
+    costs: Costs | None = None,
+    deadline: float | None = None,
+) -> list[Built]:
     """What each approximate backend of ``index.backend`` built for this index (with its
-    own settings), in the registry's order."""
+    own settings), in the registry's order. With ``costs`` (``auto``), a backend whose
+    estimated build alone costs more than exact search's serving is not built, nor any
+    once the ``deadline`` has passed; the build seconds are recorded in ``costs``."""
     made_here = []
     for candidate in BACKENDS.values():
         if not candidate.approximate or not candidate.supports(context.metric):
             continue
         if config.index.backend not in ("auto", candidate.family):
             continue
+        settings = config.index.settings(candidate.family)
+        if costs is not None:
+            if deadline is not None and time.perf_counter() >= deadline:
+                log.info(
+                    "%s: %s index: index.probe_seconds spent, %s not built",
+                    context.model,
+                    context.metric,
+                    candidate.name,
+                )
+                continue
+            exact_serve = costs.serve(costs.exact_queries_per_second)
+            estimate = estimate_build(candidate, replace(context, settings=settings), k)
+            if estimate is not None and estimate > exact_serve:
+                log.info(
+                    "%s: %s index: %s not built (estimated build %.1f s > exact search's serving %.1f s)",
+                    context.model,
+                    context.metric,
+                    candidate.name,
+                    estimate,
+                    exact_serve,
+                )
+                continue
         with Progress(log, f"{context.model}: {context.metric} index", "items") as progress:
             progress.phase(f"{candidate.name} build", len(context.item_factors))
-            settings = config.index.settings(candidate.family)
             made = candidate.build(replace(context, settings=settings, progress=progress), k)
         if made is not None:
             context.built[(candidate.name, context.metric)] = made
             made_here.append(made)
+            if costs is not None:
+                costs.build[made.backend] = round(_files_seconds(made), 3)
     return made_here
 
 
 def _sweeps(
-    run: RunLayout,
     config: PipelineConfig,
     model: str,
     metric: Metric,
     item_factors: np.ndarray,
     strategies: list[Built],
     k: int,
+    queries: np.ndarray,
+    exclude: sp.csr_matrix,
+    baseline: tuple[np.ndarray, np.ndarray, float] | None = None,
+    deadline: float | None = None,
+    costs: Costs | None = None,
 ) -> dict[str, Sweep]:
-    """Recall and speed of each strategy over the values of its setting, on sampled queries."""
-    queries, exclude = _tuning_queries(run, config, model, metric, item_factors)
+    """Recall and speed of each strategy over the values of its setting, on sampled
+    queries; none swept once the ``deadline`` has passed, the probe seconds of each
+    recorded in ``costs``."""
     sweeps = {}
     for made in strategies:
+        if deadline is not None and time.perf_counter() >= deadline:
+            log.info("%s: %s index: index.probe_seconds spent, %s not probed", model, metric, made.backend)
+            continue
+        started = time.perf_counter()
         with Progress(log, f"{model}: {metric} index", "settings") as progress:
             progress.phase(f"{made.backend} probe of {made.setting}", len(made.values))
             sweep = sweep_setting(
@@ -178,6 +308,10 @@ def _sweeps(
                 config.index.backend == "auto",
                 metric,
                 progress=progress,
+                baseline=baseline,
+                deadline=deadline,
             )
+        if costs is not None:
+            costs.probe[made.backend] = round(time.perf_counter() - started, 3)
         sweeps[made.backend] = Sweep.model_validate(sweep)
     return sweeps

@@ -160,7 +160,7 @@ def test_top_level_annoy_keys_are_the_annoy_section():
     [
         (
             {"anoy": {"n_trees": 5}},
-            "unknown key 'index.anoy' (index keys: backend, auto_min_items, seed, annoy, ",
+            "unknown key 'index.anoy' (index keys: backend, auto_min_items, probe_seconds, seed, annoy, ",
         ),
         ({"annoy": {"n_tres": 5}}, "unknown key 'index.annoy.n_tres' (index.annoy keys: n_trees, search_k)"),
         ({"hnswlib": {"M": 1}}, "index.hnswlib.M: Input should be greater than or equal to 2, found 1"),

@@ -36,9 +36,11 @@ MIN_PROBE_QUERIES = 200
 """``auto`` probes on a tenth of the queries a run serves, at least this many (and never
 more than ``evaluate.tune_queries`` nor than the run serves)."""
 ESTIMATE_ITEMS = 20_000
-"""``auto`` times a build on this many items before building over a catalog of more than
-four times as many, and builds nothing whose estimated build alone costs more than exact
-search's serving of the run."""
+MIN_ESTIMATE_ITEMS = 1_000
+"""``auto`` times a build on an eighth of the catalog (at most ``ESTIMATE_ITEMS`` items;
+none where that is under ``MIN_ESTIMATE_ITEMS``) before building over all of it, and
+builds nothing whose estimated build alone costs more than the least whole cost found
+so far (exact search's serving of the run at first)."""
 
 
 def parse_indices(indices: Indexed | Mapping[str, Any]) -> dict[str, IndexEntryBase]:
@@ -170,20 +172,46 @@ def _index_entry(
 def _auto_entry(
     run: RunLayout, config: PipelineConfig, model: str, context: BuildContext, k: int
 ) -> IndexEntryBase:
-    """``auto``: exact search timed on a probe sample sized to the run, then each
-    strategy whose build is worth trying built and swept within ``index.probe_seconds``,
-    and the least whole cost chosen (:func:`recsys.index.select.choose_by_cost`)."""
+    """``auto``: exact search timed on a probe sample sized to the run, then each strategy
+    in the registry's order built and swept within ``index.probe_seconds`` unless its
+    estimated build alone costs more than the least whole cost found so far (exact
+    search's serving at first), and the least whole cost chosen
+    (:func:`recsys.index.select.choose_by_cost`)."""
     metric, item_factors = context.metric, context.item_factors
     served = served_queries(run, config, model, metric, len(item_factors))
     queries, exclude = _tuning_queries(run, config, model, metric, item_factors, probe_size(config, served))
     baseline = exact_baseline(item_factors, queries, k, exclude, metric)
     costs = Costs(served=served, exact_queries_per_second=baseline[2])
     deadline = time.perf_counter() + config.index.probe_seconds
-    strategies = _strategies(config, context, k, costs, deadline)
+    bar = costs.serve(costs.exact_queries_per_second)
+    strategies: list[Built] = []
+    sweeps: dict[str, Sweep] = {}
+    for candidate in _candidates(config, metric):
+        if time.perf_counter() >= deadline:
+            log.info("%s: %s index: index.probe_seconds spent, %s not built", model, metric, candidate.name)
+            continue
+        settings = config.index.settings(candidate.family)
+        estimate = estimate_build(candidate, replace(context, settings=settings), k)
+        if estimate is not None and estimate > bar:
+            log.info(
+                "%s: %s index: %s not built (estimated build %.1f s > %.1f s, the least whole cost so far)",
+                *(model, metric, candidate.name, estimate, bar),
+            )
+            continue
+        made = _build(context, candidate, settings, k)
+        if made is None:
+            continue
+        strategies.append(made)
+        costs.build[made.backend] = round(_files_seconds(made), 3)
+        sweeps.update(
+            _sweeps(
+                config, model, metric, item_factors, [made], k, queries, exclude, baseline, deadline, costs
+            )
+        )
+        swept = sweeps.get(made.backend)
+        if swept is not None and swept.chosen is not None:
+            bar = min(bar, costs.total(made.backend, swept.point(swept.chosen)["queries_per_second"]))
     files = {name: file for made in strategies for name, file in made.files.items()}
-    sweeps = _sweeps(
-        config, model, metric, item_factors, strategies, k, queries, exclude, baseline, deadline, costs
-    )
     chosen = choose(list(sweeps.items()), "auto", config.evaluate.target_recall, k, costs)
     served_by = next((made for made in strategies if made.backend == chosen["backend"]), None)
     fields = served_by.fields if served_by is not None else {}
@@ -199,12 +227,14 @@ def _files_seconds(made: Built) -> float:
 
 def estimate_build(candidate: Backend, context: BuildContext, k: int) -> float | None:
     """Seconds a build over the whole catalog is expected to take, from a timed build
-    over :data:`ESTIMATE_ITEMS` items (scaled by n log n); None for a catalog too small
-    to be worth the estimate or a backend that builds nothing of its own."""
+    over an eighth of it (at most :data:`ESTIMATE_ITEMS` items, scaled by n log n); None
+    for a catalog too small to be worth the estimate or a backend that builds nothing
+    of its own."""
     n_items = len(context.item_factors)
-    if n_items <= 4 * ESTIMATE_ITEMS:
+    size = min(ESTIMATE_ITEMS, n_items // 8)
+    if size < MIN_ESTIMATE_ITEMS:
         return None
-    sample = np.asarray(context.item_factors[sample_rows(n_items, ESTIMATE_ITEMS, context.seed)])
+    sample = np.asarray(context.item_factors[sample_rows(n_items, size, context.seed)])
     with tempfile.TemporaryDirectory(prefix="recsys-estimate-") as tmp:
         trial = replace(
             context,
@@ -219,56 +249,38 @@ def estimate_build(candidate: Backend, context: BuildContext, k: int) -> float |
         seconds = time.perf_counter() - started
     if made is None:
         return None
-    return seconds * (n_items / ESTIMATE_ITEMS) * math.log(n_items) / math.log(ESTIMATE_ITEMS)
+    return seconds * (n_items / size) * math.log(n_items) / math.log(size)
 
 
-def _strategies(
-    config: PipelineConfig,
-    context: BuildContext,
-    k: int,
-    costs: Costs | None = None,
-    deadline: float | None = None,
-) -> list[Built]:
+def _candidates(config: PipelineConfig, metric: str) -> list[Backend]:
+    """The approximate backends of ``index.backend`` serving ``metric``, in the registry's order."""
+    return [
+        candidate
+        for candidate in BACKENDS.values()
+        if candidate.approximate
+        and candidate.supports(metric)
+        and config.index.backend in ("auto", candidate.family)
+    ]
+
+
+def _build(context: BuildContext, candidate: Backend, settings: Any, k: int) -> Built | None:
+    """One backend's build of this index (recorded in ``context.built``), or None."""
+    with Progress(log, f"{context.model}: {context.metric} index", "items") as progress:
+        progress.phase(f"{candidate.name} build", len(context.item_factors))
+        made = candidate.build(replace(context, settings=settings, progress=progress), k)
+    if made is not None:
+        context.built[(candidate.name, context.metric)] = made
+    return made
+
+
+def _strategies(config: PipelineConfig, context: BuildContext, k: int) -> list[Built]:
     """What each approximate backend of ``index.backend`` built for this index (with its
-    own settings), in the registry's order. With ``costs`` (``auto``), a backend whose
-    estimated build alone costs more than exact search's serving is not built, nor any
-    once the ``deadline`` has passed; the build seconds are recorded in ``costs``."""
+    own settings), in the registry's order."""
     made_here = []
-    for candidate in BACKENDS.values():
-        if not candidate.approximate or not candidate.supports(context.metric):
-            continue
-        if config.index.backend not in ("auto", candidate.family):
-            continue
-        settings = config.index.settings(candidate.family)
-        if costs is not None:
-            if deadline is not None and time.perf_counter() >= deadline:
-                log.info(
-                    "%s: %s index: index.probe_seconds spent, %s not built",
-                    context.model,
-                    context.metric,
-                    candidate.name,
-                )
-                continue
-            exact_serve = costs.serve(costs.exact_queries_per_second)
-            estimate = estimate_build(candidate, replace(context, settings=settings), k)
-            if estimate is not None and estimate > exact_serve:
-                log.info(
-                    "%s: %s index: %s not built (estimated build %.1f s > exact search's serving %.1f s)",
-                    context.model,
-                    context.metric,
-                    candidate.name,
-                    estimate,
-                    exact_serve,
-                )
-                continue
-        with Progress(log, f"{context.model}: {context.metric} index", "items") as progress:
-            progress.phase(f"{candidate.name} build", len(context.item_factors))
-            made = candidate.build(replace(context, settings=settings, progress=progress), k)
+    for candidate in _candidates(config, context.metric):
+        made = _build(context, candidate, config.index.settings(candidate.family), k)
         if made is not None:
-            context.built[(candidate.name, context.metric)] = made
             made_here.append(made)
-            if costs is not None:
-                costs.build[made.backend] = round(_files_seconds(made), 3)
     return made_here
 
 

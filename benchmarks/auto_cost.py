@@ -80,8 +80,8 @@ def main() -> None:
             rows.append(measure(frame, backend, args, Path(tmp)))
             row = rows[-1]
             print(
-                f"{backend}: build {row['build']:.1f} s, probe {row['probe']:.1f} s, serve {row['serve']:.1f} s, "
-                f"total {row['total']:.1f} s ({row['served_by']})",
+                f"{backend}: build {row['build']:.1f} s, probe {row['probe']:.1f} s, "
+                f"serve {row['serve']:.1f} s, total {row['total']:.1f} s ({row['served_by']})",
                 flush=True,
             )
     exact = next((row["total"] for row in rows if row["backend"] == "exact"), None)

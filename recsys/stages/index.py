@@ -173,7 +173,8 @@ def _auto_entry(
     run: RunLayout, config: PipelineConfig, model: str, context: BuildContext, k: int
 ) -> IndexEntryBase:
     """``auto``: exact search timed on a probe sample sized to the run, then each strategy
-    in the registry's order built and swept within ``index.probe_seconds`` unless its
+    in the order of its estimated build (those without an estimate first, in the
+    registry's order) built and swept within ``index.probe_seconds`` unless its
     estimated build alone costs more than the least whole cost found so far (exact
     search's serving at first), and the least whole cost chosen
     (:func:`recsys.index.select.choose_by_cost`)."""
@@ -186,13 +187,16 @@ def _auto_entry(
     bar = costs.serve(costs.exact_queries_per_second)
     strategies: list[Built] = []
     sweeps: dict[str, Sweep] = {}
-    for candidate in _candidates(config, metric):
+    estimated = []
+    for order, candidate in enumerate(_candidates(config, metric)):
+        settings = config.index.settings(candidate.family)
+        estimate = estimate_build(candidate, replace(context, settings=settings), k)
+        estimated.append((estimate if estimate is not None else -1.0, order, candidate, settings))
+    for estimate, _order, candidate, settings in sorted(estimated, key=lambda e: e[:2]):
         if time.perf_counter() >= deadline:
             log.info("%s: %s index: index.probe_seconds spent, %s not built", model, metric, candidate.name)
             continue
-        settings = config.index.settings(candidate.family)
-        estimate = estimate_build(candidate, replace(context, settings=settings), k)
-        if estimate is not None and estimate > bar:
+        if estimate > bar:
             log.info(
                 "%s: %s index: %s not built (estimated build %.1f s > %.1f s, the least whole cost so far)",
                 *(model, metric, candidate.name, estimate, bar),

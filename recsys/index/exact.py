@@ -80,6 +80,20 @@ def _selection(work: int) -> Callable[..., None]:
     return select_tile
 
 
+def warm_selection(work: int) -> None:
+    """Load the selection a search of ``work`` scores will use (numba and the compiled
+    kernel, on one score) without counting it, so that a timed search measures the search
+    and not the process's one-time load: exact search's baseline in ``auto``'s probe."""
+    if _small["compiled"] or _small["work"] + work > SMALL_WORK:
+        _small["compiled"] = True
+        from recsys.index.topk_kernel import select_tile
+
+        pointers = np.zeros(2, dtype=np.int64)
+        ids, top = np.full((1, 1), -1, dtype=np.int64), np.full((1, 1), -np.inf, dtype=np.float32)
+        tile = np.zeros((1, 1), dtype=np.float32)
+        select_tile(tile, 0, pointers, pointers[:0], pointers[:1].copy(), ids, top)
+
+
 def _select_sorted(
     block: np.ndarray,
     first: int,

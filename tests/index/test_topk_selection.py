@@ -167,3 +167,21 @@ def test_exact_search_with_fewer_items_left_than_k(path):
     np.testing.assert_array_equal(ids, [[4, 5, -1, -1], [-1, -1, -1, -1], [0, 1, 2, 3]])
     np.testing.assert_array_equal(top[0], [1, 1, -np.inf, -np.inf])
     assert (top[1] == -np.inf).all()
+
+
+def test_warming_loads_the_kernel_only_for_a_search_that_will_use_it():
+    """auto's baseline times exact search after warm_selection: a small search stays on
+    numpy (numba not loaded), a large one has the kernel loaded before the clock starts."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from recsys.index.exact import warm_selection\n"
+        "warm_selection(1000)\n"
+        "print('numba' in sys.modules)\n"
+        "warm_selection(10**9)\n"
+        "print('numba' in sys.modules, 'recsys.index.topk_kernel' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True", "True"]

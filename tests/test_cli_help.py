@@ -52,3 +52,12 @@ def test_user_items_help_names_the_types_that_fold_in():
     assert "ALS models" not in text
     for name in folding:
         assert name in text.split("--user-items")[2].split("--fallback")[0]
+
+
+def test_parser_names_match_the_registries():
+    from recsys.cli import parser
+    from recsys.storage.importers import FORMATS, WEIGHTINGS
+
+    assert tuple(n for n, t in MODEL_TYPES.items() if t.folds_in) == parser.FOLD_IN_TYPES
+    assert parser.IMPORT_FORMATS == FORMATS
+    assert parser.IMPORT_WEIGHTINGS == WEIGHTINGS

@@ -20,14 +20,28 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from recsys.cli.formats import baseline_ranking, run_summary
-from recsys.cli.guard import RunGuard
-from recsys.cli.lookups import compare_runs
 from recsys.cli.parser import build_parser
 from recsys.errors import RecsysError
 
 __all__ = ["RunGuard", "baseline_ranking", "build_parser", "compare_runs", "main", "run_summary"]
+
+# imported on first use: `recsys --version` and `--help` load none of their libraries
+_LAZY = {
+    "RunGuard": "recsys.cli.guard",
+    "baseline_ranking": "recsys.cli.formats",
+    "compare_runs": "recsys.cli.lookups",
+    "run_summary": "recsys.cli.formats",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

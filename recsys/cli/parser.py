@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import argparse
-from typing import TypeAlias
+import importlib
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 from recsys import __version__
-from recsys.cli.inputs import cmd_generate, cmd_import
-from recsys.cli.lookups import cmd_recommend, cmd_runs, cmd_similar
-from recsys.cli.run import cmd_deploy, cmd_promote, cmd_run, cmd_tune
 
 DEFAULT_OUTPUT = "data/outputs"
+
+
+def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], Any]:
+    """A command's function, imported when it is called: parsing the command line (and
+    ``--help`` and ``--version``) imports none of the libraries the commands use."""
+
+    def command(args: argparse.Namespace) -> Any:
+        return getattr(importlib.import_module(f"recsys.cli.{module}"), name)(args)
+
+    command.__name__ = command.__qualname__ = name
+    return command
+
+
+cmd_generate = _lazy("inputs", "cmd_generate")
+cmd_import = _lazy("inputs", "cmd_import")
+cmd_recommend = _lazy("lookups", "cmd_recommend")
+cmd_runs = _lazy("lookups", "cmd_runs")
+cmd_similar = _lazy("lookups", "cmd_similar")
+cmd_deploy = _lazy("run", "cmd_deploy")
+cmd_promote = _lazy("run", "cmd_promote")
+cmd_run = _lazy("run", "cmd_run")
+cmd_tune = _lazy("run", "cmd_tune")
 
 
 def _positive_int(text: str) -> int:
@@ -50,11 +71,16 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+# The registries' names, here so that building the parser imports none of the libraries
+# (numpy, pandas, the models); tests/test_cli_help.py checks them against the registries.
+FOLD_IN_TYPES = ("als", "spectral", "popular", "blend")  # recsys.models.MODEL_TYPES that fold users in
+IMPORT_FORMATS = ("movielens-100k", "movielens-1m", "movielens", "lastfm-hetrec", "lastfm-360k", "table")
+IMPORT_WEIGHTINGS = ("none", "binary", "log", "bm25", "tfidf")  # recsys.storage.importers
+
+
 def _fold_in_types() -> str:
     """The registered model types that fold new users in (those that define ``fold_in``)."""
-    from recsys.models import MODEL_TYPES
-
-    names = [name for name, t in MODEL_TYPES.items() if t.folds_in]
+    names = list(FOLD_IN_TYPES)
     return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
 
 
@@ -272,15 +298,13 @@ def _add_tune(sub: Subcommands) -> None:
 
 
 def _add_import(sub: Subcommands) -> None:
-    from recsys.storage.importers import FORMATS, WEIGHTINGS
-
     importer = _command(sub, "import", "convert a public data set or any table into the input format")
-    importer.add_argument("format", choices=FORMATS, help="source format")
+    importer.add_argument("format", choices=IMPORT_FORMATS, help="source format")
     importer.add_argument("input", help="source file (u.data, ratings.dat, ratings.csv, ...)")
     importer.add_argument("--output", required=True, help="parquet (or .csv) to write")
     importer.add_argument("--map", help="for format 'table': user=COL,item=COL[,weight=COL][,timestamp=COL]")
     importer.add_argument("--min-rating", type=float, help="keep ratings >= this (explicit -> implicit)")
-    importer.add_argument("--weighting", choices=WEIGHTINGS, default="none", help="reweight")
+    importer.add_argument("--weighting", choices=IMPORT_WEIGHTINGS, default="none", help="reweight")
     importer.add_argument("--force", action="store_true", help=FORCE_HELP)
     importer.set_defaults(func=cmd_import)
 

@@ -6,7 +6,11 @@ of the command, best of ``--repeats``):
   against a running Prefect server;
 - time to the first error: the same command with an input table that does not exist, and
   with one that lacks a column (both refused before Prefect is imported);
-- Python, the CLI and Prefect alone: ``recsys --version`` and ``import flows.pipeline``;
+- Python, the CLI and Prefect alone: ``recsys --version``, ``recsys --help`` (neither
+  imports Prefect, numpy or pandas) and ``import flows.pipeline``;
+- with ``--sizes``: the overhead of a run with one ALS model (wall time beyond fit, index
+  build and scoring) as a share of its wall time on generated tables of each size (users
+  x items), with the manifest's per-stage split (:mod:`benchmarks.pipeline`);
 - the demo through ``recsys.cli.main`` without the console script, where Prefect starts
   its temporary API itself at the flow's first call (Prefect's own behaviour, for
   comparison).
@@ -14,7 +18,7 @@ of the command, best of ``--repeats``):
 Prefect's database (PREFECT_HOME) is created once before the timings, as ``make setup``
 does, so no run pays its migrations.
 
-    python -m benchmarks.fixed_cost [--repeats 3]
+    python -m benchmarks.fixed_cost [--repeats 3] [--sizes 40000x20000,200000x50000]
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.pipeline import create_prefect_database, prefect_server
+from benchmarks.pipeline import WORK, create_prefect_database, prefect_server
+from benchmarks.pipeline import run as pipeline_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -53,6 +58,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--sizes", default="", help="users x items of the timed ALS runs, e.g. 40000x20000,200000x50000"
+    )
     args = parser.parse_args()
     sample = ROOT / "data" / "sample" / "interactions.parquet"
     if not sample.exists():
@@ -64,10 +72,15 @@ def main() -> None:
         create_prefect_database(env)
         broken = root / "no-item.csv"
         pd.read_parquet(sample).drop(columns=["item_id"]).head(1000).to_csv(broken, index=False)
+        nan_weight = root / "nan-weight.parquet"
+        with_nan = pd.read_parquet(sample)
+        with_nan.loc[with_nan.index[-1], "weight"] = float("nan")
+        with_nan.to_parquet(nan_weight)
         recsys = str(BIN / "recsys")
         demo = [recsys, "run", "--config", "configs/demo.yaml", "--output", str(root / "out")]
         rows = [
             ("`recsys --version` (Python and the CLI)", best([recsys, "--version"], env, args.repeats)),
+            ("`recsys --help`", best([recsys, "--help"], env, args.repeats)),
             (
                 "`import flows.pipeline` (Prefect and the flow)",
                 best([sys.executable, "-c", "import flows.pipeline"], env, args.repeats),
@@ -79,6 +92,10 @@ def main() -> None:
             (
                 "first error: input without an item_id column",
                 best([*demo, "--interactions", str(broken)], env, args.repeats, 2),
+            ),
+            (
+                "first error: a NaN weight in the last row",
+                best([*demo, "--interactions", str(nan_weight)], env, args.repeats, 2),
             ),
             ("demo run, temporary API", best(demo, env, args.repeats)),
             (
@@ -106,6 +123,43 @@ def main() -> None:
     print("| what | seconds |\n|---|---|")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.2f} |")
+    sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",") if size]
+    if sizes:
+        overheads()
+    for users, items in sizes:
+        overhead(users, items)
+
+
+def overheads() -> None:
+    print(
+        "\n| table | wall s | prepare | fit | index | recommend | similar_items | evaluate "
+        "| overhead s | overhead |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+
+
+def overhead(users: int, items: int) -> None:
+    """One `recsys run` of one ALS model on a generated table of ``users`` x ``items``."""
+    from recsys.data import generate_interactions
+
+    config = {
+        "models": [{"name": "als", "type": "als", "params": {"factors": 64, "iterations": 15}}],
+        "recommend": {"top_n": 20},
+        "similar_items": {"top_n": 20},
+        "evaluate": {"k": [10, 20]},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        table = root / "interactions.parquet"
+        generate_interactions(users, items, n_clusters=50, mean_items_per_user=30.0).to_parquet(table)
+        result = pipeline_run(root, "local", config, table)
+    t = result["timings"]
+    spent = result["wall"] - sum(t.get(stage, 0.0) for stage in WORK)
+    print(
+        f"| {users} x {items} | {result['wall']:.1f} | {result['prepare']:.1f} | {t['fit']:.1f} | "
+        f"{t['index']:.1f} | {t['recommend']:.1f} | {t['similar_items']:.1f} | {t['evaluate']:.1f} | "
+        f"{spent:.1f} | {spent / result['wall']:.0%} |"
+    )
 
 
 if __name__ == "__main__":

@@ -249,8 +249,9 @@ def test_search_excluding_asks_for_k_plus_the_excluded_count():
 
 def test_auto_serves_a_library_backend_where_it_wins(tmp_path):
     """A run of 60k clustered item vectors and 600 users (inner product for both lists):
-    auto builds Annoy, faiss and hnswlib, sweeps each, serves the fastest reaching the
-    target (a library backend, faster than exact search here) and records its file."""
+    auto builds and sweeps the strategies whose estimated build is below the least whole
+    cost found so far, serves the cheapest reaching the target (a library backend, cheaper
+    than exact search here) and records the files it built."""
     import recsys
     from recsys.stages.runner import run_local
 
@@ -277,12 +278,13 @@ def test_auto_serves_a_library_backend_where_it_wins(tmp_path):
     run_local(parse_config(config), None, tmp_path / "out", run_id="r")
     run = recsys.open_run(tmp_path / "out", "r")
     entry = run.manifest.models["vec"].indices["dot"]
-    assert set(entry.tuning) >= {"annoy", "faiss", "hnswlib"}
     assert entry.backend in LIBRARIES, entry.reason
+    assert entry.backend in entry.tuning and f"{entry.backend}: build " in entry.reason
     sweep = entry.tuning[entry.backend]
     assert sweep.point(sweep.chosen)["recall_at_k"] >= 0.95
     assert sweep.point(sweep.chosen)["queries_per_second"] > sweep.exact_queries_per_second
-    for name in LIBRARIES:  # both files published and checksummed, whichever serves
+    built = [name for name in LIBRARIES if name in entry.tuning]
+    for name in built:  # every file built is published and checksummed, whichever serves
         recorded = entry.files[name]
         assert storage.file_sha256(run.file(recorded.path)) == recorded.sha256
     published = run.recommendations("vec")

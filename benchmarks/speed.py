@@ -245,7 +245,8 @@ def stage_seconds(
             for _ in stages.score_blocks(stages.open_job_index(run, job), job):
                 pass
 
-        whole = best_of(repeats, stages.ranked_stage, run, spec, "als", indexed)
+        part_rows = config.task_runner.shard_rows
+        whole = best_of(repeats, stages.ranked_stage, run, spec, "als", indexed, part_rows)
         return whole, best_of(repeats, scoring)
 
 

@@ -10,6 +10,7 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -277,12 +278,14 @@ def read_table(path: str | Path) -> tuple[InteractionTable, dict[str, Any]]:
     return clean_table(frame, source=str(path)), fingerprint
 
 
+@dataclass(frozen=True, eq=False)
 class TableFacts:
     """What the preflight needs of a validated table: the ids' kinds and the distinct
     items of positive weight (external ids, unsorted)."""
 
-    def __init__(self, user_kind: IdKind, item_kind: IdKind, items: np.ndarray):
-        self.user_kind, self.item_kind, self.items = user_kind, item_kind, items
+    user_kind: IdKind
+    item_kind: IdKind
+    items: np.ndarray
 
     @classmethod
     def of(cls, table: InteractionTable) -> TableFacts:

@@ -66,15 +66,21 @@ SMALL_WORK = 2_000_000
 _small = {"work": 0, "compiled": False}
 
 
+def _compiled_for(work: int) -> bool:
+    """Whether a search of ``work`` scores is selected by the compiled kernel: once the
+    process's small searches would pass SMALL_WORK, for this search and every one after."""
+    if not _small["compiled"] and _small["work"] + work > SMALL_WORK:
+        _small["compiled"] = True
+    return _small["compiled"]
+
+
 def _selection(work: int) -> Callable[..., None]:
     """The selection for a search of ``work`` scores: :func:`_select_sorted` while the
     process's small searches add up to at most SMALL_WORK scores, the compiled kernel
     (:mod:`recsys.index.topk_kernel`, imported then) from the first search past it on."""
-    if not _small["compiled"]:
-        if _small["work"] + work <= SMALL_WORK:
-            _small["work"] += work
-            return _select_sorted
-        _small["compiled"] = True
+    if not _compiled_for(work):
+        _small["work"] += work
+        return _select_sorted
     from recsys.index.topk_kernel import select_tile
 
     return select_tile
@@ -84,8 +90,7 @@ def warm_selection(work: int) -> None:
     """Load the selection a search of ``work`` scores will use (numba and the compiled
     kernel, on one score) without counting it, so that a timed search measures the search
     and not the process's one-time load: exact search's baseline in ``auto``'s probe."""
-    if _small["compiled"] or _small["work"] + work > SMALL_WORK:
-        _small["compiled"] = True
+    if _compiled_for(work):
         from recsys.index.topk_kernel import select_tile
 
         pointers = np.zeros(2, dtype=np.int64)

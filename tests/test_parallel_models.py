@@ -3,6 +3,8 @@ other, in the config's order, with each model's tasks filed under the flow run."
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import pytest
 import yaml
@@ -17,6 +19,8 @@ MODELS = [
     {"name": "popular", "type": "popular"},
 ]
 
+
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 LMF = {"name": "lmf", "type": "lmf", "params": {"factors": 4, "iterations": 2, "num_threads": 1}}
 
@@ -74,11 +78,21 @@ def test_side_by_side_under_prefect_files_every_task(prefect_harness, small_fram
         run_id="side-by-side",
     )
     assert list(manifest["models"]) == [m["name"] for m in MODELS]
+    # Prefect records a task run's states from the events the flow sends, on the server and
+    # after the flow has returned: a task is read as Running until its Completed event is
+    # recorded. Read until every task is in a final state (or a minute has passed).
+    deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
         (flow_run,) = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["side-by-side"]))
         )
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run.id]}), limit=200)
+        while True:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run.id]}), limit=200)
+            if all(task.state_type and task.state_type.value in FINAL for task in tasks):
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     names = {task.name for task in tasks}
     for model in MODELS:
         assert {
@@ -86,7 +100,7 @@ def test_side_by_side_under_prefect_files_every_task(prefect_harness, small_fram
             f"train-{model['name']}-split",
             f"recommend-{model['name']}",
         } <= names
-    assert all(task.state_type.value == "COMPLETED" for task in tasks)
+    assert [(task.name, task.state_type.value) for task in tasks if task.state_type.value != "COMPLETED"] == []
 
 
 def test_libraries_are_imported_before_the_threads_start(tmp_path):

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 
-def import_flows(debug: bool = False) -> Any:
+def import_flows(debug: bool = False, meanwhile: Callable[[], None] | None = None) -> Any:
     """Import the flows package (and Prefect) with Prefect's console log on stdout, and an
     API to report to: the configured one; the temporary server the console script started
     before any import (:mod:`recsys.console`), once it answers; else (:func:`recsys.cli.main`
     called from Python) the one Prefect starts itself. Returns :mod:`flows.pipeline`.
+
+    ``meanwhile`` runs before waiting for the temporary API this process started (not
+    with another API): work the command would do later anyway, done while the API boots
+    on the other core instead of after it.
 
     Progress goes to stdout; stderr is kept for the one-line error. Prefect re-reads
     its logging config when its temporary API starts, so the setting goes through the
@@ -40,6 +45,8 @@ def import_flows(debug: bool = False) -> Any:
             "Starting temporary server on %s (set PREFECT_API_URL to use a running one)",
             api.url.removesuffix("/api"),
         )
+        if meanwhile is not None:
+            meanwhile()
         api.wait_ready(temporary_api.startup_timeout())
     else:
         from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL

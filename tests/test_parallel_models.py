@@ -87,7 +87,9 @@ def test_side_by_side_under_prefect_files_every_task(prefect_harness, small_fram
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["side-by-side"]))
         )
         while True:
-            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run.id]}), limit=200)
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id={"any_": [flow_run.id]}), limit=200
+            )
             if all(task.state_type and task.state_type.value in FINAL for task in tasks):
                 break
             if time.monotonic() > deadline:
@@ -100,7 +102,9 @@ def test_side_by_side_under_prefect_files_every_task(prefect_harness, small_fram
             f"train-{model['name']}-split",
             f"recommend-{model['name']}",
         } <= names
-    assert [(task.name, task.state_type.value) for task in tasks if task.state_type.value != "COMPLETED"] == []
+    assert [
+        (task.name, task.state_type.value) for task in tasks if task.state_type.value != "COMPLETED"
+    ] == []
 
 
 def test_libraries_are_imported_before_the_threads_start(tmp_path):

@@ -5,6 +5,7 @@ commands, once the config and the inputs have been checked."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -19,10 +20,13 @@ from recsys.errors import ConfigError
 from recsys.manifest import RankingMetric, RunManifest
 
 
-def _preflight(config: Any, input_path: str | None, root: str, args: argparse.Namespace) -> list[str] | None:
+def _preflight(
+    config: Any, input_path: str | None, root: str, args: argparse.Namespace
+) -> tuple[list[str] | None, int | None]:
     """Everything that can be checked before any Prefect machinery starts: the config,
     the input table's header, the holdout table, the run id, the models and the output
-    root. A bad input is one line in about a second, not after the API has started."""
+    root. A bad input is one line in about a second, not after the API has started.
+    Returns the models selected (None: all) and the input's number of items."""
     from recsys.data.interactions import check_columns
 
     if input_path and not Path(input_path).exists():
@@ -44,10 +48,10 @@ def _preflight(config: Any, input_path: str | None, root: str, args: argparse.Na
     # the table's content, the holdout and the item rules: validated now, and the table
     # handed to the prepare stage (not read twice); on Dask a worker prepares the data, so
     # the flow's process keeps no copy
-    preflight(config, input_path, args.holdout, keep=config.task_runner.type == "local")
+    items = preflight(config, input_path, args.holdout, keep=config.task_runner.type == "local")
     if config.task_runner.type == "dask" and config.task_runner.address:
         _check_scheduler(config.task_runner.address)
-    return models
+    return models, items
 
 
 def _check_scheduler(address: str, timeout: float = 5.0) -> None:
@@ -73,7 +77,7 @@ def _check_scheduler(address: str, timeout: float = 5.0) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config, input_path, root = resolve_inputs(args.config, args.interactions, args.output)
-    models = _preflight(config, input_path, root, args)
+    models, items = _preflight(config, input_path, root, args)
     run_id = args.run_id or storage.new_run_id()
     guard = RunGuard(root, run_id)
     guard.watch_signals()
@@ -81,7 +85,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     watchdog = guard.watchdog(timeout) if timeout else None
     from flows.launch import import_flows
 
-    pipeline = import_flows(args.debug)
+    def warm_up() -> None:
+        """While the temporary API boots: what the run loads anyway. Best effort: a library
+        that fails to load fails the stage that needs it, with that stage's error."""
+        if config.task_runner.type == "local":
+            from recsys.stages.runner import warm_up
+
+            with contextlib.suppress(Exception):
+                warm_up(config, config.select_models(models) if models else config.models, items)
+
+    pipeline = import_flows(args.debug, meanwhile=warm_up)
     api_watch = guard.watch_api()
     try:
         manifest = pipeline.pipeline_flow(

@@ -91,12 +91,19 @@ def warm_selection(work: int) -> None:
     kernel, on one score) without counting it, so that a timed search measures the search
     and not the process's one-time load: exact search's baseline in ``auto``'s probe."""
     if _compiled_for(work):
-        from recsys.index.topk_kernel import select_tile
+        load_compiled_selection()
 
-        pointers = np.zeros(2, dtype=np.int64)
-        ids, top = np.full((1, 1), -1, dtype=np.int64), np.full((1, 1), -np.inf, dtype=np.float32)
-        tile = np.zeros((1, 1), dtype=np.float32)
-        select_tile(tile, 0, pointers, pointers[:0], pointers[:1].copy(), ids, top)
+
+def load_compiled_selection() -> None:
+    """Load numba and the compiled kernel (from numba's cache where it has one) by
+    selecting from a one-score tile, without deciding that this process's searches use it
+    (:func:`_compiled_for` decides that by their size)."""
+    from recsys.index.topk_kernel import select_tile
+
+    pointers = np.zeros(2, dtype=np.int64)
+    ids, top = np.full((1, 1), -1, dtype=np.int64), np.full((1, 1), -np.inf, dtype=np.float32)
+    tile = np.zeros((1, 1), dtype=np.float32)
+    select_tile(tile, 0, pointers, pointers[:0], pointers[:1].copy(), ids, top)
 
 
 def _select_sorted(

@@ -330,18 +330,19 @@ def preflight(
     input_path: str | Path | None,
     holdout_path: str | Path | None,
     keep: bool = True,
-) -> None:
+) -> int | None:
     """The content checks of :func:`prepare_stage` that need no run folder, run before the
     run starts: the input and holdout tables validated, the item rules read (a missing
     table, no item_id column) and checked against the input's items, the top_n settings
-    against the number of items.
+    against the number of items. Returns the input's number of items (None without an
+    input table).
 
     With ``keep`` the validated tables are kept for the prepare stage of this process;
     without (on Dask, where a worker prepares the data) they are validated a batch at a
     time (:func:`scan_table`), so the flow's process never holds a table."""
     if input_path is None:  # vectors only: the rule tables can be read, not matched yet
         read_rule_lists(config)
-        return
+        return None
 
     def facts(path: str | Path) -> TableFacts:
         return TableFacts.of(validate_table(path)) if keep else scan_table(path)
@@ -361,6 +362,7 @@ def preflight(
     lists = read_rule_lists(config)
     if lists:
         _resolve_rules(lists, items, log_counts=False, check=True)
+    return len(items)
 
 
 def prepare_stage(

@@ -171,6 +171,33 @@ def model_chains(
     return {m.name: entries[m.name] for m in models}
 
 
+def import_libraries(config: PipelineConfig, models: list[ModelConfig]) -> None:
+    """Import the libraries the models and the index backends of a run import lazily
+    (implicit, annoy, faiss, hnswlib where installed)."""
+    for model in models:
+        get_model_type(model.type).load()
+    for backend in BACKENDS.values():
+        if config.index.backend in ("auto", backend.family) and backend.missing() is None:
+            for module in backend.requires:
+                importlib.import_module(module)
+
+
+def warm_up(config: PipelineConfig, models: list[ModelConfig], items: int | None) -> None:
+    """Load, ahead of the run, what its stages would load on first use: the models' and
+    index backends' libraries (:func:`import_libraries`), the report's matplotlib, and the
+    compiled top-k selection where the run's similar items alone (``items`` squared
+    scores) are past the size that uses it. ``recsys run`` calls this while Prefect's
+    temporary API is still booting on the other core, so the run no longer pays for
+    these loads inside its stages; what is loaded is what the run would load anyway."""
+    from recsys.index import exact
+
+    import_libraries(config, models)
+    importlib.import_module("matplotlib.figure")
+    importlib.import_module("matplotlib.backends.backend_agg")
+    if items is not None and items * items > exact.SMALL_WORK:
+        exact.load_compiled_selection()
+
+
 def _side_by_side(
     run: RunLayout, config: PipelineConfig, models: list[ModelConfig], refit: bool, steps: Steps
 ) -> dict[str, ModelEntry]:
@@ -185,12 +212,7 @@ def _side_by_side(
         return {model.name: model_chain(run, config, model, refit, steps) for model in models}
     # libraries imported lazily are imported here, once: two threads importing one can
     # deadlock on its import locks
-    for model in models:
-        get_model_type(model.type).load()
-    for backend in BACKENDS.values():
-        if config.index.backend in ("auto", backend.family) and backend.missing() is None:
-            for module in backend.requires:
-                importlib.import_module(module)
+    import_libraries(config, models)
     token = BLAS_THREADS.set(1)
     cancel = threading.Event()
     cancel_token = CANCEL.set(cancel)  # seen by every chain: their contexts copy this one

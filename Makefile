@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev,ann]"
 	# Prefect's database (PREFECT_HOME, ~/.prefect by default), created once here rather
-	# than by the first run's temporary API
+	# than by the first run's temporary API, and its block types registered (one boot of
+	# the temporary API)
 	$(BIN)/prefect server database upgrade -y >/dev/null
+	$(BIN)/python -m flows.temporary_api
 	touch $@
 
 $(SAMPLE): | setup

@@ -70,9 +70,12 @@ def prefect_server(root: Path) -> Iterator[str]:
 
 def create_prefect_database(env: dict[str, str]) -> None:
     """Prefect's database in ``env``'s PREFECT_HOME, as on any machine after `make setup`
-    (which creates it), so that no timed run pays its migrations."""
+    (which creates it and boots the temporary API once), so that no timed run pays its
+    migrations or the registration of Prefect's block types."""
     upgrade = [str(Path(sys.executable).with_name("prefect")), "server", "database", "upgrade", "-y"]
     subprocess.run(upgrade, env=env, check=True, capture_output=True)
+    boot = [sys.executable, "-m", "flows.temporary_api"]
+    subprocess.run(boot, env=env, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
 
 
 def run(root: Path, name: str, config: dict, table: Path, api_url: str | None = None) -> dict:

@@ -230,3 +230,17 @@ def test_a_run_whose_temporary_api_dies_ends_at_once_with_one_line(tmp_path):
     ]
     assert not (tmp_path / "out" / "CURRENT").exists()
     assert not [p for p in (tmp_path / "out" / "runs").iterdir()]
+
+
+def test_make_setup_boots_the_api_once_so_block_types_are_registered(tmp_path):
+    """`python -m flows.temporary_api` (a step of `make setup`): Prefect's block types are
+    registered in the database and remembered (its memo store), so the first run's API
+    does not register them."""
+    home = tmp_path / "prefect"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PREFECT_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.temporary_api"], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "block_auto_registration" in (home / "memo_store.toml").read_text()
+    assert (home / "prefect.db").exists()

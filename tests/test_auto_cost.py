@@ -112,3 +112,31 @@ def test_a_tiny_probe_cap_stops_the_sweep_and_still_chooses(tmp_path):
 def test_probe_seconds_is_checked_at_load(value):
     with pytest.raises(Exception, match="probe_seconds"):
         parse_config({"models": [{"name": "als", "type": "als"}], "index": {"probe_seconds": value}})
+
+
+def test_each_backend_build_is_estimated_once_per_model(tmp_path, monkeypatch):
+    """The timed sample build that estimates a backend's build serves both of a model's
+    indices (angular and dot): the same vectors, count and settings."""
+    import recsys.stages.index as index_stage
+
+    monkeypatch.setattr(index_stage, "MIN_ESTIMATE_ITEMS", 5)  # estimate on 80 // 8 items
+    calls: list[tuple[str, str]] = []
+    estimate = index_stage.estimate_build
+
+    def counted(candidate, context, k):
+        calls.append((candidate.name, context.metric))
+        return estimate(candidate, context, k)
+
+    monkeypatch.setattr(index_stage, "estimate_build", counted)
+    frame = generate_interactions(n_users=150, n_items=80, n_clusters=3, seed=1)
+    run = recsys.run_pipeline(frame, CONFIG, output=tmp_path)
+    names = [name for name, _ in calls]
+    assert names and len(names) == len(set(names)), calls
+    # a backend serving both metrics is estimated for the first index (angular) and the
+    # estimate reused for dot; only a dot-only strategy is estimated for dot
+    from recsys.index import BACKENDS
+
+    for name, metric in calls:
+        assert metric == ("angular" if BACKENDS[name].supports("angular") else "dot"), calls
+    assert {name for name, _ in calls if BACKENDS[name].supports("angular")} >= {"annoy"}
+    assert set(run.manifest.models["als"].indices) == {"angular", "dot"}

@@ -127,7 +127,7 @@ def _index_entry(
     metric: Metric,
     item_factors: np.ndarray,
     built: dict[tuple[str, str], Built],
-    estimates: dict[str, float | None] | None = None,
+    estimates: dict[str, float | None],
 ) -> IndexEntryBase:
     """How one index is served: exact search where the config says so or the catalog is
     small, else the backends' strategies built and served at a configured or swept setting.
@@ -153,7 +153,7 @@ def _index_entry(
     )
     k = list_k(config, metric)
     if backend == "auto":
-        return _auto_entry(run, config, model, context, k, {} if estimates is None else estimates)
+        return _auto_entry(run, config, model, context, k, estimates)
     strategies = _strategies(config, context, k)
     files = {name: file for made in strategies for name, file in made.files.items()}
     if not strategies:

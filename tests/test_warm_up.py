@@ -20,7 +20,7 @@ PROBE = (
     "config = PipelineConfig.model_validate({'models': [{'name': 'als', 'type': 'als'}, "
     "{'name': 'pop', 'type': 'popular'}]})\n"
     "loaded = lambda: {m for m in ('implicit', 'matplotlib', 'matplotlib.backends.backend_agg', 'numba', "
-    "'recsys.index.topk_kernel') if m in sys.modules}\n"
+    "'recsys.index.topk_kernel', 'hnswlib') if m in sys.modules}\n"
     "before = loaded()\n"
     "models = [m for m in config.models if m.name in sys.argv[2].split(',')]\n"
     "warm_up(config, models, int(sys.argv[1]))\n"
@@ -37,7 +37,7 @@ def _warm(items: int, models: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("items, kernel", [(2_000, True), (1_000, False)])
+@pytest.mark.parametrize("items, kernel", [(2_000, True), (1_000, False), (20_000, True)])
 def test_warm_up_loads_what_the_run_will_use(items, kernel):
     # 2,000 items: 4M similar-item scores, past exact.SMALL_WORK (2M); 1,000 items: 1M
     result = _warm(items, "als,pop")
@@ -45,6 +45,8 @@ def test_warm_up_loads_what_the_run_will_use(items, kernel):
     assert {"implicit", "matplotlib", "matplotlib.backends.backend_agg"} <= set(result["after"])
     assert ("recsys.index.topk_kernel" in result["after"]) is kernel
     assert ("numba" in result["after"]) is kernel
+    # the index libraries only where auto may build an index (index.auto_min_items: 10,000)
+    assert ("hnswlib" in result["after"]) is (items >= 10_000)
     # loading the kernel decides nothing: the run's searches still choose by their size
     assert result["compiled_decided"] is False and result["small_work"] == 0
 

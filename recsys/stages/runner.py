@@ -171,12 +171,12 @@ def model_chains(
     return {m.name: entries[m.name] for m in models}
 
 
-def import_libraries(config: PipelineConfig, models: list[ModelConfig]) -> None:
-    """Import the libraries the models and the index backends of a run import lazily
-    (implicit, annoy, faiss, hnswlib where installed)."""
+def import_libraries(config: PipelineConfig, models: list[ModelConfig], backends: bool = True) -> None:
+    """Import the libraries the models and (with ``backends``) the index backends of a run
+    import lazily (implicit, annoy, faiss, hnswlib where installed)."""
     for model in models:
         get_model_type(model.type).load()
-    for backend in BACKENDS.values():
+    for backend in BACKENDS.values() if backends else ():
         if config.index.backend in ("auto", backend.family) and backend.missing() is None:
             for module in backend.requires:
                 importlib.import_module(module)
@@ -188,10 +188,13 @@ def warm_up(config: PipelineConfig, models: list[ModelConfig], items: int | None
     compiled top-k selection where the run's similar items alone (``items`` squared
     scores) are past the size that uses it. ``recsys run`` calls this while Prefect's
     temporary API is still booting on the other core, so the run no longer pays for
-    these loads inside its stages; what is loaded is what the run would load anyway."""
+    these loads inside its stages; what is loaded is what the run would load anyway: no
+    backend library where ``auto`` serves the catalog exactly (fewer items than
+    ``index.auto_min_items``)."""
     from recsys.index import exact
 
-    import_libraries(config, models)
+    exact_only = config.index.backend == "auto" and items is not None and items < config.index.auto_min_items
+    import_libraries(config, models, backends=not exact_only)
     importlib.import_module("matplotlib.figure")
     importlib.import_module("matplotlib.backends.backend_agg")
     if items is not None and items * items > exact.SMALL_WORK:

@@ -62,15 +62,29 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=12_000)
     parser.add_argument("--items", type=int, default=150_000)
     parser.add_argument("--per-user", type=float, default=30.0, help="mean interactions per user")
+    parser.add_argument(
+        "--popularity",
+        type=float,
+        default=1.0,
+        help="exponent of the items' Zipf popularity (lower: flatter, more of the catalog touched)",
+    )
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--top-n", type=int, default=20)
     parser.add_argument("--backends", default=",".join(CHOICES), help="comma-separated choices to run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     frame = generate_interactions(
-        n_users=args.users, n_items=args.items, mean_items_per_user=args.per_user, seed=7
+        n_users=args.users,
+        n_items=args.items,
+        mean_items_per_user=args.per_user,
+        popularity_exponent=args.popularity,
+        seed=7,
     )
-    print(f"{args.users:,} users x {args.items:,} items, {len(frame):,} interactions, {args.factors} factors")
+    print(
+        f"{args.users:,} users x {args.items:,} items ({frame['item_id'].nunique():,} with interactions), "
+        f"{len(frame):,} interactions, {args.factors} factors",
+        flush=True,
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="recsys-auto-cost-") as tmp:
         for backend in args.backends.split(","):

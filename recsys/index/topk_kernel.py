@@ -75,3 +75,59 @@ def _select_tile(block, first, exclude_ptr, exclude_idx, cursor, best_ids, best)
 
 
 select_tile = _compile(_select_tile)
+
+
+def _select_tile_mapped(block, first, item_ids, excluded, cursor, ends, best_ids, best):  # pragma: no cover
+    """:func:`_select_tile` for tiles whose columns are not in id order: column c of the
+    search's item order is item ``item_ids[c]``, and the tile holds columns first ..
+    first + width - 1 of that order (exact search in decreasing item norm, which lets a
+    search stop early). Row r's excluded columns, in this order, are excluded[cursor[r]
+    : ends[r]], increasing, from the tile on (the cursor moves past the tile's).
+
+    Among equal scores the lower item id comes first, wherever its column is: a score
+    equal to the row's k-th best enters when its id is lower than the k-th's, and is
+    inserted after the equal scores of lower ids. The results are those of
+    :func:`_select_tile` over the items in id order. -inf never enters.
+    """
+    rows, width = block.shape
+    k = best.shape[1]
+    last = first + width
+    whole = width - width % GROUP
+    for r in range(rows):
+        row = block[r]
+        p = cursor[r]
+        end = ends[r]
+        while p < end and excluded[p] < last:
+            row[excluded[p] - first] = -np.inf
+            p += 1
+        cursor[r] = p
+        row_best = best[r]
+        row_ids = best_ids[r]
+        threshold = row_best[k - 1]
+        for g in range(0, width, GROUP):
+            stop = width
+            if g < whole:
+                stop = g + GROUP
+                reach = False
+                for j in range(g, g + GROUP):
+                    reach |= row[j] >= threshold
+                if not reach:
+                    continue
+            for j in range(g, stop):
+                s = row[j]
+                if s < threshold or s == -np.inf or s != s:
+                    continue
+                item = item_ids[first + j]
+                if s == threshold and item > row_ids[k - 1] >= 0:
+                    continue
+                i = k - 1
+                while i > 0 and (row_best[i - 1] < s or (row_best[i - 1] == s and row_ids[i - 1] > item)):
+                    row_best[i] = row_best[i - 1]
+                    row_ids[i] = row_ids[i - 1]
+                    i -= 1
+                row_best[i] = s
+                row_ids[i] = item
+                threshold = row_best[k - 1]
+
+
+select_tile_mapped = _compile(_select_tile_mapped)

@@ -185,3 +185,92 @@ def test_warming_loads_the_kernel_only_for_a_search_that_will_use_it():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "True", "True"]
+
+
+def chunked_by_norm(patch: pytest.MonkeyPatch, chunk: int) -> None:
+    """Inner-product searches through the compiled selection, in tiles of ``chunk`` items
+    visited in decreasing norm."""
+    use("compiled", patch)
+    patch.setattr(exact, "CHUNKED_MIN_COLUMNS", 64)
+    patch.setattr(exact, "CHUNK_COLUMNS", chunk)
+    patch.setattr(exact, "CHUNK_COLUMNS_PER_K", 1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    users=st.integers(1, 60),
+    n=st.integers(65, 1500),
+    dim=st.integers(1, 6),
+    spread=st.sampled_from([1, 3, 20]),
+    k=st.integers(1, 12),
+    share=st.sampled_from([0.0, 0.1, 0.9]),
+    chunk=st.sampled_from([64, GROUP + 3, 300]),
+    block_rows=st.sampled_from([1, 7, 32]),
+    seed=st.integers(0, 2**16),
+)
+def test_search_by_norm_matches_a_full_sort(users, n, dim, spread, k, share, chunk, block_rows, seed):
+    """Integer vectors (products exact in float32 whatever computes them, frequent ties,
+    zero vectors) whose norms spread up to ``spread``-fold, so that queries leave their
+    blocks early; unsorted, repeated exclusions; the results of a full stable sort."""
+    rng = np.random.default_rng(seed)
+    items = rng.integers(-2, 3, size=(n, dim)) * rng.integers(1, spread + 1, size=(n, 1))
+    items = items.astype(np.float32)
+    queries = rng.integers(-2, 3, size=(users, dim)).astype(np.float32)
+    row, column = np.nonzero(rng.random((users, n)) < share)
+    shuffle = rng.permutation(len(row))
+    row, column = np.concatenate([row[shuffle], row[:3]]), np.concatenate([column[shuffle], column[:3]])
+    order = np.argsort(row, kind="stable")  # rows in order, their columns unsorted and repeated
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=users))])
+    exclude = sp.csr_matrix((np.ones(len(row), np.float32), column[order], indptr), shape=(users, n))
+    full = queries @ items.T
+    full[row, column] = -np.inf
+    expected_ids, expected_top = reference(full, k)
+    with pytest.MonkeyPatch.context() as patch:
+        chunked_by_norm(patch, chunk)
+        ids, top = ExactIndex(items, "dot", block_rows=block_rows).search(queries, k, exclude=exclude)
+    np.testing.assert_array_equal(top, expected_top)
+    np.testing.assert_array_equal(ids, expected_ids)
+
+
+def test_search_by_norm_leaves_the_small_items_unscored(monkeypatch):
+    """Norms falling steeply: every query's top k is among the first tiles, and the
+    remaining ones are never scored."""
+    import recsys.index.topk_kernel as kernel
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    items = rng.normal(size=(n, 8)) * np.geomspace(100, 0.01, n)[rng.permutation(n), None]
+    items = items.astype(np.float32)
+    queries = rng.normal(size=(50, 8)).astype(np.float32)
+    tiles = []
+    select = kernel.select_tile_mapped
+
+    def counted(tile, first, *rest):
+        tiles.append((len(tile), first))
+        select(tile, first, *rest)
+
+    chunked_by_norm(monkeypatch, 100)
+    monkeypatch.setattr(kernel, "select_tile_mapped", counted)
+    ids, top = ExactIndex(items, "dot", block_rows=16).search(queries, 5)
+    full = queries @ items.T
+    expected_ids, expected_top = reference(full, 5)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_allclose(top, expected_top, rtol=1e-5)
+    scored = sum(rows * 100 for rows, _ in tiles)
+    assert scored < 0.2 * 50 * n  # every item scored: 50 x 2000
+    assert max(first for _, first in tiles) < n // 2
+
+
+def test_search_by_norm_gives_ties_to_the_lower_id_whatever_its_norm(monkeypatch):
+    """Item 0 (norm 1) and item 1 (norm 4.1) score 1 with the query: item 1 is visited
+    first (larger norm), item 0 still comes first."""
+    items = np.tile(np.array([[-1.0, 0.0]], dtype=np.float32), (202, 1))  # score -1
+    items[0], items[1] = [1.0, 0.0], [1.0, 4.0]
+    queries = np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
+    exclude = sp.csr_matrix(([1.0], ([1], [0])), shape=(2, len(items)))
+    chunked_by_norm(monkeypatch, 64)
+    ids, top = ExactIndex(items, "dot", block_rows=2).search(queries, 1, exclude=exclude)
+    np.testing.assert_array_equal(ids, [[0], [1]])
+    np.testing.assert_array_equal(top, [[1.0], [1.0]])
+    ids, top = ExactIndex(items, "dot").search(queries, 3)
+    np.testing.assert_array_equal(ids, [[0, 1, 2], [0, 1, 2]])

@@ -10,7 +10,9 @@ of the command, best of ``--repeats``):
   imports Prefect, numpy or pandas) and ``import flows.pipeline``;
 - with ``--sizes``: the overhead of a run with one ALS model (wall time beyond fit, index
   build and scoring) as a share of its wall time on generated tables of each size (users
-  x items), with the manifest's per-stage split (:mod:`benchmarks.pipeline`);
+  x items), with the manifest's per-stage split (:mod:`benchmarks.pipeline`): `recsys run`
+  with its temporary API, against a running Prefect server, and the same stages without
+  Prefect (``recsys.run_pipeline``);
 - the demo through ``recsys.cli.main`` without the console script, where Prefect starts
   its temporary API itself at the flow's first call (Prefect's own behaviour, for
   comparison).
@@ -24,6 +26,7 @@ does, so no run pays its migrations.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -132,14 +135,20 @@ def main() -> None:
 
 def overheads() -> None:
     print(
-        "\n| table | wall s | prepare | fit | index | recommend | similar_items | evaluate "
+        "\n| table | runner | wall s | prepare | fit | index | recommend | similar_items | evaluate "
         "| overhead s | overhead |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+RUNNERS = ("recsys run, temporary API", "recsys run, Prefect server", "recsys.run_pipeline, no Prefect")
 
 
 def overhead(users: int, items: int) -> None:
-    """One `recsys run` of one ALS model on a generated table of ``users`` x ``items``."""
+    """One run of one ALS model on a generated table of ``users`` x ``items``, three ways:
+    `recsys run` with the temporary API it starts, `recsys run` against a running Prefect
+    server (as scheduled deployments run), and the same stages without Prefect
+    (``recsys.run_pipeline`` in a process of its own): what Prefect's orchestration adds."""
     from recsys.data import generate_interactions
 
     config = {
@@ -152,14 +161,40 @@ def overhead(users: int, items: int) -> None:
         root = Path(tmp)
         table = root / "interactions.parquet"
         generate_interactions(users, items, n_clusters=50, mean_items_per_user=30.0).to_parquet(table)
-        result = pipeline_run(root, "local", config, table)
-    t = result["timings"]
-    spent = result["wall"] - sum(t.get(stage, 0.0) for stage in WORK)
-    print(
-        f"| {users} x {items} | {result['wall']:.1f} | {result['prepare']:.1f} | {t['fit']:.1f} | "
-        f"{t['index']:.1f} | {t['recommend']:.1f} | {t['similar_items']:.1f} | {t['evaluate']:.1f} | "
-        f"{spent:.1f} | {spent / result['wall']:.0%} |"
+        results = [pipeline_run(root, "local", config, table)]
+        with prefect_server(root) as url:
+            results.append(pipeline_run(root, "local, Prefect server", config, table, url))
+        results.append(without_prefect(root, config, table))
+    for runner, result in zip(RUNNERS, results, strict=True):
+        t = result["timings"]
+        spent = result["wall"] - sum(t.get(stage, 0.0) for stage in WORK)
+        print(
+            f"| {users} x {items} | {runner} | {result['wall']:.1f} | {result['prepare']:.1f} | "
+            f"{t['fit']:.1f} | {t['index']:.1f} | {t['recommend']:.1f} | {t['similar_items']:.1f} | "
+            f"{t['evaluate']:.1f} | {spent:.1f} | {spent / result['wall']:.0%} |",
+            flush=True,
+        )
+
+
+def without_prefect(root: Path, config: dict, table: Path) -> dict:
+    """The same run through ``recsys.run_pipeline`` (no flow, no API), timed as a process."""
+    output = root / "no-prefect"
+    script = (
+        "import json, sys, recsys; "
+        "recsys.run_pipeline(sys.argv[1], json.loads(sys.argv[2]), output=sys.argv[3], run_id='bench')"
     )
+    command = [sys.executable, "-c", script, str(table), json.dumps(config), str(output)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"recsys.run_pipeline failed:\n{done.stderr[-3000:]}")
+    manifest = json.loads((output / "runs" / "bench" / "manifest.json").read_text())
+    return {
+        "wall": wall,
+        "timings": manifest["models"]["als"]["timings"],
+        "prepare": manifest["timings"]["prepare"],
+    }
 
 
 if __name__ == "__main__":

@@ -102,15 +102,17 @@ def warm_selection(work: int) -> None:
 
 
 def load_compiled_selection() -> None:
-    """Load numba and the compiled kernel (from numba's cache where it has one) by
+    """Load numba and the compiled kernels (from numba's cache where it has one) by
     selecting from a one-score tile, without deciding that this process's searches use it
     (:func:`_compiled_for` decides that by their size)."""
-    from recsys.index.topk_kernel import select_tile
+    from recsys.index.topk_kernel import select_tile, select_tile_mapped
 
     pointers = np.zeros(2, dtype=np.int64)
     ids, top = np.full((1, 1), -1, dtype=np.int64), np.full((1, 1), -np.inf, dtype=np.float32)
     tile = np.zeros((1, 1), dtype=np.float32)
     select_tile(tile, 0, pointers, pointers[:0], pointers[:1].copy(), ids, top)
+    # and the one that serves inner-product searches in norm order
+    select_tile_mapped(tile, 0, pointers[:1], pointers[:0], pointers[:1].copy(), pointers[1:], ids, top)
 
 
 def _select_sorted(

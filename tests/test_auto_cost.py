@@ -140,3 +140,19 @@ def test_each_backend_build_is_estimated_once_per_model(tmp_path, monkeypatch):
         assert metric == ("angular" if BACKENDS[name].supports("angular") else "dot"), calls
     assert {name for name, _ in calls if BACKENDS[name].supports("angular")} >= {"annoy"}
     assert set(run.manifest.models["als"].indices) == {"angular", "dot"}
+
+
+def test_a_build_that_would_outlast_the_probe_time_is_not_started():
+    """A strategy whose estimated build ends after index.probe_seconds could not be probed
+    (never chosen): not built. Within both limits, or without an estimate, it is."""
+    from recsys.stages.index import build_skipped
+
+    assert build_skipped(72.0, bar=260.0, left=50.0) == (
+        "estimated build 72.0 s > the 50.0 s left of index.probe_seconds"
+    )
+    assert build_skipped(72.0, bar=60.0, left=500.0) == (
+        "estimated build 72.0 s > 60.0 s, the least whole cost so far"
+    )
+    assert build_skipped(72.0, bar=260.0, left=-3.0).endswith("the 0.0 s left of index.probe_seconds")
+    assert build_skipped(10.0, bar=260.0, left=50.0) is None
+    assert build_skipped(-1.0, bar=0.5, left=-2.0) is None  # no estimate: built

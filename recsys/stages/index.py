@@ -184,7 +184,8 @@ def _auto_entry(
     in the order of its estimated build (those without an estimate first, in the
     registry's order) built and swept within ``index.probe_seconds`` unless its
     estimated build alone costs more than the least whole cost found so far (exact
-    search's serving at first), and the least whole cost chosen
+    search's serving at first) or would outlast the probe's time (:func:`build_skipped`),
+    and the least whole cost chosen
     (:func:`recsys.index.select.choose_by_cost`).
 
     A backend's build estimate is made once per model (in ``estimates``, by backend) and
@@ -211,11 +212,9 @@ def _auto_entry(
         if time.perf_counter() >= deadline:
             log.info("%s: %s index: index.probe_seconds spent, %s not built", model, metric, candidate.name)
             continue
-        if estimate > bar:
-            log.info(
-                "%s: %s index: %s not built (estimated build %.1f s > %.1f s, the least whole cost so far)",
-                *(model, metric, candidate.name, estimate, bar),
-            )
+        skipped = build_skipped(estimate, bar, deadline - time.perf_counter())
+        if skipped is not None:
+            log.info("%s: %s index: %s not built (%s)", model, metric, candidate.name, skipped)
             continue
         made = _build(context, candidate, settings, k)
         if made is None:
@@ -236,6 +235,21 @@ def _auto_entry(
     fields = served_by.fields if served_by is not None else {}
     tuning = {"tuning": sweeps} if sweeps else {}
     return _entry(metric=metric, files=files, **tuning, **fields, **chosen)
+
+
+def build_skipped(estimate: float, bar: float, left: float) -> str | None:
+    """Why ``auto`` does not build a strategy whose build is estimated at ``estimate``
+    seconds (negative: no estimate): the build alone costs more than ``bar``, the least
+    whole cost found so far, or would still run when the ``left`` seconds of
+    ``index.probe_seconds`` are spent, so that the strategy could not be probed (and a
+    strategy not probed is never chosen). None: build it."""
+    if estimate < 0:
+        return None
+    if estimate > bar:
+        return f"estimated build {estimate:.1f} s > {bar:.1f} s, the least whole cost so far"
+    if estimate > left:
+        return f"estimated build {estimate:.1f} s > the {max(left, 0.0):.1f} s left of index.probe_seconds"
+    return None
 
 
 def _files_seconds(made: Built) -> float:

@@ -212,8 +212,10 @@ class IndexConfig(_Strict):
     docs/speed.md). 0 probes every catalog."""
     probe_seconds: float = Field(default=60.0, gt=0)
     """With ``backend: auto``, the seconds each index's probe (the recall/speed sweeps of
-    every strategy) may take: a sweep tries no further setting once they are spent, and
-    strategies not yet swept then are not built. The choice is made among what was measured."""
+    every strategy) may take: a sweep tries no further setting once they are spent,
+    strategies not yet swept then are not built, and a strategy whose build is estimated
+    to outlast the seconds left is not started (it could not be probed). The choice is
+    made among what was measured."""
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     """Seed of every index build (Annoy's ``set_seed``, faiss's k-means, hnswlib's graph;
     0 to 2^31 - 1, Annoy's range); defaults to the config's ``seed``."""

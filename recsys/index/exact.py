@@ -240,12 +240,12 @@ class ExactIndex(VectorIndex):
         n_items = self.n_items
         # whole rows of a narrow catalog; a wide one a chunk of items at a time
         chunk = n_items if n_items < CHUNKED_MIN_COLUMNS else max(CHUNK_COLUMNS, CHUNK_COLUMNS_PER_K * k)
-        ids = np.empty((len(queries), k), dtype=np.int64)
-        scores = np.empty((len(queries), k), dtype=np.float32)
-        buffers = threading.local()  # one score buffer per worker thread, reused by its blocks
         select_tile = _selection(len(queries) * n_items)
         if self.metric == "dot" and chunk < n_items and select_tile is not _select_sorted:
             return self._search_by_norm(queries, k, exclude, chunk)
+        ids = np.empty((len(queries), k), dtype=np.int64)
+        scores = np.empty((len(queries), k), dtype=np.float32)
+        buffers = threading.local()  # one score buffer per worker thread, reused by its blocks
 
         def score_block(start: int) -> None:
             stop = min(start + self.block_rows, len(queries))
